@@ -1,0 +1,1 @@
+"""Event sources: XES replay, multi-organization split, Petri-net simulation."""

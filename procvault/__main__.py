@@ -1,0 +1,5 @@
+"""``python -m procvault``."""
+
+from procvault.cli import main
+
+raise SystemExit(main())

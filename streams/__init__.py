@@ -1,0 +1,1 @@
+"""Everything that moves bytes: codecs, transports, the local Kafka broker."""

@@ -1,0 +1,90 @@
+"""Shared test fixtures: the shared data folder and (for integration tests) one Kafka broker."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+# ----------------------------------------------------------------------------- shared data
+#: The shared data folder (logs, models, rules): ``$PROCVAULT_SHARED_DATA`` or ``../shared/data``
+#: next to the repository, as the project's README describes.
+SHARED_DATA = Path(
+    os.environ.get(
+        "PROCVAULT_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
+)
+
+
+def _shared(rel: str) -> Path:
+    path = SHARED_DATA / rel
+    if not path.exists():
+        pytest.fail(f"shared data file {path} is missing (set PROCVAULT_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder."""
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sepsis_log() -> Path:
+    """Sepsis Cases: 15,214 events, 1,050 cases."""
+    return _shared("logs/sepsis_cases.xes.gz")
+
+
+@pytest.fixture(scope="session")
+def running_example_log() -> Path:
+    """The 6-case running example."""
+    return _shared("logs/running-example.xes.gz")
+
+
+# ----------------------------------------------------------------------------- Kafka
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the broker ``kafka``, so ``-m "not kafka"`` skips them all."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a Kafka broker for this test session.
+
+    ``$KAFKA_BOOTSTRAP`` names an existing broker; otherwise one real single-node broker is
+    started from its Maven jars (see ``procvault.streams.kafka_local``) on free ports in a
+    temporary directory, and stopped when the session ends.
+    """
+    from procvault.streams.kafka_local import LocalKafka, free_port, install_jars, wait_ready
+
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    if external:
+        wait_ready(external, timeout=30.0)
+        yield external
+        return
+    install_jars()
+    port = free_port()
+    controller_port = free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    broker = LocalKafka(
+        data_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller_port
+    )
+    broker.start(timeout=120.0)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic(request: pytest.FixtureRequest) -> str:
+    """A topic name no other test uses (Kafka-legal characters only)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name[:40]).strip("-.")
+    return f"t-{name}-{uuid4().hex[:8]}"

@@ -5,7 +5,10 @@ ratio of the two medians measured in this same run. Kafka: ``$KAFKA_BOOTSTRAP`` 
 otherwise a broker started here from the cached jars (``procvault kafka install``) in a
 temporary folder on free ports, stopped at the end.
 
-    .venv/bin/python bench/replay.py [--log PATH] [--runs 3]
+    .venv/bin/python bench/replay.py [--log PATH] [--runs 3] [--repeat 5]
+
+Each run sends the log ``--repeat`` times (case ids suffixed per round) and is timed from the
+sink's start to its final flush, producer connection and topic creation included.
 """
 
 from __future__ import annotations
@@ -19,15 +22,19 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import msgspec
 
 os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "false")
 
 from procvault.generators.pacing import AsFastAsPossible
 from procvault.generators.run import run_to_sink
-from procvault.generators.xes import read_xes
+from procvault.generators.xes import XesLog, read_xes
+from procvault.monitor.event import Event
 from procvault.streams import kafka_local
-from procvault.streams.sinks import KafkaSink, NullSink
+from procvault.streams.sinks import EventSink, KafkaSink, NullSink
 
 DEFAULT_LOG = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "logs" / "sepsis_cases.xes.gz"
@@ -43,9 +50,17 @@ def _median_rate(samples: list[tuple[int, float]]) -> dict[str, float]:
     }
 
 
-async def _to_sink(log, sink) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+def _stream(log: XesLog, repeat: int) -> Iterator[Event]:
+    """The log replayed ``repeat`` times in a row, case ids suffixed per round."""
+    for k in range(repeat):
+        for ev in log.replay():
+            yield ev if k == 0 else msgspec.structs.replace(ev, case_id=f"{ev.case_id}#{k}")
+
+
+async def _to_sink(log: XesLog, sink: EventSink, repeat: int) -> tuple[int, float]:
+    """Events sent and seconds taken, producer start-up and final flush included."""
     start = time.perf_counter()
-    stats = await run_to_sink(log.replay(), sink, AsFastAsPossible(), count_cases=False)
+    stats = await run_to_sink(_stream(log, repeat), sink, AsFastAsPossible(), count_cases=False)
     return stats.events, time.perf_counter() - start
 
 
@@ -53,6 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--log", type=Path, default=DEFAULT_LOG)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5, help="replay the log this many times per run")
     args = ap.parse_args()
 
     parse_times = []
@@ -61,7 +77,7 @@ def main() -> None:
         log = read_xes(args.log)
         parse_times.append(time.perf_counter() - t)
 
-    null = [asyncio.run(_to_sink(log, NullSink())) for _ in range(args.runs)]
+    null = [asyncio.run(_to_sink(log, NullSink(), args.repeat)) for _ in range(args.runs)]
 
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
@@ -81,7 +97,7 @@ def main() -> None:
         for _ in range(args.runs):
             sink = KafkaSink(f"kafka://{bootstrap}/bench-replay-{uuid.uuid4().hex[:8]}")
             settings = sink.producer_settings
-            kafka.append(asyncio.run(_to_sink(log, sink)))
+            kafka.append(asyncio.run(_to_sink(log, sink, args.repeat)))
     finally:
         if broker is not None:
             broker.stop()
@@ -91,8 +107,10 @@ def main() -> None:
     out = {
         "benchmark": "xes_replay",
         "log": args.log.name,
-        "events": log.n_events,
-        "cases": log.n_cases,
+        "events_per_run": log.n_events * args.repeat,
+        "log_events": log.n_events,
+        "log_cases": log.n_cases,
+        "repeat": args.repeat,
         "runs": args.runs,
         "parse_seconds_median": round(statistics.median(parse_times), 3),
         "null_sink": null_r,

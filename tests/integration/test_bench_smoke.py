@@ -1,0 +1,38 @@
+"""The benchmarks run (so they cannot go stale) and print the JSON they promise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def test_replay_benchmark_smoke(kafka_bootstrap: str, sepsis_log: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "replay.py"),
+            "--log",
+            str(sepsis_log),
+            "--runs",
+            "1",
+            "--repeat",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["events_per_run"] == 15_214
+    assert out["null_sink"]["events_per_s_median"] > 0
+    assert out["kafka"]["events_per_s_median"] > 0
+    assert out["kafka"]["producer_settings"]["acks"] == "all"
+    assert out["kafka_vs_null"] > 0

@@ -20,6 +20,8 @@ from xml.etree import ElementTree
 
 from procvault.streams.errors import ConfigError, InputError
 
+from ._pm4py import import_pm4py
+
 if TYPE_CHECKING:
     from pm4py.objects.petri_net.obj import Marking, PetriNet
 
@@ -151,7 +153,7 @@ def load_model(path: str | os.PathLike[str], *, final_marking: str | None = None
 
 def _read(file: Path, suffix: str) -> tuple[Any, Any, Any]:
     """Call pm4py, turning whatever it raises into an :class:`InputError`."""
-    import pm4py
+    pm4py = import_pm4py()
 
     # pm4py leaves its file handle open when the XML is malformed (a ResourceWarning), so the
     # well-formedness check comes first.

@@ -27,6 +27,8 @@ from typing import Any
 from procvault.monitor.event import Event
 from procvault.streams.errors import InputError
 
+from ._pm4py import import_pm4py
+
 __all__ = ["XesLog", "read_xes"]
 
 _CASE_KEY = "concept:name"
@@ -107,13 +109,10 @@ _UNSUPPORTED = object()
 
 def _parse(path: Path) -> Any:
     """Parse ``path`` with pm4py into a legacy EventLog, turning its failures into InputError."""
-    os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "false")
-    # pm4py warns on import (licence banner) and on reading (optional faster parsers): neither
-    # is about the log, so neither reaches the user.
+    pm4py = import_pm4py()
+    # pm4py warns when reading (optional faster parsers): not about the log, so muted.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pm4py  # heavy import, deferred until a log is really read
-
         try:
             return pm4py.read_xes(str(path), return_legacy_log_object=True)
         except EOFError:

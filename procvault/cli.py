@@ -413,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when nothing new arrives for this many seconds",
     )
     p.set_defaults(func=cmd_tail)
+
+    from procvault import monitor_cmd
+
+    monitor_cmd.register(sub)
     return parser
 
 

@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from .event import Event, EventKind
 from .petri import CompiledNet
@@ -59,8 +59,7 @@ CompletedBy = Literal["end_marker", "final_marking", "idle", "flush"]
 DeviationKind = Literal["missing_tokens", "unknown_activity", "after_completion"]
 
 
-@dataclass(frozen=True, slots=True)
-class Deviation:
+class Deviation(NamedTuple):
     """A deviation found by one event, when it happens.
 
     Attributes
@@ -85,8 +84,7 @@ class Deviation:
     missing_places: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class CaseResult:
+class CaseResult(NamedTuple):
     """The final conformance result of a completed case (pm4py's token-replay diagnostics).
 
     ``events`` counts the case's activity events, including unknown ones
@@ -124,9 +122,11 @@ class CaseResult:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Update:
-    """What one call changed: deviations found and cases completed (both usually empty)."""
+class Update(NamedTuple):
+    """What one call changed: deviations found and cases completed (both usually empty).
+
+    Records are immutable named tuples: cheap to build on the per-event path.
+    """
 
     deviations: tuple[Deviation, ...] = ()
     completed: tuple[CaseResult, ...] = ()

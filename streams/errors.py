@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "KafkaSetupError",
     "ProcvaultError",
+    "SecurityError",
 ]
 
 
@@ -37,3 +38,7 @@ class KafkaSetupError(ProcvaultError):
     """The local Kafka broker could not be installed, started or reached."""
 
     retriable = True
+
+
+class SecurityError(ProcvaultError):
+    """Root of decryption, signature and attestation failures (never carries secrets)."""

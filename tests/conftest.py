@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -88,3 +89,30 @@ def topic(request: pytest.FixtureRequest) -> str:
     """A topic name no other test uses (Kafka-legal characters only)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name[:40]).strip("-.")
     return f"t-{name}-{uuid4().hex[:8]}"
+
+
+# ----------------------------------------------------------------------------- pm4py logs
+@pytest.fixture(scope="session")
+def make_pm4py_log() -> Callable[[list[list[str]]], Any]:
+    """Build a pm4py ``EventLog`` from activity lists: case ``c<i>``, one minute per event."""
+
+    def build(traces: list[list[str]]) -> Any:
+        from datetime import UTC, datetime, timedelta
+
+        from procvault.generators._pm4py import import_pm4py
+
+        import_pm4py()
+        from pm4py.objects.log.obj import Event, EventLog, Trace
+
+        t0 = datetime(2024, 1, 1, tzinfo=UTC)
+        log = EventLog()
+        for i, acts in enumerate(traces):
+            trace = Trace(attributes={"concept:name": f"c{i}"})
+            for j, activity in enumerate(acts):
+                trace.append(
+                    Event({"concept:name": activity, "time:timestamp": t0 + timedelta(minutes=j)})
+                )
+            log.append(trace)
+        return log
+
+    return build

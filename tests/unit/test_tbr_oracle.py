@@ -122,20 +122,6 @@ def _to_process_tree(spec: Any, parent: Any = None) -> Any:
     return node
 
 
-def _log_of(traces: list[list[str]]) -> Any:
-    from pm4py.objects.log.obj import Event as PEvent
-    from pm4py.objects.log.obj import EventLog, Trace
-
-    t0 = datetime(2024, 1, 1, tzinfo=UTC)
-    log = EventLog()
-    for i, acts in enumerate(traces):
-        tr = Trace(attributes={"concept:name": f"c{i}"})
-        for j, a in enumerate(acts):
-            tr.append(PEvent({"concept:name": a, "time:timestamp": t0 + timedelta(minutes=j)}))
-        log.append(tr)
-    return log
-
-
 def _interleaved_stream(traces: list[list[str]]) -> list[Event]:
     """All traces as one stream, cases interleaved round-robin, each followed by its marker."""
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -163,14 +149,16 @@ def _interleaved_stream(traces: list[list[str]]) -> list[Event]:
     ),
     played=st.integers(min_value=0, max_value=4),
 )
-def test_random_workflow_nets_equal_pm4py(tree: Any, traces: list[list[str]], played: int) -> None:
+def test_random_workflow_nets_equal_pm4py(
+    make_pm4py_log: Any, tree: Any, traces: list[list[str]], played: int
+) -> None:
     pt = _to_process_tree(tree if isinstance(tree, tuple) else ("->", [tree, "a"]))
     net, im, fm = pm4py.convert_to_petri_net(pt)
     # add a few traces the model can produce, so fitting behaviour is covered too
     if played:
         sim = pm4py.play_out(net, im, fm, parameters={"no_traces": played, "random_seed": 7})
         traces = traces + [[e["concept:name"] for e in t] for t in sim if len(t)]
-    log = _log_of(traces)
+    log = make_pm4py_log(traces)
     expected = _oracle(log, net, im, fm)
     got = _ours(_interleaved_stream(traces), net, im, fm)
     for case_id, exp in expected.items():

@@ -148,10 +148,8 @@ def test_models_we_refuse(mutate: str, match: str) -> None:
         compile_net(net, im, fm)
 
 
-def test_a_net_that_is_not_a_workflow_net_still_replays_like_pm4py() -> None:
+def test_a_net_that_is_not_a_workflow_net_still_replays_like_pm4py(make_pm4py_log: Any) -> None:
     """Two source places, a transition without input (always enabled) and a dead end."""
-    from pm4py.objects.log.obj import Event as PEvent
-    from pm4py.objects.log.obj import EventLog, Trace
     from pm4py.objects.petri_net.obj import Marking, PetriNet
     from pm4py.objects.petri_net.utils.petri_utils import add_arc_from_to
 
@@ -175,12 +173,7 @@ def test_a_net_that_is_not_a_workflow_net_still_replays_like_pm4py() -> None:
         add_arc_from_to(x, y, net)
     im, fm = Marking({s1: 1, s2: 1}), Marking({sink: 1})
     traces = [["A", "B"], ["GEN", "B", "B"], ["STOP"], ["A", "STOP", "B"], []]
-    log = EventLog()
-    for i, acts in enumerate(traces):
-        tr = Trace(attributes={"concept:name": f"c{i}"})
-        for j, x in enumerate(acts):
-            tr.append(PEvent({"concept:name": x, "time:timestamp": T0 + timedelta(minutes=j)}))
-        log.append(tr)
+    log = make_pm4py_log(traces)
     expected = pm4py.conformance_diagnostics_token_based_replay(log, net, im, fm)
     v = Vault(compile_net(net, im, fm))
     for i, acts in enumerate(traces):

@@ -414,9 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_tail)
 
-    from procvault import monitor_cmd
+    # Commands in modules of their own (imported here: they import this module's helpers).
+    from procvault import anonymize_cmd, monitor_cmd
 
     monitor_cmd.register(sub)
+    anonymize_cmd.register(sub)
     return parser
 
 

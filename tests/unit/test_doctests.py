@@ -22,9 +22,9 @@ def _modules() -> list[str]:
     for pkg_name in PACKAGES:
         pkg = importlib.import_module(pkg_name)
         names.append(pkg_name)
-        for info in pkgutil.iter_modules(pkg.__path__):
-            if not info.ispkg and info.name != "__main__":
-                names.append(f"{pkg_name}.{info.name}")
+        for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg_name}."):
+            if not info.name.endswith("__main__"):
+                names.append(info.name)
     return sorted(set(names))
 
 

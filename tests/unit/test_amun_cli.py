@@ -1,0 +1,125 @@
+"""``procvault anonymize`` / ``compare`` end to end, wired through ``register`` on a parser."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from test_amun_support import RUNNING_EXAMPLE, running_example
+
+from procvault.anonymize_cmd import register
+from procvault.generators.xes import read_xes
+from procvault.generators.xes_write import write_xes
+from procvault.monitor.amun import CaseLog
+from procvault.streams.errors import ConfigError, InputError
+
+
+def _run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="procvault")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(list(argv))
+    return int(args.func(args))
+
+
+def _cases(path: Path) -> CaseLog:
+    return CaseLog.from_events(read_xes(path).events)
+
+
+def test_xes_round_trip_is_exact_and_gzip_is_deterministic(tmp_path: Path) -> None:
+    log = running_example()
+    a, b = tmp_path / "a.xes.gz", tmp_path / "b.xes.gz"
+    assert write_xes(log.to_events(), a) == 6
+    write_xes(log.to_events(), b)
+    assert a.read_bytes() == b.read_bytes()
+    assert gzip.decompress(a.read_bytes()).startswith(b"<?xml")
+    assert _cases(a) == log
+
+
+@pytest.mark.parametrize("mode", ["amun", "strict"])
+def test_anonymize_and_compare_sepsis(
+    mode: str, sepsis_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sepsis.xes.gz"
+    assert _run("anonymize", str(sepsis_log), "--mode", mode, "--delta", "0.4", "-o", str(out)) == 0
+    err = capsys.readouterr().err
+    assert "anonymized 1,050 cases" in err
+    if mode == "strict":
+        assert "per-case epsilon 1.6946" in err
+    assert out.exists()
+    if "every variant was suppressed" in err:
+        return
+    assert _run("compare", str(sepsis_log), str(out), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["r1_holds"] is True
+    assert report["new_variants"] == 0
+    assert report["cases_anonymized"] > 0
+
+
+def test_anonymize_running_example_all_amun_strategies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = running_example()
+    for strategy in ("sampling", "oversampling", "filtering"):
+        out = tmp_path / f"{strategy}.xes"
+        argv = ["anonymize", str(RUNNING_EXAMPLE), "--mode", "amun", "--strategy", strategy]
+        assert _run(*argv, "--delta", "0.5", "--seed", "4", "-o", str(out)) == 0
+        released = _cases(out)
+        assert set(released.variants) <= set(original.variants)
+        assert not {c.case_id for c in released.cases} & {c.case_id for c in original.cases}
+    assert _run("compare", str(RUNNING_EXAMPLE), str(tmp_path / "sampling.xes")) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("new variants (R1 holds if 0)")
+    assert last.split()[-1] == "0"
+
+
+def test_same_seed_same_file_in_amun_mode(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.xes.gz", tmp_path / "b.xes.gz"
+    for path in (a, b):
+        _run("anonymize", str(RUNNING_EXAMPLE), "--mode", "amun", "--seed", "9", "-o", str(path))
+    assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("delta", ["0", "1", "1.5", "-0.2"])
+def test_bad_delta_is_a_config_error(delta: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"must be in \(0, 1\)"):
+        _run("anonymize", str(RUNNING_EXAMPLE), "--delta", delta, "-o", str(tmp_path / "o.xes"))
+
+
+def test_strict_filtering_and_missing_output_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="strict mode supports strategy 'sampling' only"):
+        _run(
+            "anonymize",
+            str(RUNNING_EXAMPLE),
+            "--strategy",
+            "filtering",
+            "-o",
+            str(tmp_path / "o.xes"),
+        )
+    with pytest.raises(ConfigError, match="needs -o/--output"):
+        _run("anonymize", str(RUNNING_EXAMPLE))
+    with pytest.raises(ConfigError, match=r"must end in \.xes\.gz or \.xes"):
+        _run("anonymize", str(RUNNING_EXAMPLE), "-o", str(tmp_path / "o.csv"))
+
+
+def test_single_case_log_is_an_input_error(tmp_path: Path) -> None:
+    one = tmp_path / "one.xes"
+    write_xes(CaseLog.from_cases(running_example().cases[:1]).to_events(), one)
+    with pytest.raises(InputError, match=r"1 case.*needs at least 2"):
+        _run("anonymize", str(one), "-o", str(tmp_path / "o.xes"))
+
+
+def test_log_without_timestamps_is_an_input_error(tmp_path: Path) -> None:
+    bad = tmp_path / "notime.xes"
+    bad.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><log xes.version="1.0">'
+        '<trace><string key="concept:name" value="1"/>'
+        '<event><string key="concept:name" value="A"/></event></trace>'
+        '<trace><string key="concept:name" value="2"/>'
+        '<event><string key="concept:name" value="A"/></event></trace></log>'
+    )
+    with pytest.raises(InputError, match="has no timestamp"):
+        _run("anonymize", str(bad), "-o", str(tmp_path / "o.xes"))

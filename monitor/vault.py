@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
 
+from .compliance import Alert, Compliance
 from .event import Event, EventKind
 from .petri import CompiledNet
 from .tbr import UNKNOWN, Outcome, TokenReplay
@@ -85,10 +86,12 @@ class Deviation(NamedTuple):
 
 
 class CaseResult(NamedTuple):
-    """The final conformance result of a completed case (pm4py's token-replay diagnostics).
+    """The final result of a completed case: pm4py's token-replay diagnostics, rule states.
 
     ``events`` counts the case's activity events, including unknown ones
-    (``unknown_activities``), which the replay skips as pm4py does.
+    (``unknown_activities``), which the replay skips as pm4py does. ``rules`` holds each
+    compliance rule's final state (``None`` without rules); ``conformance`` is False when the
+    vault has no model (the token counts are then zero and not reported by :meth:`to_dict`).
     """
 
     case_id: str
@@ -102,37 +105,42 @@ class CaseResult(NamedTuple):
     unknown_activities: int
     completed_by: CompletedBy
     alignment_cost: int | None = None
+    rules: dict[str, str] | None = None
+    conformance: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``case`` for the case id)."""
-        out: dict[str, Any] = {
-            "case": self.case_id,
-            "events": self.events,
-            "produced": self.produced,
-            "consumed": self.consumed,
-            "missing": self.missing,
-            "remaining": self.remaining,
-            "fitness": self.fitness,
-            "is_fit": self.is_fit,
-            "unknown_activities": self.unknown_activities,
-            "completed_by": self.completed_by,
-        }
+        out: dict[str, Any] = {"case": self.case_id, "events": self.events}
+        if self.conformance:
+            out.update(
+                produced=self.produced,
+                consumed=self.consumed,
+                missing=self.missing,
+                remaining=self.remaining,
+                fitness=self.fitness,
+                is_fit=self.is_fit,
+                unknown_activities=self.unknown_activities,
+            )
+        out["completed_by"] = self.completed_by
         if self.alignment_cost is not None:
             out["alignment_cost"] = self.alignment_cost
+        if self.rules is not None:
+            out["rules"] = self.rules
         return out
 
 
 class Update(NamedTuple):
-    """What one call changed: deviations found and cases completed (both usually empty).
+    """What one call changed: deviations found, cases completed, rule alerts (usually empty).
 
     Records are immutable named tuples: cheap to build on the per-event path.
     """
 
     deviations: tuple[Deviation, ...] = ()
     completed: tuple[CaseResult, ...] = ()
+    alerts: tuple[Alert, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.deviations or self.completed)
+        return bool(self.deviations or self.completed or self.alerts)
 
 
 NOTHING: Final = Update()
@@ -180,18 +188,42 @@ class VaultState:
 
 
 class Vault:
-    """Online conformance of many cases against one model; see the module docstring."""
+    """Online conformance and compliance of many cases; see the module docstring.
 
-    def __init__(self, net: CompiledNet, settings: VaultSettings | None = None) -> None:
+    Parameters
+    ----------
+    net
+        The compiled model (``None``: rules only).
+    settings
+        Completion and memory settings.
+    compliance
+        A :class:`~.compliance.Compliance` evaluator (``None``: conformance only). Its alerts
+        come back in :attr:`Update.alerts`, each completed case's final rule states in
+        :attr:`CaseResult.rules`.
+    """
+
+    def __init__(
+        self,
+        net: CompiledNet | None = None,
+        settings: VaultSettings | None = None,
+        *,
+        compliance: Compliance | None = None,
+    ) -> None:
+        if net is None and compliance is None:
+            raise ValueError("a vault needs a model, compliance rules, or both")
         self.settings: Final = settings or VaultSettings()
         self.net: Final = net
-        self._tbr = TokenReplay(net, cache_size=self.settings.cache_size)
-        self._replay = self._tbr.update
-        # True when every event needs more than the replay step (completion checks).
-        self._per_event_checks = (
-            self.settings.complete_on_final_marking or self.settings.idle_timeout is not None
+        self.compliance: Final = compliance
+        self._tbr = (
+            TokenReplay(net, cache_size=self.settings.cache_size) if net is not None else None
         )
-        self._replay = self._tbr.update
+        if self._tbr is not None:
+            self._replay = self._tbr.update
+        # rules only: events per active case (the replay counts them otherwise)
+        self._counts: dict[str, int] = {}
+        if compliance is not None:
+            # The conformance-only path (update) stays exactly as lean as it was.
+            self.update = self._update_with_rules  # type: ignore[method-assign]
         # True when every event needs more than the replay step (completion checks).
         self._per_event_checks = (
             self.settings.complete_on_final_marking or self.settings.idle_timeout is not None
@@ -209,7 +241,8 @@ class Vault:
         """Apply one event (or marker) and return what it revealed."""
         case_id = event.case_id
         if event.kind:  # a marker (EventKind.ACTIVITY is 0)
-            if event.kind != EventKind.CASE_END or case_id not in self._tbr:
+            # (a vault without a model never gets here: it uses _update_with_rules)
+            if event.kind != EventKind.CASE_END or case_id not in self._tbr:  # type: ignore[operator]
                 return NOTHING
             return Update((), (self._complete(case_id, "end_marker"),))
         if case_id in self._done:
@@ -221,6 +254,35 @@ class Vault:
             return self._after(event, outcome)
         return NOTHING
 
+    def _update_with_rules(self, event: Event) -> Update:  # noqa: PLR0911 - flat exits
+        """:meth:`update` when the vault also checks compliance rules."""
+        case_id = event.case_id
+        if event.kind:
+            if event.kind != EventKind.CASE_END or not self.is_active(case_id):
+                return NOTHING
+            alerts: list[Alert] = []
+            done = self._complete(case_id, "end_marker", alerts, event.timestamp)
+            return Update((), (done,), tuple(alerts))
+        if case_id in self._done:
+            return Update(
+                (Deviation(case_id, event.activity, event.timestamp, "after_completion"),)
+            )
+        assert self.compliance is not None
+        found = self.compliance.update(event)
+        if self._tbr is not None:
+            outcome = self._replay(case_id, event.activity)
+        else:
+            self._counts[case_id] = self._counts.get(case_id, 0) + 1
+            outcome = _NO_MODEL
+        if outcome.deviates or self._per_event_checks:
+            up = self._after(event, outcome)
+            if found:
+                return Update(up.deviations, up.completed, found + up.alerts)
+            return up
+        if found:
+            return Update((), (), found)
+        return NOTHING
+
     def _after(self, event: Event, outcome: Outcome) -> Update:
         """The rarer part of :meth:`update`: deviations and completion checks."""
         case_id = event.case_id
@@ -228,17 +290,22 @@ class Vault:
         if outcome.deviates:
             deviations = (self._deviation(event, outcome),)
         completed: tuple[CaseResult, ...] = ()
-        if self.settings.complete_on_final_marking and self._tbr.in_final_marking(case_id):
-            completed = (self._complete(case_id, "final_marking"),)
+        alerts: list[Alert] = []
+        if (
+            self.settings.complete_on_final_marking
+            and self._tbr is not None
+            and self._tbr.in_final_marking(case_id)
+        ):
+            completed = (self._complete(case_id, "final_marking", alerts),)
         if self.settings.idle_timeout is not None:
             if not completed:
                 self._last_seen[case_id] = event.timestamp
                 self._arrivals.append((event.timestamp, case_id))
-            expired = self._advance(event.timestamp)
+            expired = self._advance(event.timestamp, alerts)
             if expired:
                 completed += expired
-        if deviations or completed:
-            return Update(deviations, completed)
+        if deviations or completed or alerts:
+            return Update(deviations, completed, tuple(alerts))
         return NOTHING
 
     @staticmethod
@@ -261,10 +328,23 @@ class Vault:
 
     # -- time and completion ------------------------------------------------------------
     def advance(self, watermark: datetime) -> tuple[CaseResult, ...]:
-        """Move event time forward (never back) and complete the cases idle for too long."""
-        return self._advance(watermark)
+        """Move event time forward (never back) and complete the cases idle for too long.
 
-    def _advance(self, ts: datetime) -> tuple[CaseResult, ...]:
+        With compliance rules, use :meth:`tick`, which also returns the deadline alerts.
+        """
+        return self.tick(watermark).completed
+
+    def tick(self, watermark: datetime) -> Update:
+        """Move event time forward: idle cases complete, rule deadlines before it pass."""
+        alerts: list[Alert] = []
+        if self.compliance is not None:
+            alerts.extend(self.compliance.advance(watermark))
+        completed = self._advance(watermark, alerts)
+        if completed or alerts:
+            return Update((), completed, tuple(alerts))
+        return NOTHING
+
+    def _advance(self, ts: datetime, alerts: list[Alert] | None = None) -> tuple[CaseResult, ...]:
         if self._watermark is None or ts > self._watermark:
             self._watermark = ts
         timeout = self.settings.idle_timeout
@@ -277,18 +357,41 @@ class Vault:
         out = []
         while arrivals and arrivals[0][0] <= cutoff:
             seen, case_id = arrivals.popleft()
-            if self._last_seen.get(case_id) == seen and case_id in self._tbr:
-                out.append(self._complete(case_id, "idle"))
+            if self._last_seen.get(case_id) == seen and self.is_active(case_id):
+                out.append(self._complete(case_id, "idle", alerts))
         return tuple(out)
 
     def flush(self) -> tuple[CaseResult, ...]:
         """Complete every active case now (end of a finite stream)."""
-        return tuple(self._complete(c, "flush") for c in self._tbr.active_cases())
+        return tuple(self._complete(c, "flush") for c in self._active_cases())
 
-    def _complete(self, case_id: str, by: CompletedBy) -> CaseResult:
-        tbr = self._tbr
-        events, unknown = tbr.events_of(case_id), tbr.unknown_of(case_id)
-        c = tbr.complete(case_id)
+    def flush_update(self) -> Update:
+        """:meth:`flush`, with the alerts that closing the cases' rules raised."""
+        alerts: list[Alert] = []
+        done = tuple(self._complete(c, "flush", alerts) for c in self._active_cases())
+        return Update((), done, tuple(alerts))
+
+    def _active_cases(self) -> list[str]:
+        if self._tbr is not None:
+            return list(self._tbr.active_cases())
+        return list(self._counts)
+
+    def _complete(
+        self,
+        case_id: str,
+        by: CompletedBy,
+        alerts: list[Alert] | None = None,
+        end_time: datetime | None = None,
+    ) -> CaseResult:
+        rules: dict[str, str] | None = None
+        cc = self.compliance
+        if cc is not None:
+            if case_id in cc:
+                rules, closing = cc.close(case_id, end_time)
+                if alerts is not None:
+                    alerts.extend(closing)
+            else:
+                rules = cc.states(case_id)
         self._last_seen.pop(case_id, None)
         keep = self.settings.remember_completed
         if keep:
@@ -296,6 +399,24 @@ class Vault:
             self._done_order.append(case_id)
             if len(self._done_order) > keep:
                 self._done.discard(self._done_order.popleft())
+        tbr = self._tbr
+        if tbr is None:
+            return CaseResult(
+                case_id,
+                self._counts.pop(case_id, 0),
+                0,
+                0,
+                0,
+                0,
+                1.0,
+                True,
+                0,
+                by,
+                rules=rules,
+                conformance=False,
+            )
+        events, unknown = tbr.events_of(case_id), tbr.unknown_of(case_id)
+        c = tbr.complete(case_id)
         return CaseResult(
             case_id,
             events,
@@ -307,18 +428,26 @@ class Vault:
             c.is_fit,
             unknown,
             by,
+            rules=rules,
         )
 
     # -- introspection ------------------------------------------------------------------
     def state(self) -> VaultState:
         """How much the vault holds right now."""
+        tbr = self._tbr
         return VaultState(
-            active_cases=len(self._tbr),
-            cached_markings=self._tbr.cached_markings,
+            active_cases=len(tbr) if tbr is not None else len(self._counts),
+            cached_markings=tbr.cached_markings if tbr is not None else 0,
             remembered_completed=len(self._done),
             watermark=self._watermark,
         )
 
     def is_active(self, case_id: str) -> bool:
         """Whether ``case_id`` has events and has not completed."""
-        return case_id in self._tbr
+        if self._tbr is not None:
+            return case_id in self._tbr
+        return case_id in self._counts
+
+
+#: The outcome of an event in a vault without a model.
+_NO_MODEL: Final = Outcome("fit", None)

@@ -35,6 +35,7 @@ def _add(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
     if kwargs.get("action") == "store_true":
         kind = lambda v: v.lower() in ("1", "true", "yes", "on")  # noqa: E731
     if env in os.environ:
+        kwargs.pop("required", None)  # the environment supplies it
         raw = os.environ[env]
         try:
             kwargs["default"] = kind(raw)
@@ -415,10 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tail)
 
     # Commands in modules of their own (imported here: they import this module's helpers).
-    from procvault import anonymize_cmd, monitor_cmd
+    from procvault import anonymize_cmd, monitor_cmd, policy_cmd
 
     monitor_cmd.register(sub)
     anonymize_cmd.register(sub)
+    policy_cmd.register(sub)
     return parser
 
 

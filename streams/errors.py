@@ -13,6 +13,8 @@ __all__ = [
     "KafkaSetupError",
     "ProcvaultError",
     "SecurityError",
+    "SignatureError",
+    "TamperError",
 ]
 
 
@@ -42,3 +44,11 @@ class KafkaSetupError(ProcvaultError):
 
 class SecurityError(ProcvaultError):
     """Root of decryption, signature and attestation failures (never carries secrets)."""
+
+
+class SignatureError(SecurityError):
+    """A signature does not verify: wrong or unknown key, changed content, or no signature."""
+
+
+class TamperError(SecurityError):
+    """Tamper-evident data (such as a hash-chained audit log) was changed, cut or reordered."""

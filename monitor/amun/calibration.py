@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 
+from ..privacy.budget import epsilon_from_advantage
+
 __all__ = [
     "check_delta",
     "epsilon_for_prior",
@@ -104,8 +106,7 @@ def epsilon_worst_case(delta: float) -> float:
     >>> round(epsilon_worst_case(0.4), 4)
     1.6946
     """
-    delta = check_delta(delta)
-    return 2.0 * math.log((1.0 + delta) / (1.0 - delta))
+    return epsilon_from_advantage(check_delta(delta))
 
 
 def guessing_advantage(epsilon: float, prior: float) -> float:

@@ -1,0 +1,177 @@
+"""Where released noise comes from: a small :class:`Releaser` protocol, and OpenDP behind it.
+
+Every released value is drawn by OpenDP's exact discrete samplers (:class:`OpenDPReleaser`):
+the discrete Laplace mechanism on integer vectors, and OpenDP's Laplace threshold (propose-test-
+release over keys not known in advance). Each mechanism is built once from the
+:class:`~procvault.monitor.privacy.plan.ReleasePlan` by chaining ``space >> then_laplace(scale)``
+and its privacy map is proved with ``.check()`` before anything is drawn: a plan OpenDP cannot
+prove refuses to start (:class:`PrivacyProofError`). OpenDP draws from the operating system's
+CSPRNG, so released noise cannot be reproduced from a seed (a seed would let whoever learns it
+subtract the noise).
+
+:class:`DeterministicReleaser` is the stand-in for engine tests: it adds a fixed offset and is
+**not** private.
+
+Examples
+--------
+>>> from datetime import timedelta
+>>> from procvault.monitor.privacy.budget import Budget
+>>> from procvault.monitor.privacy.plan import ReleasePlan
+>>> from procvault.monitor.privacy.settings import KnownKeys, PaneSettings, PrivacySettings
+>>> settings = PrivacySettings(Budget(1.0, window=4, delta=1e-6), PaneSettings(timedelta(hours=1)))
+>>> plan = ReleasePlan.build(settings, KnownKeys.build(["A", "B"]))
+>>> r = OpenDPReleaser(plan)
+>>> noisy = r.vector("activity", [10, 0])
+>>> len(noisy), all(isinstance(v, int) for v in noisy)
+(2, True)
+>>> sorted(r.threshold("activity", {'["X"]': 10**9, '["Y"]': 0}))
+['["X"]']
+>>> DeterministicReleaser(plan, offset=1).vector("activity", [10, 0])
+[11, 1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .plan import MechanismSpec, ReleasePlan
+
+__all__ = [
+    "DeterministicReleaser",
+    "OpenDPReleaser",
+    "PrivacyProofError",
+    "Releaser",
+    "opendp",
+]
+
+
+class PrivacyProofError(ValueError):
+    """OpenDP could not prove that a mechanism meets its share of the budget."""
+
+
+def opendp() -> Any:
+    """``opendp.prelude`` with the ``contrib`` features on (imported on first use)."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    return dp
+
+
+def vector_measurement(scale: float) -> Any:
+    """Discrete Laplace on integer vectors (L1 distance) at ``scale``, built with ``>>``."""
+    dp = opendp()
+    space = dp.vector_domain(dp.atom_domain(T=dp.i64)), dp.l1_distance(T=dp.i64)
+    return space >> dp.m.then_laplace(scale=scale)
+
+
+def threshold_measurement(scale: float, threshold: int) -> Any:
+    """OpenDP's Laplace threshold on a ``str -> i64`` map (L0/L1/L∞ distance)."""
+    dp = opendp()
+    space = (
+        dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=dp.i64)),
+        dp.l01inf_distance(dp.absolute_distance(T=dp.i64)),
+    )
+    return space >> dp.m.then_laplace_threshold(scale=scale, threshold=threshold)
+
+
+class Releaser(Protocol):
+    """Draws the noise of a release. The shipped path is :class:`OpenDPReleaser`."""
+
+    def vector(self, mechanism: str, values: Sequence[int]) -> list[int]:
+        """``values`` plus independent noise of mechanism ``mechanism`` (one per value)."""
+        ...
+
+    def threshold(self, mechanism: str, counts: Mapping[str, int]) -> dict[str, int]:
+        """Noisy ``counts``, keeping only the keys whose noisy count reaches the mechanism's
+        threshold. A key absent from ``counts`` is never released."""
+        ...
+
+
+class OpenDPReleaser:
+    """The shipped :class:`Releaser`: one OpenDP measurement per mechanism of the plan, each
+    proved with ``.check()`` when built.
+
+    Parameters
+    ----------
+    plan
+        The release plan; every mechanism in it is built and checked here.
+
+    Raises
+    ------
+    PrivacyProofError
+        If OpenDP does not prove a mechanism's (ε, δ).
+    """
+
+    def __init__(self, plan: ReleasePlan) -> None:
+        self._vector: dict[str, Any] = {}
+        self._threshold: dict[str, Any] = {}
+        for spec in plan.mechanisms():
+            self._vector[spec.name] = _checked_vector(spec)
+            if spec.threshold is not None:
+                self._threshold[spec.name] = _checked_threshold(spec)
+
+    def vector(self, mechanism: str, values: Sequence[int]) -> list[int]:
+        """Discrete Laplace noise on a vector, in one OpenDP call (a few µs per value)."""
+        if not values:
+            return []
+        return [int(v) for v in self._vector[mechanism]([int(v) for v in values])]
+
+    def threshold(self, mechanism: str, counts: Mapping[str, int]) -> dict[str, int]:
+        """OpenDP's Laplace threshold; ``KeyError`` if the mechanism has no threshold."""
+        meas = self._threshold[mechanism]
+        if not counts:
+            return {}
+        released = meas({str(k): int(v) for k, v in counts.items()})
+        return {str(k): int(v) for k, v in released.items()}
+
+
+def _checked_vector(spec: MechanismSpec) -> Any:
+    meas = vector_measurement(spec.scale)
+    if not meas.check(spec.sensitivity, spec.epsilon):
+        raise PrivacyProofError(
+            f"{spec.name}: OpenDP does not prove epsilon {spec.epsilon} for sensitivity "
+            f"{spec.sensitivity} at scale {spec.scale}"
+        )
+    return meas
+
+
+def _checked_threshold(spec: MechanismSpec) -> Any:
+    if spec.threshold is None:  # pragma: no cover - callers check
+        raise PrivacyProofError(f"{spec.name}: no threshold")
+    meas = threshold_measurement(spec.scale, spec.threshold)
+    eps, delta = meas.map((spec.max_keys, spec.sensitivity, spec.linf))
+    if not (eps <= spec.epsilon and delta <= spec.delta):
+        raise PrivacyProofError(
+            f"{spec.name}: OpenDP does not prove ({spec.epsilon}, {spec.delta}) for the "
+            f"threshold {spec.threshold} at scale {spec.scale}"
+        )
+    return meas
+
+
+class DeterministicReleaser:
+    """A stand-in :class:`Releaser` for engine tests: adds ``offset`` to every value.
+
+    **Not private**: it exists so that tests can predict released values exactly. Thresholds
+    are those of the plan, applied to ``value + offset``.
+    """
+
+    def __init__(self, plan: ReleasePlan, *, offset: int = 0) -> None:
+        self.offset = offset
+        self._thresholds = {s.name: s.threshold for s in plan.mechanisms()}
+        self.calls = 0
+
+    def vector(self, mechanism: str, values: Sequence[int]) -> list[int]:
+        """``values`` plus the offset."""
+        self.calls += 1
+        return [int(v) + self.offset for v in values]
+
+    def threshold(self, mechanism: str, counts: Mapping[str, int]) -> dict[str, int]:
+        """``counts`` plus the offset, keeping the values at or above the threshold."""
+        tau = self._thresholds[mechanism]
+        if tau is None:
+            raise KeyError(mechanism)
+        self.calls += 1
+        out = {k: int(v) + self.offset for k, v in counts.items()}
+        return {k: v for k, v in out.items() if v >= tau}

@@ -1,0 +1,708 @@
+"""Tumbling event-time panes, and the accumulator that caps what each case contributes.
+
+:class:`PaneClock` is pure pane arithmetic (as faust's ``windows.py``): pane ``i`` covers
+``[origin + i * length, origin + (i + 1) * length)`` (start included, end excluded) and closes
+once the watermark (the largest event time seen; it never moves back) reaches its end plus the
+allowed lateness. Events of a closed pane are late: they are dropped and counted.
+
+:class:`PaneAccumulator` turns what the :class:`~procvault.monitor.vault.Vault` produces (events,
+deviations, completed cases) and rule violations into one exact :class:`PaneAggregate` per pane,
+applying the per-case contribution caps on the way:
+
+* per pane and statistic, a case counts at most ``max_keys`` distinct keys, each once (sums:
+  each key once, its value clamped to ``[0, clamp]``);
+* a case contributes to at most ``max_panes_per_case`` panes; its later observations are
+  dropped;
+* for running totals, a case counts each key once in its whole life, at most ``max_keys`` keys
+  per statistic (:attr:`PaneAggregate.firsts`).
+
+Aggregates are exact and must never be published: the release stage noises them
+(:class:`~procvault.monitor.privacy.release.PaneReleaser`). Aggregates of the same pane from
+several vault workers (a case lives on one partition) combine with :meth:`PaneAggregate.merge`.
+
+Examples
+--------
+>>> from datetime import UTC, datetime, timedelta
+>>> from procvault.monitor.event import Event
+>>> from procvault.monitor.privacy.budget import Budget
+>>> from procvault.monitor.privacy.settings import KnownKeys, PaneSettings, PrivacySettings
+>>> settings = PrivacySettings(Budget(1.0, window=4), PaneSettings(timedelta(hours=1)))
+>>> acc = PaneAccumulator(settings, KnownKeys.build(["A", "B"]))
+>>> t0 = datetime(2024, 1, 1, tzinfo=UTC)
+>>> for minute, activity in [(0, "A"), (5, "B"), (6, "A"), (7, "B")]:
+...     closed = acc.observe_event(Event.create("c1", activity, t0 + timedelta(minutes=minute)))
+>>> (pane,) = acc.observe_event(Event.create("c2", "A", t0 + timedelta(hours=1)))
+>>> pane.index, pane.statistic("activity")
+(473352, {('A',): 1, ('B',): 1})
+>>> pane.statistic("directly_follows")
+{('A', 'B'): 1, ('B', 'A'): 1}
+>>> pane.statistic("cases")
+{('started',): 1}
+>>> acc.observe_event(Event.create("c3", "A", t0))  # pane 473352 has closed: dropped
+()
+>>> acc.counters().late_events
+1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+import msgspec
+
+from ..compliance.model import STATE_NAMES, VIOLATED
+from ..event import Event
+from .settings import KnownKeys, PaneSettings, PrivacySettings
+
+if TYPE_CHECKING:
+    from ..vault import CaseResult, Deviation, Update
+    from .settings import Key
+
+__all__ = [
+    "AccumulatorCounters",
+    "AccumulatorState",
+    "CaseSnapshot",
+    "Entries",
+    "OpenPaneSnapshot",
+    "Pane",
+    "PaneAccumulator",
+    "PaneAggregate",
+    "PaneClock",
+]
+
+_US: Final = timedelta(microseconds=1)
+_STARTED: Final = ("started",)
+_FIT: Final = ("completed_fit",)
+_UNFIT: Final = ("completed_unfit",)
+_UNCHECKED: Final = ("completed_unchecked",)
+_MISSING: Final = ("missing",)
+_REMAINING: Final = ("remaining",)
+_COMPLETED: Final = ("completed",)
+_VIOLATED: Final = STATE_NAMES[VIOLATED]  # a rule's permanent violation
+
+#: Sorted ``(key, value)`` pairs of one statistic.
+Entries = tuple[tuple[tuple[str, ...], int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pane:
+    """One tumbling pane: ``[start, end)`` in event time."""
+
+    index: int
+    start: datetime
+    end: datetime
+
+
+class PaneClock:
+    """Pane arithmetic; pure and stateless.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> clock = PaneClock(PaneSettings(timedelta(minutes=1), timedelta(seconds=10)))
+    >>> ts = datetime(2024, 1, 1, 0, 0, 30, tzinfo=UTC)
+    >>> p = clock.pane(clock.index(ts)); p.start.isoformat(), p.end.isoformat()
+    ('2024-01-01T00:00:00+00:00', '2024-01-01T00:01:00+00:00')
+    >>> clock.stale(p.index, datetime(2024, 1, 1, 0, 1, 9, tzinfo=UTC))
+    False
+    >>> clock.stale(p.index, datetime(2024, 1, 1, 0, 1, 10, tzinfo=UTC))
+    True
+    """
+
+    __slots__ = ("_late_us", "_length_us", "_origin", "settings")
+
+    def __init__(self, settings: PaneSettings) -> None:
+        self.settings: Final = settings
+        self._origin = settings.origin.astimezone(UTC)
+        self._length_us = settings.length // _US
+        self._late_us = settings.allowed_lateness // _US
+
+    def micros(self, ts: datetime) -> int:
+        """Microseconds from the origin to ``ts``."""
+        return (ts - self._origin) // _US
+
+    def index(self, ts: datetime) -> int:
+        """The index of the pane holding ``ts``."""
+        return self.micros(ts) // self._length_us
+
+    def pane(self, index: int) -> Pane:
+        """Pane ``index`` with its bounds."""
+        start = self._origin + timedelta(microseconds=index * self._length_us)
+        return Pane(index, start, start + self.settings.length)
+
+    def closes_at(self, index: int) -> datetime:
+        """The watermark at which pane ``index`` closes (its end plus the allowed lateness)."""
+        return self.pane(index).end + self.settings.allowed_lateness
+
+    def stale(self, index: int, watermark: datetime) -> bool:
+        """Whether pane ``index`` has closed at ``watermark``."""
+        return watermark >= self.closes_at(index)
+
+
+class PaneAggregate(msgspec.Struct, frozen=True):
+    """The exact, capped aggregates of one pane. Internal: never published as they are.
+
+    Attributes
+    ----------
+    index, start, end
+        The pane.
+    values
+        Per statistic, the sorted ``(key, value)`` pairs with a non-zero value.
+    firsts
+        Per running-total statistic, how many cases contributed each key for the first time
+        in their life in this pane.
+    """
+
+    index: int
+    start: datetime
+    end: datetime
+    values: tuple[tuple[str, Entries], ...] = ()
+    firsts: tuple[tuple[str, Entries], ...] = ()
+
+    @classmethod
+    def empty(cls, pane: Pane) -> PaneAggregate:
+        """A pane nothing was observed in."""
+        return cls(pane.index, pane.start, pane.end)
+
+    def statistic(self, name: str) -> dict[Key, int]:
+        """Statistic ``name`` as a fresh dict (empty if nothing was counted)."""
+        for stat, entries in self.values:
+            if stat == name:
+                return dict(entries)
+        return {}
+
+    def first_contributions(self, name: str) -> dict[Key, int]:
+        """Running-total contributions of statistic ``name`` as a fresh dict."""
+        for stat, entries in self.firsts:
+            if stat == name:
+                return dict(entries)
+        return {}
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether nothing at all was counted."""
+        return not self.values and not self.firsts
+
+    def merge(self, other: PaneAggregate) -> PaneAggregate:
+        """The sum of two workers' aggregates of the same pane.
+
+        >>> from datetime import UTC, datetime
+        >>> t = datetime(2024, 1, 1, tzinfo=UTC)
+        >>> a = PaneAggregate(1, t, t, (("activity", ((("A",), 2),)),))
+        >>> b = PaneAggregate(1, t, t, (("activity", ((("A",), 1), (("B",), 1))),))
+        >>> a.merge(b).statistic("activity")
+        {('A',): 3, ('B',): 1}
+        """
+        if (other.index, other.start, other.end) != (self.index, self.start, self.end):
+            raise ValueError(f"cannot merge pane {other.index} into pane {self.index}")
+        return PaneAggregate(
+            self.index,
+            self.start,
+            self.end,
+            _merge_sections(self.values, other.values),
+            _merge_sections(self.firsts, other.firsts),
+        )
+
+
+def _merge_sections(
+    a: tuple[tuple[str, Entries], ...], b: tuple[tuple[str, Entries], ...]
+) -> tuple[tuple[str, Entries], ...]:
+    out: dict[str, dict[Key, int]] = {}
+    for section in (a, b):
+        for stat, entries in section:
+            d = out.setdefault(stat, {})
+            for key, value in entries:
+                d[key] = d.get(key, 0) + value
+    return tuple((stat, tuple(sorted(d.items()))) for stat, d in out.items())
+
+
+class AccumulatorCounters(NamedTuple):
+    """Exact operational counters. Never part of a release (they are exact counts).
+
+    Attributes
+    ----------
+    late_events
+        Events dropped because their pane had closed.
+    late_completions
+        Completions dropped because their pane had closed.
+    capped
+        Observations dropped because the case had used up its panes.
+    orphans
+        Deviations or violations of a case the accumulator holds no state for (dropped).
+    active_cases, open_panes
+        The size of the state.
+    """
+
+    late_events: int
+    late_completions: int
+    capped: int
+    orphans: int
+    active_cases: int
+    open_panes: int
+
+
+class CaseSnapshot(msgspec.Struct, frozen=True, array_like=True):
+    """One active case in an :class:`AccumulatorState`."""
+
+    case_id: str
+    first_us: int
+    max_us: int
+    prev_us: int
+    last_activity: str | None
+    panes: tuple[int, ...]
+    life: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]
+
+
+class OpenPaneSnapshot(msgspec.Struct, frozen=True, array_like=True):
+    """One open pane in an :class:`AccumulatorState`."""
+
+    index: int
+    counts: tuple[tuple[str, Entries], ...]
+    seen: tuple[tuple[str, tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]], ...]
+    firsts: tuple[tuple[str, Entries], ...]
+
+
+class AccumulatorState(msgspec.Struct, frozen=True):
+    """Everything a :class:`PaneAccumulator` holds, as a value (seal it before storing it:
+    it names cases)."""
+
+    watermark_us: int | None
+    next_close: int | None
+    late_events: int
+    late_completions: int
+    capped: int
+    orphans: int
+    cases: tuple[CaseSnapshot, ...]
+    panes: tuple[OpenPaneSnapshot, ...]
+    version: int = 1
+
+
+class _Case:
+    __slots__ = ("first_us", "last_activity", "life", "max_us", "panes", "prev_us")
+
+    def __init__(self, us: int) -> None:
+        self.first_us = us
+        self.max_us = us
+        self.prev_us = us
+        self.last_activity: str | None = None
+        self.panes: list[int] = []
+        self.life: dict[str, set[Key]] = {}
+
+
+class _Pane:
+    __slots__ = ("counts", "firsts", "index", "seen")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        # per statistic, created on first use
+        self.counts: dict[str, dict[Key, int]] = {}
+        self.seen: dict[str, dict[str, set[Key]]] = {}
+        self.firsts: dict[str, dict[Key, int]] = {}
+
+
+class PaneAccumulator:
+    """Per-pane exact aggregates with per-case contribution caps; see the module docstring.
+
+    Parameters
+    ----------
+    settings
+        The release policy (statistics, caps, panes).
+    known
+        The keys known in advance (only needed here for running totals and ``df_duration``,
+        which count known keys only).
+    state
+        A snapshot to resume from (:meth:`snapshot`).
+
+    Notes
+    -----
+    Wire it after the vault: ``closed = acc.observe(event, vault.update(event))`` per event,
+    ``closed = acc.observe_tick(wm, vault.tick(wm))`` when time moves without an event, and
+    ``acc.observe_tick(wm, vault.flush_update())`` then :meth:`flush` at the end of a finite
+    stream. Every call that moves event time returns the panes it closed, in order, empty
+    ones included.
+    """
+
+    def __init__(
+        self,
+        settings: PrivacySettings,
+        known: KnownKeys,
+        state: AccumulatorState | None = None,
+    ) -> None:
+        self.settings: Final = settings
+        self.known: Final = known
+        self.clock: Final = PaneClock(settings.panes)
+        self._origin = settings.panes.origin.astimezone(UTC)
+        self._len = settings.panes.length // _US
+        self._late = settings.panes.allowed_lateness // _US
+        self._k = settings.max_panes_per_case
+        self._m: dict[str, int] = {s.name: s.m for s in settings.statistics}
+        self._clamp: dict[str, int] = {s.name: s.c for s in settings.statistics}
+        self._unit: dict[str, int] = {
+            s.name: s.unit_value // _US for s in settings.statistics if s.spec.duration
+        }
+        self._df_known: frozenset[Key] = frozenset(known.keys("df_duration"))
+        totals = settings.running_totals
+        self._life: dict[str, frozenset[Key]] = (
+            {name: frozenset(known.keys(name)) for name in totals.statistics} if totals else {}
+        )
+        self._cases: dict[str, _Case] = {}
+        self._open: dict[int, _Pane] = {}
+        self._wm: int | None = None
+        self._next_close: int | None = None
+        self._close_us = 0  # watermark at which pane ``_next_close`` closes
+        self._late_events = 0
+        self._late_completions = 0
+        self._capped = 0
+        self._orphans = 0
+        if state is not None:
+            self._restore(state)
+
+    # -- observations --------------------------------------------------------------------
+    def observe(
+        self,
+        event: Event,
+        update: Update | None = None,
+        violations: Iterable[tuple[str, str, datetime]] = (),
+    ) -> tuple[PaneAggregate, ...]:
+        """Observe one event with what the vault found for it, then move event time.
+
+        Parameters
+        ----------
+        event
+            The event given to :meth:`Vault.update`.
+        update
+            What :meth:`Vault.update` returned for it: the event (unless the vault did not
+            apply it: ``after_completion``), its missing-token deviations, the rules it made
+            permanently violated (alerts to ``Violated``) and the cases it completed are
+            counted, in that order.
+        violations
+            ``(rule_id, case_id, timestamp)`` of violations from elsewhere, counted with the
+            update's.
+        """
+        us = (event.timestamp - self._origin) // _US
+        devs = update.deviations if update is not None else ()
+        applied = not (devs and any(d.kind == "after_completion" for d in devs))
+        if not event.kind and applied and self._event(event, us):
+            for dev in devs:
+                self.observe_deviation(dev)
+        self._update(update, violations, event.timestamp)
+        return self._advance(us)
+
+    def observe_tick(
+        self,
+        watermark: datetime,
+        update: Update | None = None,
+        violations: Iterable[tuple[str, str, datetime]] = (),
+    ) -> tuple[PaneAggregate, ...]:
+        """Observe what :meth:`Vault.tick` (or :meth:`Vault.flush_update`) returned at
+        ``watermark`` — deadline violations, then idle completions — and move time there."""
+        self._update(update, violations, watermark)
+        return self.advance(watermark)
+
+    def _update(
+        self,
+        update: Update | None,
+        violations: Iterable[tuple[str, str, datetime]],
+        at: datetime,
+    ) -> None:
+        for rule_id, case_id, ts in violations:
+            self.observe_violation(rule_id, case_id, ts)
+        if update is None:
+            return
+        for alert in update.alerts:
+            if alert.new == _VIOLATED:
+                self.observe_violation(alert.rule, alert.case_id, alert.timestamp)
+        for result in update.completed:
+            self.observe_completed(result, at)
+
+    def observe_event(self, event: Event) -> tuple[PaneAggregate, ...]:
+        """Observe one activity event (a marker only moves time); return the closed panes."""
+        us = (event.timestamp - self._origin) // _US
+        if not event.kind:
+            self._event(event, us)
+        return self._advance(us)
+
+    def _event(self, event: Event, us: int) -> bool:
+        idx = us // self._len
+        nc = self._next_close
+        if nc is None:
+            nc = self._start(us)
+        if idx < nc:
+            self._late_events += 1
+            return False
+        pane = self._open.get(idx)
+        if pane is None:
+            pane = self._open_pane(idx)
+        case_id = event.case_id
+        act = event.activity
+        cs = self._cases.get(case_id)
+        add = self._add
+        if cs is None:
+            cs = self._cases[case_id] = _Case(us)
+            add(pane, case_id, cs, "cases", _STARTED, 1)
+        add(pane, case_id, cs, "activity", (act,), 1)
+        prev = cs.last_activity
+        if prev is not None:
+            key = (prev, act)
+            add(pane, case_id, cs, "directly_follows", key, 1)
+            unit = self._unit.get("df_duration")
+            if unit is not None and key in self._df_known:
+                gap = max(0, us - cs.prev_us) // unit
+                add(pane, case_id, cs, "df_duration", key, min(gap, self._clamp["df_duration"]))
+        cs.last_activity = act
+        cs.prev_us = us
+        if us > cs.max_us:
+            cs.max_us = us
+        elif us < cs.first_us:
+            cs.first_us = us
+        return True
+
+    def observe_deviation(self, deviation: Deviation) -> None:
+        """Count a ``missing_tokens`` deviation under its activity (other kinds are ignored:
+        unknown activities show in ``activity``, late events are not applied)."""
+        if deviation.kind != "missing_tokens":
+            return
+        self._keyed(deviation.case_id, deviation.timestamp, "deviation", (deviation.activity,))
+
+    def observe_violation(self, rule_id: str, case_id: str, timestamp: datetime) -> None:
+        """Count a violation of rule ``rule_id`` by an active case at ``timestamp``.
+
+        Call it before the case's completion is observed: the case's caps live in its state.
+        """
+        self._keyed(case_id, timestamp, "violation", (rule_id,))
+
+    def _keyed(self, case_id: str, ts: datetime, stat: str, key: Key) -> None:
+        if stat not in self._m:
+            return
+        cs = self._cases.get(case_id)
+        if cs is None:
+            self._orphans += 1
+            return
+        idx = ((ts - self._origin) // _US) // self._len
+        if self._next_close is None or idx < self._next_close:
+            return  # the event itself was late and has been counted as such
+        pane = self._open.get(idx) or self._open_pane(idx)
+        self._add(pane, case_id, cs, stat, key, 1)
+
+    def observe_completed(self, result: CaseResult, at: datetime) -> None:
+        """Count a completed case in the pane of ``at`` (when the vault completed it).
+
+        Adds the ``cases`` completion (fitting, not fitting, or unchecked when the vault has
+        no model), its missing and remaining tokens and its duration (first to last observed
+        event), and forgets the case.
+        """
+        us = (at - self._origin) // _US
+        idx = us // self._len
+        cs = self._cases.pop(result.case_id, None)
+        nc = self._next_close
+        if nc is None:
+            nc = self._start(us)
+        if idx < nc:
+            self._late_completions += 1
+            return
+        pane = self._open.get(idx) or self._open_pane(idx)
+        observed = cs is not None
+        if cs is None:
+            cs = _Case(us)
+        case_id = result.case_id
+        add = self._add
+        checked = getattr(result, "conformance", True)  # False: the vault has no model
+        key = (_FIT if result.is_fit else _UNFIT) if checked else _UNCHECKED
+        add(pane, case_id, cs, "cases", key, 1)
+        if checked and "tokens" in self._m:
+            c = self._clamp["tokens"]
+            add(pane, case_id, cs, "tokens", _MISSING, min(max(result.missing, 0), c))
+            add(pane, case_id, cs, "tokens", _REMAINING, min(max(result.remaining, 0), c))
+        unit = self._unit.get("case_duration")
+        if unit is not None and observed:
+            dur = (cs.max_us - cs.first_us) // unit
+            add(
+                pane,
+                case_id,
+                cs,
+                "case_duration",
+                _COMPLETED,
+                min(dur, self._clamp["case_duration"]),
+            )
+
+    def _add(self, pane: _Pane, case_id: str, cs: _Case, stat: str, key: Key, value: int) -> None:
+        m = self._m.get(stat)
+        if m is None:
+            return
+        life_keys = self._life.get(stat)
+        if life_keys is not None and key in life_keys:
+            life = cs.life.get(stat)
+            if life is None:
+                life = cs.life[stat] = set()
+            if key not in life and len(life) < m:
+                life.add(key)
+                firsts = pane.firsts.get(stat)
+                if firsts is None:
+                    firsts = pane.firsts[stat] = {}
+                firsts[key] = firsts.get(key, 0) + 1
+        idx = pane.index
+        panes = cs.panes
+        if idx not in panes:
+            if len(panes) >= self._k:
+                self._capped += 1
+                return
+            panes.append(idx)
+        by_case = pane.seen.get(stat)
+        if by_case is None:
+            by_case = pane.seen[stat] = {}
+        seen = by_case.get(case_id)
+        if seen is None:
+            seen = by_case[case_id] = set()
+        elif key in seen or len(seen) >= m:
+            return
+        seen.add(key)
+        if value:
+            counts = pane.counts.get(stat)
+            if counts is None:
+                counts = pane.counts[stat] = {}
+            counts[key] = counts.get(key, 0) + value
+
+    def forget(self, case_id: str) -> bool:
+        """Drop a case's state (a revocation); its later events must not reach the
+        accumulator. Contributions already counted in open panes stay, under the same
+        guarantee as everything released. Returns whether the case was known."""
+        return self._cases.pop(case_id, None) is not None
+
+    # -- time ----------------------------------------------------------------------------
+    def advance(self, watermark: datetime) -> tuple[PaneAggregate, ...]:
+        """Move the watermark to ``watermark`` (never back); return the panes that closed."""
+        return self._advance((watermark - self._origin) // _US)
+
+    def _start(self, us: int) -> int:
+        nc = self._next_close = (us - self._late) // self._len
+        self._close_us = (nc + 1) * self._len + self._late
+        return nc
+
+    def _advance(self, us: int) -> tuple[PaneAggregate, ...]:
+        if self._wm is None or us > self._wm:
+            self._wm = us
+        nc = self._next_close
+        if nc is None:
+            self._start(us)
+            return ()
+        if self._wm < self._close_us:
+            return ()
+        limit = (self._wm - self._late) // self._len
+        return self._close_until(nc, limit)
+
+    def _close_until(self, nc: int, limit: int) -> tuple[PaneAggregate, ...]:
+        out = tuple(self._close(i) for i in range(nc, limit))
+        self._next_close = limit
+        self._close_us = (limit + 1) * self._len + self._late
+        return out
+
+    def flush(self) -> tuple[PaneAggregate, ...]:
+        """Close every pane up to the last one holding an observation or the watermark
+        (the end of a finite stream)."""
+        nc = self._next_close
+        if nc is None or self._wm is None:
+            return ()
+        last = max(max(self._open, default=nc - 1), self._wm // self._len)
+        return self._close_until(nc, last + 1)
+
+    def _open_pane(self, idx: int) -> _Pane:
+        pane = self._open[idx] = _Pane(idx)
+        return pane
+
+    def _close(self, idx: int) -> PaneAggregate:
+        pane = self.clock.pane(idx)
+        p = self._open.pop(idx, None)
+        if p is None:
+            return PaneAggregate.empty(pane)
+        return PaneAggregate(pane.index, pane.start, pane.end, _freeze(p.counts), _freeze(p.firsts))
+
+    # -- state ---------------------------------------------------------------------------
+    def counters(self) -> AccumulatorCounters:
+        """Exact operational counters (never published; see :class:`AccumulatorCounters`)."""
+        return AccumulatorCounters(
+            self._late_events,
+            self._late_completions,
+            self._capped,
+            self._orphans,
+            len(self._cases),
+            len(self._open),
+        )
+
+    @property
+    def watermark(self) -> datetime | None:
+        """The largest event time seen (or given to :meth:`advance`)."""
+        if self._wm is None:
+            return None
+        return self._origin + timedelta(microseconds=self._wm)
+
+    def snapshot(self) -> AccumulatorState:
+        """The whole state as a frozen value (names cases: seal it before storing)."""
+        cases = tuple(
+            CaseSnapshot(
+                cid,
+                c.first_us,
+                c.max_us,
+                c.prev_us,
+                c.last_activity,
+                tuple(c.panes),
+                tuple((s, tuple(sorted(keys))) for s, keys in sorted(c.life.items())),
+            )
+            for cid, c in self._cases.items()
+        )
+        panes = tuple(
+            OpenPaneSnapshot(
+                p.index,
+                _freeze(p.counts),
+                tuple(
+                    (
+                        stat,
+                        tuple((cid, tuple(sorted(keys))) for cid, keys in by_case.items()),
+                    )
+                    for stat, by_case in p.seen.items()
+                    if by_case
+                ),
+                _freeze(p.firsts),
+            )
+            for p in sorted(self._open.values(), key=lambda p: p.index)
+        )
+        return AccumulatorState(
+            self._wm,
+            self._next_close,
+            self._late_events,
+            self._late_completions,
+            self._capped,
+            self._orphans,
+            cases,
+            panes,
+        )
+
+    def _restore(self, state: AccumulatorState) -> None:
+        if state.version != 1:
+            raise ValueError(f"unsupported accumulator state version {state.version}")
+        self._wm = state.watermark_us
+        if state.next_close is not None:
+            self._next_close = state.next_close
+            self._close_us = (state.next_close + 1) * self._len + self._late
+        self._late_events = state.late_events
+        self._late_completions = state.late_completions
+        self._capped = state.capped
+        self._orphans = state.orphans
+        for snap in state.cases:
+            c = _Case(snap.first_us)
+            c.max_us, c.prev_us, c.last_activity = snap.max_us, snap.prev_us, snap.last_activity
+            c.panes = list(snap.panes)
+            c.life = {s: set(keys) for s, keys in snap.life}
+            self._cases[snap.case_id] = c
+        for ps in state.panes:
+            p = self._open_pane(ps.index)
+            for stat, entries in ps.counts:
+                p.counts[stat] = dict(entries)
+            for stat, by_case in ps.seen:
+                p.seen[stat] = {cid: set(keys) for cid, keys in by_case}
+            for stat, entries in ps.firsts:
+                p.firsts[stat] = dict(entries)
+
+
+def _freeze(section: dict[str, dict[Key, int]]) -> tuple[tuple[str, Entries], ...]:
+    return tuple((stat, tuple(sorted(d.items()))) for stat, d in section.items() if d)

@@ -1,0 +1,371 @@
+"""The release stage's engine: noisy panes, sliding windows, running totals, the ledger.
+
+:class:`PaneReleaser` takes the exact :class:`~.panes.PaneAggregate` of each pane, in order
+(empty panes included), and returns the records to publish:
+
+1. the running totals' tree takes the pane's first contributions (always, so that totals stay
+   right across withheld panes);
+2. the ledger is asked for the pane's (data-independent) ε and δ; if any ``w`` consecutive
+   panes would exceed the budget the pane is withheld (:class:`~.records.WithheldRecord`);
+3. otherwise every statistic is noised once through the :class:`~.mechanisms.Releaser`: known
+   keys as one vector (zeros included), other keys through the DP threshold;
+4. the record is stored in the releaser's state *before* it is returned: the caller persists
+   :meth:`PaneReleaser.snapshot` and then publishes. Asked again for a stored pane (after a
+   restart), it returns the stored record, never fresh noise;
+5. each configured sliding window of ``n >= 2`` panes ending at the pane is the sum of the
+   noisy panes in it (post-processing: no budget). A window of one pane is the pane record.
+
+Examples
+--------
+>>> from datetime import UTC, datetime, timedelta
+>>> from procvault.monitor.privacy.budget import Budget
+>>> from procvault.monitor.privacy.mechanisms import DeterministicReleaser
+>>> from procvault.monitor.privacy.panes import PaneAggregate, PaneClock
+>>> from procvault.monitor.privacy.plan import ReleasePlan
+>>> from procvault.monitor.privacy.settings import KnownKeys, PaneSettings, PrivacySettings
+>>> settings = PrivacySettings(
+...     Budget(1.0, window=2), PaneSettings(timedelta(hours=1)),
+...     windows=(timedelta(hours=2),), running_totals=None, pane_epsilon=0.6)
+>>> plan = ReleasePlan.build(settings, KnownKeys.build(["A"]))
+>>> rel = PaneReleaser(plan, DeterministicReleaser(plan))
+>>> clock = PaneClock(settings.panes)
+>>> def agg(i, n):
+...     p = clock.pane(i)
+...     return PaneAggregate(i, p.start, p.end, (("activity", ((("A",), n),)),))
+>>> [r.kind for r in rel.release(agg(0, 5))]
+['pane']
+>>> [r.kind for r in rel.release(agg(1, 7))]  # 0.6 + 0.6 > 1.0 over 2 panes
+['withheld', 'window']
+>>> pane, window = rel.release(agg(2, 1))
+>>> pane.statistics[0].known, window.statistics[0].known, window.withheld_panes
+((Entry(key=('A',), value=1),), (Entry(key=('A',), value=1),), 1)
+>>> rel.release(agg(2, 99))[0] == pane  # a stored pane is republished as it was
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+
+from .ledger import Ledger, LedgerState
+from .mechanisms import Releaser
+from .panes import PaneAggregate
+from .plan import TOTALS, ReleasePlan
+from .records import (
+    BudgetInfo,
+    Entry,
+    MechanismInfo,
+    PaneInfo,
+    PaneRecord,
+    Record,
+    StatisticRelease,
+    TotalsRelease,
+    WindowRecord,
+    WithheldRecord,
+)
+from .settings import Key
+from .tree import BinaryTreeCounter, TreeState
+
+__all__ = ["PaneReleaser", "ReleaseState"]
+
+_KEY_ENCODER: Final = msgspec.json.Encoder()
+_KEY_DECODER: Final = msgspec.json.Decoder(tuple[str, ...])
+
+
+class ReleaseState(msgspec.Struct, frozen=True):
+    """Everything a :class:`PaneReleaser` holds, as a value: the ledger, the running totals'
+    tree (exact node sums included: seal it), the records of the last panes (needed for the
+    windows and to republish), the next pane expected and the first pane released."""
+
+    ledger: LedgerState
+    tree: TreeState | None
+    records: tuple[PaneRecord | WithheldRecord, ...]
+    next_pane: int | None
+    first_pane: int | None
+    version: int = 1
+
+
+class _WindowSum:
+    """Running sums of the noisy values of the last ``n`` pane records."""
+
+    __slots__ = ("known", "other", "withheld")
+
+    def __init__(self, names: Sequence[str], sizes: Sequence[int]) -> None:
+        self.known: dict[str, list[int]] = {n: [0] * k for n, k in zip(names, sizes, strict=True)}
+        self.other: dict[str, dict[Key, int]] = {n: {} for n in names}
+        self.withheld = 0
+
+    def add(self, record: PaneRecord | WithheldRecord, sign: int) -> None:
+        if isinstance(record, WithheldRecord):
+            self.withheld += sign
+            return
+        for stat in record.statistics:
+            acc = self.known[stat.name]
+            for i, e in enumerate(stat.known):
+                acc[i] += sign * e.value
+            other = self.other[stat.name]
+            for e in stat.other:
+                v = other.get(e.key, 0) + sign * e.value
+                if v or sign > 0:
+                    other[e.key] = v
+                else:
+                    other.pop(e.key, None)
+
+    def statistics(self, known: dict[str, tuple[Key, ...]]) -> tuple[StatisticRelease, ...]:
+        return tuple(
+            StatisticRelease(
+                name,
+                tuple(Entry(k, v) for k, v in zip(known[name], values, strict=True)),
+                tuple(Entry(k, v) for k, v in sorted(self.other[name].items())),
+            )
+            for name, values in self.known.items()
+        )
+
+
+class PaneReleaser:
+    """Noisy panes, windows and running totals under a ledger; see the module docstring.
+
+    Parameters
+    ----------
+    plan
+        The release plan (every scale, threshold and share of the budget).
+    releaser
+        Where noise comes from: :class:`~.mechanisms.OpenDPReleaser` in production.
+    state
+        A snapshot to resume from (:meth:`snapshot`).
+    """
+
+    def __init__(
+        self, plan: ReleasePlan, releaser: Releaser, state: ReleaseState | None = None
+    ) -> None:
+        self.plan: Final = plan
+        self._releaser = releaser
+        settings = plan.settings
+        budget = settings.budget
+        if state is not None and state.version != 1:
+            raise ValueError(f"unsupported release state version {state.version}")
+        self._ledger = Ledger(
+            epsilon=budget.epsilon,
+            delta=budget.delta,
+            window=budget.window,
+            reserved=plan.totals_epsilon,
+            panes_per_case=settings.max_panes_per_case,
+            state=state.ledger if state else None,
+        )
+        self._tree: BinaryTreeCounter | None = None
+        if plan.totals is not None and settings.running_totals is not None:
+            self._tree = BinaryTreeCounter(
+                size=len(plan.totals_keys),
+                levels=settings.running_totals.levels,
+                mechanism=TOTALS,
+                releaser=releaser,
+                state=state.tree if state else None,
+            )
+        self._names = tuple(s.name for s in plan.statistics)
+        self._known: dict[str, tuple[Key, ...]] = {n: plan.known.keys(n) for n in self._names}
+        self._known_set = {n: frozenset(keys) for n, keys in self._known.items()}
+        self._thresholded = {s.name for s in plan.statistics if s.threshold is not None}
+        self._mechanisms = tuple(
+            MechanismInfo(
+                s.name,
+                s.mechanism,
+                s.scale,
+                s.sensitivity,
+                s.max_keys,
+                s.linf,
+                s.epsilon,
+                s.delta,
+                s.threshold,
+            )
+            for s in plan.mechanisms()
+        )
+        self._budget = BudgetInfo(
+            budget.epsilon,
+            budget.delta,
+            budget.window,
+            budget.advantage,
+            "case",
+            "uniform" if settings.pane_epsilon is None else "fixed",
+            settings.max_panes_per_case,
+            plan.totals_epsilon,
+        )
+        self._windows = tuple(sorted({n for n in settings.window_panes if n >= 2}))
+        self._retain = max(self._windows, default=1) + 1
+        self._records: dict[int, PaneRecord | WithheldRecord] = {}
+        self._next: int | None = None
+        self._first: int | None = None
+        self._sums: dict[int, _WindowSum] = {}
+        if state is not None:
+            self._records = {_index(r): r for r in state.records}
+            self._next, self._first = state.next_pane, state.first_pane
+        self._rebuild_sums()
+
+    # -- releasing -----------------------------------------------------------------------
+    def release(self, aggregate: PaneAggregate) -> tuple[Record, ...]:
+        """The records to publish for ``aggregate``'s pane: the pane (or its withholding),
+        then the windows ending at it. Panes must come in order, empty ones included."""
+        idx = aggregate.index
+        stored = self._records.get(idx)
+        if stored is not None:
+            return (stored, *self._direct_windows(idx))
+        if self._next is not None and idx != self._next:
+            if idx < self._next:
+                raise ValueError(f"pane {idx} was released before and is no longer held")
+            raise ValueError(
+                f"pane {self._next} has not been released: release every pane in order, "
+                "empty ones included"
+            )
+        if self._first is None:
+            self._first = idx
+        totals = self._step_totals(aggregate)
+        info = PaneInfo(idx, aggregate.start, aggregate.end)
+        record: PaneRecord | WithheldRecord
+        if self._ledger.spend(idx, self.plan.pane_epsilon, self.plan.pane_delta):
+            record = PaneRecord(
+                pane=info,
+                epsilon=self.plan.pane_epsilon,
+                delta=self.plan.pane_delta,
+                budget=self._budget,
+                mechanisms=self._mechanisms,
+                statistics=self._noisy_statistics(aggregate),
+                totals=totals,
+            )
+        else:
+            record = WithheldRecord(pane=info, reason="budget")
+        self._records[idx] = record
+        self._next = idx + 1
+        windows = self._advance_windows(idx, record)
+        self._prune(idx)
+        return (record, *windows)
+
+    def _step_totals(self, aggregate: PaneAggregate) -> TotalsRelease | None:
+        if self._tree is None:
+            return None
+        firsts = {
+            n: aggregate.first_contributions(n) for n in {s for s, _ in self.plan.totals_keys}
+        }
+        x = [firsts[stat].get(key, 0) for stat, key in self.plan.totals_keys]
+        total = self._tree.step(x)
+        if total is None:
+            return None
+        return TotalsRelease(
+            self._tree.t,
+            tuple(
+                Entry((stat, *key), v)
+                for (stat, key), v in zip(self.plan.totals_keys, total, strict=True)
+            ),
+        )
+
+    def _noisy_statistics(self, aggregate: PaneAggregate) -> tuple[StatisticRelease, ...]:
+        out = []
+        releaser = self._releaser
+        for name in self._names:
+            values = aggregate.statistic(name)
+            known = self._known[name]
+            noisy = releaser.vector(name, [values.get(k, 0) for k in known])
+            entries = tuple(Entry(k, v) for k, v in zip(known, noisy, strict=True))
+            other: tuple[Entry, ...] = ()
+            if name in self._thresholded:
+                known_set = self._known_set[name]
+                unknown = {
+                    _KEY_ENCODER.encode(k).decode(): v
+                    for k, v in values.items()
+                    if k not in known_set
+                }
+                if unknown:
+                    released = releaser.threshold(name, unknown)
+                    other = tuple(
+                        sorted(
+                            (Entry(_KEY_DECODER.decode(k), v) for k, v in released.items()),
+                            key=lambda e: e.key,
+                        )
+                    )
+            out.append(StatisticRelease(name, entries, other))
+        return tuple(out)
+
+    # -- windows -------------------------------------------------------------------------
+    def _window_record(self, idx: int, n: int, s: _WindowSum) -> WindowRecord:
+        first = self._records[idx - n + 1]
+        last = self._records[idx]
+        return WindowRecord(
+            first_pane=idx - n + 1,
+            last_pane=idx,
+            start=first.pane.start,
+            end=last.pane.end,
+            panes=n,
+            withheld_panes=s.withheld,
+            statistics=s.statistics(self._known),
+        )
+
+    def _complete(self, idx: int, n: int) -> bool:
+        return self._first is not None and idx - n + 1 >= self._first
+
+    def _advance_windows(self, idx: int, record: PaneRecord | WithheldRecord) -> list[WindowRecord]:
+        out = []
+        for n in self._windows:
+            s = self._sums[n]
+            s.add(record, +1)
+            leaving = self._records.get(idx - n)
+            if leaving is not None:
+                s.add(leaving, -1)
+            if self._complete(idx, n):
+                out.append(self._window_record(idx, n, s))
+        return out
+
+    def _direct_windows(self, idx: int) -> list[WindowRecord]:
+        out = []
+        for n in self._windows:
+            if self._complete(idx, n) and all(
+                p in self._records for p in range(idx - n + 1, idx + 1)
+            ):
+                out.append(self._window_record(idx, n, self._direct_sum(idx, n)))
+        return out
+
+    def _direct_sum(self, idx: int, n: int) -> _WindowSum:
+        s = _WindowSum(self._names, [len(self._known[x]) for x in self._names])
+        for p in range(idx - n + 1, idx + 1):
+            rec = self._records.get(p)
+            if rec is not None:
+                s.add(rec, +1)
+        return s
+
+    def _rebuild_sums(self) -> None:
+        self._sums = {}
+        for n in self._windows:
+            if self._next is None:
+                self._sums[n] = _WindowSum(self._names, [len(self._known[x]) for x in self._names])
+            else:
+                self._sums[n] = self._direct_sum(self._next - 1, n)
+
+    def _prune(self, idx: int) -> None:
+        horizon = idx - self._retain
+        for p in [p for p in self._records if p <= horizon]:
+            del self._records[p]
+
+    # -- state ---------------------------------------------------------------------------
+    def records(self) -> tuple[PaneRecord | WithheldRecord, ...]:
+        """The stored pane records, in pane order (to republish after a restart)."""
+        return tuple(self._records[p] for p in sorted(self._records))
+
+    @property
+    def next_pane(self) -> int | None:
+        """The pane :meth:`release` expects next."""
+        return self._next
+
+    def snapshot(self) -> ReleaseState:
+        """Everything as a value; persist it (sealed) *before* publishing what
+        :meth:`release` returned."""
+        return ReleaseState(
+            self._ledger.snapshot(),
+            self._tree.snapshot() if self._tree else None,
+            self.records(),
+            self._next,
+            self._first,
+        )
+
+
+def _index(record: PaneRecord | WithheldRecord) -> int:
+    return record.pane.index

@@ -10,6 +10,9 @@ Prints one JSON object:
   it reports differently (missing, remaining, fit) from pm4py's offline replay, against our 0.
 * ``roadtraffic``: roadtraffic100traces with pm4py's 23-silent-transition model, its 390 events
   replayed under fresh case ids to at least 15,000 events.
+* ``alignments``: our prefix-alignment mode against pyBeamline's
+  ``PrefixAlignmentConformanceChecker`` on the first ``--alignment-events`` Sepsis events
+  (pyBeamline needs ~2 ms per event; ``pip install -e '.[bench]'``); see bench/alignments.py.
 * ``memory`` (unless ``--no-memory``): a simulated stream from ``sepsis.pnml`` (10% noise, end
   markers) through one vault; RSS after 500k and after ``--memory-events`` events.
 
@@ -206,6 +209,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20, help="Sepsis passes under fresh case ids")
     ap.add_argument("--memory-events", type=int, default=5_000_000)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument(
+        "--alignment-events", type=int, default=2_000, help="stream prefix for the alignment run"
+    )
     args = ap.parse_args()
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
@@ -264,6 +270,10 @@ def main() -> None:
             ),
         },
     }
+    say("alignments: procvault prefix alignments vs pyBeamline")
+    from alignments import run as run_alignments  # bench/alignments.py, beside this script
+
+    out["alignments"] = run_alignments(args.alignment_events, whole_log=False)
     if not args.no_memory:
         out["memory"] = _memory(sepsis, args.memory_events, args.memory_events // 10, say)
     json.dump(out, sys.stdout, indent=2)

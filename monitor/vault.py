@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
 
+from .alignments import PrefixAlignments
 from .compliance import Alert, Compliance
 from .event import Event, EventKind
 from .petri import CompiledNet
@@ -200,6 +201,10 @@ class Vault:
         A :class:`~.compliance.Compliance` evaluator (``None``: conformance only). Its alerts
         come back in :attr:`Update.alerts`, each completed case's final rule states in
         :attr:`CaseResult.rules`.
+    alignments
+        A :class:`~.alignments.PrefixAlignments` engine on the same net (``None``: token replay
+        only). Each activity event also extends the case's prefix alignment; a completed case
+        carries the optimal alignment cost in :attr:`CaseResult.alignment_cost`.
     """
 
     def __init__(
@@ -208,9 +213,12 @@ class Vault:
         settings: VaultSettings | None = None,
         *,
         compliance: Compliance | None = None,
+        alignments: PrefixAlignments | None = None,
     ) -> None:
         if net is None and compliance is None:
             raise ValueError("a vault needs a model, compliance rules, or both")
+        if alignments is not None and alignments.net is not net:
+            raise ValueError("the alignment engine must be built on the vault's net")
         self.settings: Final = settings or VaultSettings()
         self.net: Final = net
         self.compliance: Final = compliance
@@ -224,6 +232,10 @@ class Vault:
         if compliance is not None:
             # The conformance-only path (update) stays exactly as lean as it was.
             self.update = self._update_with_rules  # type: ignore[method-assign]
+        self._aligner = alignments
+        if alignments is not None:
+            self._base_update = self.update
+            self.update = self._update_aligned  # type: ignore[method-assign]
         # True when every event needs more than the replay step (completion checks).
         self._per_event_checks = (
             self.settings.complete_on_final_marking or self.settings.idle_timeout is not None
@@ -253,6 +265,13 @@ class Vault:
         if outcome.deviates or self._per_event_checks:
             return self._after(event, outcome)
         return NOTHING
+
+    def _update_aligned(self, event: Event) -> Update:
+        """:meth:`update` when the vault also keeps prefix alignments (fed first, so a case
+        completed by this very event has seen it)."""
+        if not event.kind and event.case_id not in self._done:
+            self._aligner.update(event.case_id, event.activity)  # type: ignore[union-attr]
+        return self._base_update(event)
 
     def _update_with_rules(self, event: Event) -> Update:  # noqa: PLR0911 - flat exits
         """:meth:`update` when the vault also checks compliance rules."""
@@ -417,6 +436,10 @@ class Vault:
             )
         events, unknown = tbr.events_of(case_id), tbr.unknown_of(case_id)
         c = tbr.complete(case_id)
+        cost = None
+        aligner = self._aligner
+        if aligner is not None and case_id in aligner:
+            cost = aligner.complete(case_id).cost
         return CaseResult(
             case_id,
             events,
@@ -428,6 +451,7 @@ class Vault:
             c.is_fit,
             unknown,
             by,
+            alignment_cost=cost,
             rules=rules,
         )
 

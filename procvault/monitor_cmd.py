@@ -44,7 +44,21 @@ def register(sub: Any) -> None:
         metavar="PLACE",
         help="final place when the model has none (default: the unique sink place)",
     )
-    _add(p, "--mode", choices=("tbr", "alignments"), default="tbr", help="conformance technique")
+    _add(
+        p,
+        "--mode",
+        choices=("tbr", "alignments"),
+        default="tbr",
+        help="'tbr': token replay; 'alignments': token replay plus incremental prefix "
+        "alignments (alignment_cost per case)",
+    )
+    _add(
+        p,
+        "--window",
+        type=int,
+        metavar="EVENTS",
+        help="alignments: how many recent events may be revised (default: unbounded, optimal)",
+    )
     _add(p, "--case-results", metavar="FILE", help="write one JSON line per completed case")
     _add(p, "--json", action="store_true", help="print the summary as JSON on stdout")
     _add(
@@ -72,8 +86,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from procvault.monitor.vault import Vault, VaultSettings
     from procvault.streams.errors import ConfigError, InputError
 
-    if args.mode == "alignments":
-        raise ConfigError("--mode alignments is not available yet in this build; use --mode tbr")
+    if args.mode == "alignments" and not args.model:
+        raise ConfigError("--mode alignments needs --model")
     if not (args.model or args.rules or args.promtee_rules):
         raise ConfigError("give --model, --rules or --promtee-rules (or a model and rules)")
     if args.rules and args.promtee_rules:
@@ -108,8 +122,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         complete_on_final_marking=args.complete_on_final_marking,
         idle_timeout=None if args.idle_timeout is None else timedelta(seconds=args.idle_timeout),
     )
+    aligner = None
+    if args.mode == "alignments" and net is not None:
+        from procvault.monitor.alignments import PrefixAlignments
+
+        aligner = PrefixAlignments(net, window=args.window)
     vault = (
-        Vault(net, settings, compliance=compliance)
+        Vault(net, settings, compliance=compliance, alignments=aligner)
         if net is not None or compliance is not None
         else None
     )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # procvault set-up: everything a fresh machine needs, then the quick-start.
-#   Python deps in .venv (editable install with the test and dev extras),
+#   Python deps in .venv (editable install with the test, dev and bench extras),
 #   the Apache Kafka jars from Maven Central (cached in $PROCVAULT_HOME, default ~/.cache/procvault),
 #   Debian's prometheus package (used by the metrics tests and `procvault observe`).
 # Needs: python3 >= 3.11, Java 17 (java), Maven (mvn); apt-get for prometheus.
@@ -19,7 +19,7 @@ need mvn "install Maven (Debian: maven)"
 say "Python environment in .venv"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test,dev]'
+.venv/bin/python -m pip install --quiet -e '.[test,dev,bench]'
 
 say "Apache Kafka jars (Maven Central, fetched once)"
 .venv/bin/procvault kafka install

@@ -12,7 +12,16 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "conformance.py"
 
 def test_conformance_benchmark_smoke() -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--repeat", "1", "--memory-events", "20000"],
+        [
+            sys.executable,
+            str(BENCH),
+            "--repeat",
+            "1",
+            "--memory-events",
+            "20000",
+            "--alignment-events",
+            "200",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -26,3 +35,4 @@ def test_conformance_benchmark_smoke() -> None:
     assert sepsis["ratio_procvault_vs_pm4py_streaming"] > 0
     assert out["roadtraffic"]["stream_items"] >= 15_000
     assert set(out["memory"]["checkpoints"]) == {"2000", "20000"}
+    assert out["alignments"]["procvault"]["events_per_s_median"] > 0

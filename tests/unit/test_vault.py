@@ -248,3 +248,40 @@ def test_cli_monitor_bad_model(
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("procvault: error: ") and str(bad) in err and len(err.splitlines()) == 1
+
+
+def test_cli_monitor_alignment_mode_equals_pm4py(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    log_path = shared_data / "logs/roadtraffic100traces.xes.gz"
+    model_path = shared_data / "models/pm4py/roadtraffic.pnml"
+    out = tmp_path / "cases.jsonl"
+    code = main(
+        [
+            "monitor",
+            str(log_path),
+            "--model",
+            str(model_path),
+            "--mode",
+            "alignments",
+            "--case-results",
+            str(out),
+            "--json",
+        ]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "alignments"
+    ours = {r["case"]: r["alignment_cost"] for r in map(json.loads, out.read_text().splitlines())}
+    m = load_model(model_path)
+    log = pm4py.read_xes(str(log_path), return_legacy_log_object=True)
+    with warnings.catch_warnings():  # pm4py's soundness check trips numpy deprecations
+        warnings.simplefilter("ignore")
+        diag = pm4py.conformance_diagnostics_alignments(
+            log, m.net, m.initial_marking, m.final_marking
+        )
+    expected = {
+        t.attributes["concept:name"]: d["cost"] // 10_000 for t, d in zip(log, diag, strict=True)
+    }
+    assert ours == expected

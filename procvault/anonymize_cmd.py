@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from procvault.cli import _add, _positive
+from procvault.cli import _add, _positive, add_progress_option
 from procvault.streams.errors import ConfigError, InputError
 
 __all__ = ["cmd_anonymize", "cmd_compare", "register"]
@@ -108,13 +108,7 @@ def register(sub: Any) -> None:
         default=1e-6,
         help="strict: probability bound for a variant of a single case to be released",
     )
-    _add(
-        p,
-        "--progress",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="progress bar on stderr ('auto': when stderr is a terminal)",
-    )
+    add_progress_option(p)
     p.set_defaults(func=cmd_anonymize)
 
     p = sub.add_parser(

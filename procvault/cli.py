@@ -59,6 +59,17 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def add_progress_option(p: argparse.ArgumentParser) -> None:
+    """``--progress auto|on|off`` (a bar on stderr; 'auto': when stderr is a terminal)."""
+    _add(
+        p,
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="progress bar on stderr ('auto': when stderr is a terminal)",
+    )
+
+
 def _add_sink_options(p: argparse.ArgumentParser) -> None:
     _add(
         p,
@@ -83,13 +94,7 @@ def _add_sink_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="emit an end-of-case marker event after each case",
     )
-    _add(
-        p,
-        "--progress",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="progress bar on stderr ('auto': when stderr is a terminal)",
-    )
+    add_progress_option(p)
 
 
 # ----------------------------------------------------------------------------- running streams

@@ -54,19 +54,8 @@ DATA = Path(
     os.environ.get("PROCVAULT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 SEPSIS = DATA / "logs" / "sepsis_cases.xes.gz"
-_TIMED = {
-    "response",
-    "precedence",
-    "succession",
-    "alternate_response",
-    "alternate_precedence",
-    "alternate_succession",
-    "chain_response",
-    "chain_precedence",
-    "chain_succession",
-    "not_succession",
-    "not_chain_succession",
-}
+# the templates that relate an activation to targets before or after it take a time window
+_TIMED = BINARY_TEMPLATES - {"responded_existence", "co_existence", "not_coexistence"}
 
 
 def _stream(repeat: int) -> list[Event]:

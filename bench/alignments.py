@@ -32,12 +32,13 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from _timing import latency_summary, rate_summary  # bench/_timing.py
 
 from procvault.generators._pm4py import import_pm4py
 from procvault.generators.models import LoadedModel, load_model
@@ -74,17 +75,11 @@ def _ours(net: CompiledNet, stream: list[tuple[str, str]], window: int | None) -
         step = update(case, activity)
         lat.append(clock() - t0)
         costs[case] = step.cost
-    lat.sort()
     return {
         "window": window,
         "events": len(stream),
-        "events_per_s_median": round(statistics.median(rates)),
-        "events_per_s_runs": [round(r) for r in rates],
-        "latency_us": {
-            "p50": round(lat[len(lat) // 2] / 1000, 2),
-            "p99": round(lat[int(len(lat) * 0.99)] / 1000, 2),
-            "max": round(lat[-1] / 1000, 1),
-        },
+        **rate_summary(rates),
+        "latency_us": latency_summary(lat, digits=2),
         "costs": costs,
     }
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from _timing import latency_summary, rate_summary  # bench/_timing.py
 
 from procvault.generators.xes import read_xes
 from procvault.monitor.compliance import (
@@ -122,15 +123,9 @@ def native(rules: list[DeclareRule], events: list[Event], runs: int = 3) -> dict
         lat[i] = clock() - t0
         if a:
             alerts += len(a)
-    lat.sort()
     return {
-        "events_per_s_median": round(statistics.median(rates)),
-        "events_per_s_runs": [round(r) for r in rates],
-        "latency_us": {
-            "p50": round(lat[len(lat) // 2] / 1000, 3),
-            "p99": round(lat[int(len(lat) * 0.99)] / 1000, 3),
-            "max": round(lat[-1] / 1000, 1),
-        },
+        **rate_summary(rates),
+        "latency_us": latency_summary(lat),
         "violation_alerts": alerts,
         "violations_per_rule_median": statistics.median(
             c.violations for c in cc.counters().values()
@@ -169,17 +164,13 @@ def _rego_child(folder: str, n_events: int) -> None:
         if e.kind:
             ev.forget(e.case_id)
     seconds = time.perf_counter() - t
-    lat.sort()
     print(
         json.dumps(
             {
                 "rules": len(rules.rules),
                 "events": len(events),
                 "events_per_s": round(len(events) / seconds, 1),
-                "latency_us": {
-                    "p50": round(lat[len(lat) // 2] / 1000, 1),
-                    "p99": round(lat[int(len(lat) * 0.99)] / 1000, 1),
-                },
+                "latency_us": latency_summary(lat, digits=1),
                 "failed_evaluations": sum(ev.errors.values()),
             }
         )

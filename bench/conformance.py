@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from _timing import latency_summary, rate_summary  # bench/_timing.py
 
 from procvault.generators._pm4py import import_pm4py
 from procvault.generators.models import LoadedModel, load_model
@@ -77,16 +77,7 @@ def _throughput(model: LoadedModel, events: list[Event], runs: int = 3) -> dict[
         t0 = clock()
         update(e)
         lat.append(clock() - t0)
-    lat.sort()
-    return {
-        "events_per_s_median": round(statistics.median(rates)),
-        "events_per_s_runs": [round(r) for r in rates],
-        "latency_us": {
-            "p50": round(lat[len(lat) // 2] / 1000, 3),
-            "p99": round(lat[int(len(lat) * 0.99)] / 1000, 3),
-            "max": round(lat[-1] / 1000, 1),
-        },
-    }
+    return {**rate_summary(rates), "latency_us": latency_summary(lat)}
 
 
 def _cold_pass(model: LoadedModel, events: list[Event]) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from random_nets import ALPHABET, process_tree, trees
 
 from procvault.generators._pm4py import import_pm4py
 from procvault.generators.models import LoadedModel, load_model
@@ -454,32 +455,6 @@ def test_a_tiny_cache_changes_nothing() -> None:
 
 # ------------------------------------------------------------------------------------------
 # random workflow nets
-ALPHABET = "abcdef"
-
-
-def _trees(depth: int) -> st.SearchStrategy[Any]:
-    leaf = st.sampled_from([*ALPHABET, None])  # None: a silent leaf
-    if depth == 0:
-        return leaf
-    sub = _trees(depth - 1)
-    op = st.sampled_from(["->", "X", "+", "*"])
-    return st.one_of(leaf, st.tuples(op, st.lists(sub, min_size=2, max_size=3)))
-
-
-def _process_tree(spec: Any, parent: Any = None) -> Any:
-    from pm4py.objects.process_tree.obj import Operator, ProcessTree
-
-    if not isinstance(spec, tuple):
-        return ProcessTree(label=spec, parent=parent)
-    op, children = spec
-    operator = {"->": Operator.SEQUENCE, "X": Operator.XOR, "+": Operator.PARALLEL}.get(
-        op, Operator.LOOP
-    )
-    node = ProcessTree(operator=operator, parent=parent)
-    node.children = [_process_tree(c, node) for c in (children[:2] if op == "*" else children)]
-    return node
-
-
 def _walk(net: CompiledNet, rng: random.Random, steps: int = 30) -> list[str]:
     """The labels of a random firing sequence (towards the final marking, at most ``steps``)."""
     marking, labels = net.initial_marking, []
@@ -506,7 +481,7 @@ def _walk(net: CompiledNet, rng: random.Random, steps: int = 30) -> list[str]:
     ],
 )
 @given(
-    tree=_trees(3),
+    tree=trees(3),
     traces=st.lists(
         st.lists(st.sampled_from([*ALPHABET, "zz"]), min_size=1, max_size=8), min_size=1, max_size=5
     ),
@@ -514,7 +489,7 @@ def _walk(net: CompiledNet, rng: random.Random, steps: int = 30) -> list[str]:
     window=st.sampled_from([None, 0, 2]),
 )
 def test_random_workflow_nets(tree: Any, traces: list[list[str]], played: int, window: Any) -> None:
-    pt = _process_tree(tree if isinstance(tree, tuple) else ("->", [tree, "a"]))
+    pt = process_tree(tree)
     net, im, fm = _quiet(lambda: pm4py.convert_to_petri_net(pt))
     cn = compile_net(net, im, fm)
     rng = random.Random(played)

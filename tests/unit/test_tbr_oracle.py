@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from random_nets import ALPHABET, process_tree, trees
 
 from procvault.generators._pm4py import import_pm4py
 from procvault.generators.models import load_model
@@ -92,36 +93,6 @@ def test_logs_with_inductive_miner_models(
 
 
 # ----------------------------------------------------------------------------- property test
-ALPHABET = "abcdef"
-
-
-def _trees(depth: int) -> st.SearchStrategy[Any]:
-    leaf = st.sampled_from([*ALPHABET, None])  # None: a silent leaf (tau)
-    if depth == 0:
-        return leaf
-    sub = _trees(depth - 1)
-    op = st.sampled_from(["->", "X", "+", "*"])
-    return st.one_of(leaf, st.tuples(op, st.lists(sub, min_size=2, max_size=3)))
-
-
-def _to_process_tree(spec: Any, parent: Any = None) -> Any:
-    from pm4py.objects.process_tree.obj import Operator, ProcessTree
-
-    if not isinstance(spec, tuple):
-        return ProcessTree(label=spec, parent=parent)
-    op, children = spec
-    operator = {
-        "->": Operator.SEQUENCE,
-        "X": Operator.XOR,
-        "+": Operator.PARALLEL,
-        "*": Operator.LOOP,
-    }[op]
-    node = ProcessTree(operator=operator, parent=parent)
-    kids = children[:2] if op == "*" else children
-    node.children = [_to_process_tree(c, node) for c in kids]
-    return node
-
-
 def _interleaved_stream(traces: list[list[str]]) -> list[Event]:
     """All traces as one stream, cases interleaved round-robin, each followed by its marker."""
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -143,7 +114,7 @@ def _interleaved_stream(traces: list[list[str]]) -> list[Event]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    tree=_trees(3),
+    tree=trees(3),
     traces=st.lists(
         st.lists(st.sampled_from([*ALPHABET, "zz"]), min_size=1, max_size=8), min_size=1, max_size=8
     ),
@@ -152,7 +123,7 @@ def _interleaved_stream(traces: list[list[str]]) -> list[Event]:
 def test_random_workflow_nets_equal_pm4py(
     make_pm4py_log: Any, tree: Any, traces: list[list[str]], played: int
 ) -> None:
-    pt = _to_process_tree(tree if isinstance(tree, tuple) else ("->", [tree, "a"]))
+    pt = process_tree(tree)
     net, im, fm = pm4py.convert_to_petri_net(pt)
     # add a few traces the model can produce, so fitting behaviour is covered too
     if played:

@@ -51,11 +51,20 @@ from typing import Any, Final, Literal, NamedTuple
 
 from .alignments import PrefixAlignments
 from .compliance import Alert, Compliance
+from .compliance.engine import CaseSnapshot as RuleSnapshot
 from .event import Event, EventKind
 from .petri import CompiledNet
-from .tbr import UNKNOWN, Outcome, TokenReplay
+from .tbr import UNKNOWN, CaseSnapshot, Outcome, TokenReplay
 
-__all__ = ["CaseResult", "Deviation", "Update", "Vault", "VaultSettings", "VaultState"]
+__all__ = [
+    "CaseResult",
+    "CaseState",
+    "Deviation",
+    "Update",
+    "Vault",
+    "VaultSettings",
+    "VaultState",
+]
 
 CompletedBy = Literal["end_marker", "final_marking", "idle", "flush"]
 DeviationKind = Literal["missing_tokens", "unknown_activity", "after_completion"]
@@ -186,6 +195,20 @@ class VaultState:
     cached_markings: int
     remembered_completed: int
     watermark: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseState:
+    """One active case's whole state in a vault: enough to rebuild it elsewhere
+    (:meth:`Vault.snapshot_case`, :meth:`Vault.restore_case`), for instance in another process
+    after a crash. Alignments are not included: a vault with prefix alignments cannot move cases.
+    """
+
+    case_id: str
+    replay: CaseSnapshot | None
+    rules: RuleSnapshot | None
+    events: int
+    last_seen: datetime | None
 
 
 class Vault:
@@ -454,6 +477,63 @@ class Vault:
             alignment_cost=cost,
             rules=rules,
         )
+
+    # -- moving cases -------------------------------------------------------------------
+    def snapshot_case(self, case_id: str) -> CaseState:
+        """The state of an active case (``KeyError`` if it is not active).
+
+        >>> from datetime import datetime, UTC
+        >>> from procvault.monitor.compliance import Compliance, DeclareRule
+        >>> rules = [DeclareRule("has_a", "existence", "A")]
+        >>> v = Vault(compliance=Compliance(rules))
+        >>> _ = v.update(Event.create("c", "B", datetime(2024, 1, 1, tzinfo=UTC)))
+        >>> state = v.snapshot_case("c")
+        >>> w = Vault(compliance=Compliance(rules))
+        >>> w.restore_case(state)
+        >>> r = w.flush()[0]; r.events, r.rules
+        (1, {'has_a': 'Violated'})
+        """
+        if not self.is_active(case_id):
+            raise KeyError(f"case {case_id!r} is not active")
+        if self._aligner is not None:
+            raise ValueError("a vault with prefix alignments cannot snapshot cases")
+        tbr, cc = self._tbr, self.compliance
+        return CaseState(
+            case_id,
+            tbr.snapshot(case_id) if tbr is not None else None,
+            cc.snapshot(case_id) if cc is not None and case_id in cc else None,
+            self._counts.get(case_id, 0),
+            self._last_seen.get(case_id),
+        )
+
+    def restore_case(self, state: CaseState) -> None:
+        """Rebuild a case from :meth:`snapshot_case` (replacing any state it has here)."""
+        if self._aligner is not None:
+            raise ValueError("a vault with prefix alignments cannot restore cases")
+        case_id = state.case_id
+        if (state.replay is None) != (self._tbr is None):
+            raise ValueError("the case state was taken by a vault with another model setting")
+        if self._tbr is not None and state.replay is not None:
+            self._tbr.restore(case_id, state.replay)
+        else:
+            self._counts[case_id] = state.events
+        if state.rules is not None:
+            if self.compliance is None:
+                raise ValueError("the case state has rule states but this vault has no rules")
+            self.compliance.restore(state.rules)
+        self._done.discard(case_id)
+        if state.last_seen is not None and self.settings.idle_timeout is not None:
+            self._last_seen[case_id] = state.last_seen
+            self._arrivals.append((state.last_seen, case_id))
+
+    def mark_completed(self, case_id: str) -> None:
+        """Remember ``case_id`` as completed (restoring a vault: its late events are reported)."""
+        keep = self.settings.remember_completed
+        if keep and case_id not in self._done:
+            self._done.add(case_id)
+            self._done_order.append(case_id)
+            if len(self._done_order) > keep:
+                self._done.discard(self._done_order.popleft())
 
     # -- introspection ------------------------------------------------------------------
     def state(self) -> VaultState:

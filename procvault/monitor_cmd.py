@@ -77,14 +77,37 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_monitor)
 
 
+def load_engines(
+    model_path: str | None, rules_path: str | None, final_marking: str | None = None
+) -> tuple[Any, Any, list[Any] | None]:
+    """``(model, compiled net, rules)`` from a model file and a rule file or folder (each
+    optional; ``None`` where not given). Rules are checked against the model's activities."""
+    from procvault.generators.models import load_model
+    from procvault.monitor.petri import ModelError, compile_net
+    from procvault.streams.errors import InputError
+
+    model = net = None
+    if model_path:
+        model = load_model(model_path, final_marking=final_marking)
+        try:
+            net = compile_net(model.net, model.initial_marking, model.final_marking)
+        except ModelError as exc:
+            raise InputError(f"{model_path}: {exc}") from None
+    rules = None
+    if rules_path:
+        from procvault.generators.rules import load_rules
+
+        labels = {t.label for t in model.net.transitions if t.label is not None} if model else None
+        rules = list(load_rules(rules_path, activities=labels))
+    return model, net, rules
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Run ``procvault monitor``."""
     started = time.perf_counter()
-    from procvault.generators.models import load_model
     from procvault.generators.xes import read_xes
-    from procvault.monitor.petri import ModelError, compile_net
     from procvault.monitor.vault import Vault, VaultSettings
-    from procvault.streams.errors import ConfigError, InputError
+    from procvault.streams.errors import ConfigError
 
     if args.mode == "alignments" and not args.model:
         raise ConfigError("--mode alignments needs --model")
@@ -94,20 +117,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise ConfigError("--rules and --promtee-rules are exclusive: run them one at a time")
     if bool(args.promtee_rules) != bool(args.manifest):
         raise ConfigError("--promtee-rules and --manifest go together")
-    model = net = None
-    if args.model:
-        model = load_model(args.model, final_marking=args.final_marking)
-        try:
-            net = compile_net(model.net, model.initial_marking, model.final_marking)
-        except ModelError as exc:
-            raise InputError(f"{args.model}: {exc}") from None
+    model, net, rules = load_engines(args.model, args.rules, args.final_marking)
     compliance = None
-    if args.rules:
-        from procvault.generators.rules import load_rules
+    if rules is not None:
         from procvault.monitor.compliance import Compliance
 
-        labels = {t.label for t in model.net.transitions if t.label is not None} if model else None
-        compliance = Compliance(load_rules(args.rules, activities=labels))
+        compliance = Compliance(rules)
     promtee = None
     if args.promtee_rules:
         from procvault.streams.promtee import load_manifest, load_promtee_rules

@@ -444,8 +444,12 @@ async def read_topic(
     *,
     max_records: int | None = None,
     idle_timeout: float = 5.0,
+    committed: bool = False,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``topic`` from the beginning, without a consumer group.
+
+    With ``committed``, only records of committed transactions are read (``read_committed``),
+    up to the last stable offset.
 
     The end offsets of all partitions are fetched first; reading stops as soon as every
     partition reaches them (later records are left out), when ``max_records`` records have
@@ -473,6 +477,7 @@ async def read_topic(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed" if committed else "read_uncommitted",
     )
     try:
         try:

@@ -1,0 +1,277 @@
+"""The organization's agent: policy, then encryption, then Kafka, after verifying the vault.
+
+An :class:`Agent` takes its organization's share of a source, in order, as ``(order, event)``
+pairs (``order`` breaks timestamp ties the same way in every organization, see
+:mod:`procvault.streams.frames`), applies the organization's privacy policy (a ``transform``,
+for instance :meth:`~procvault.generators.policy.PolicyEngine.apply`), seals each event for the
+vault's attested key of the current epoch and publishes it to ``events.<org>``, keyed by the
+consortium's case pseudonym so that every organization's events of a case land on the same
+partition number.
+
+Publishing is transactional: each batch (closed on size or after ``batch_seconds``) commits
+its events, its heartbeats and the agent's source position on ``agent.progress`` together. A
+restarted agent reads its last committed position, skips that many source items and goes on in
+a new session: nothing is sent twice, nothing is skipped (an aborted batch is invisible to the
+vault, which reads committed records only).
+
+Heartbeats tell every partition how far the organization's stream has come (the key of the last
+event sent, or just below the next one while pacing waits), so the vault can merge the
+organizations' streams in event-time order; the last heartbeat is ``closed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from procvault.monitor.event import Event
+from procvault.streams import codec
+from procvault.streams.envelope import ProducerSession, VaultPublicKeys, case_pseudonym
+from procvault.streams.errors import ConfigError, KafkaSetupError
+from procvault.streams.frames import EVENT, Topics, encode_frame, encode_heartbeat
+
+from .pacing import AsFastAsPossible, Pacing
+
+if TYPE_CHECKING:
+    from procvault.streams.secrets import OrgKeys
+
+__all__ = ["Agent", "AgentSettings", "AgentStats", "ordered_share"]
+
+_MAX_ORDER = 2**64 - 1
+
+
+def ordered_share(events: Iterable[Event], org: str | None) -> Iterator[tuple[int, Event]]:
+    """``(position in the whole source, event)`` for the events of ``org`` (all if ``None``).
+
+    Every organization's agent reads the same source, so positions agree across them and break
+    timestamp ties exactly as the source's own order does.
+    """
+    for i, ev in enumerate(events):
+        if org is None or ev.org == org:
+            yield i, ev
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Where and how an agent publishes.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers (``HOST:PORT``).
+    partitions
+        Partitions of the event topics (the same for every organization).
+    producer
+        This agent's name within its organization (one agent per organization and name).
+    batch_events, batch_seconds
+        A transaction closes after this many events or this long, whichever comes first.
+    heartbeat_seconds
+        At most one heartbeat per partition this often (when the watermark moved).
+    """
+
+    bootstrap: str
+    partitions: int
+    topics: Topics = field(default_factory=Topics)
+    producer: str = "agent-1"
+    batch_events: int = 1000
+    batch_seconds: float = 0.02
+    heartbeat_seconds: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ConfigError("partitions must be >= 1")
+        if self.batch_events < 1 or self.batch_seconds <= 0 or self.heartbeat_seconds <= 0:
+            raise ConfigError("batch and heartbeat settings must be positive")
+
+
+@dataclass
+class AgentStats:
+    """What one run of an agent did."""
+
+    resumed_at: int = 0
+    read: int = 0
+    sent: int = 0
+    withheld: int = 0
+    batches: int = 0
+    heartbeats: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in vars(self).items()}
+
+
+def _us(ev: Event) -> int:
+    ts = ev.timestamp
+    return int(ts.timestamp()) * 1_000_000 + ts.microsecond
+
+
+class Agent:
+    """One organization's publishing agent (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        keys: OrgKeys,
+        vault: VaultPublicKeys,
+        *,
+        transform: Callable[[Event], list[Event]] | None = None,
+        on_batch: Callable[[AgentStats], None] | None = None,
+        metrics: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.org = keys.org
+        self.keys = keys
+        self.vault = vault
+        self.transform = transform
+        self.on_batch = on_batch
+        self.metrics = metrics
+        self.topic = settings.topics.events(keys.org)
+        self._progress_key = f"{keys.org}/{settings.producer}".encode()
+        self.stats = AgentStats()
+        self.paused = asyncio.Event()
+        self.paused.set()  # set = running
+
+    # -- progress -----------------------------------------------------------------------
+    async def committed_position(self) -> int:
+        """The source position of this agent's last committed batch (0 if none)."""
+        from procvault.streams.kafka_io import read_topic
+
+        position = 0
+        records = await read_topic(
+            self.settings.bootstrap, self.settings.topics.progress, committed=True
+        )
+        for rec in records:
+            if rec.key == self._progress_key and rec.value:
+                position = int(json.loads(rec.value)["position"])
+        return position
+
+    # -- run ------------------------------------------------------------------------------
+    async def run(
+        self, source: Iterable[tuple[int, Event]], pacing: Pacing | None = None
+    ) -> AgentStats:
+        """Publish ``source`` (resuming after the committed position) and close the stream."""
+        from aiokafka import AIOKafkaProducer
+
+        from procvault.streams.kafka_io import ensure_topics
+
+        s = self.settings
+        await ensure_topics(s.bootstrap, [self.topic], partitions=s.partitions)
+        await ensure_topics(s.bootstrap, [s.topics.progress], partitions=1)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap,
+            transactional_id=f"{s.topics.prefix}procvault-agent/{self.org}/{s.producer}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            transaction_timeout_ms=30_000,
+        )
+        try:
+            await producer.start()
+        except Exception as exc:
+            raise KafkaSetupError(f"cannot reach Kafka at {s.bootstrap}: {exc}") from None
+        # Started (so a dead predecessor's open transaction is aborted), now read where the
+        # committed transactions got to.
+        resumed = await self.committed_position()
+        self.stats = stats = AgentStats(resumed_at=resumed)
+        started = time.monotonic()
+        try:
+            await self._publish(producer, source, pacing or AsFastAsPossible(), resumed)
+        finally:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await producer.stop()
+            stats.seconds = time.monotonic() - started
+        return stats
+
+    async def _publish(
+        self, producer: Any, source: Iterable[tuple[int, Event]], pacing: Pacing, resumed: int
+    ) -> None:
+        s, stats = self.settings, self.stats
+        session = ProducerSession(self.vault, org=self.org, producer=s.producer)
+        seal = session.seal
+        topic = self.topic
+        pkey = self.keys.pseudonym_key
+        transform = self.transform
+        fast = isinstance(pacing, AsFastAsPossible)
+        clock = time.monotonic
+        items = iter(source)
+        for _ in range(resumed):  # what earlier runs committed
+            if next(items, None) is None:
+                break
+        position = resumed
+        last_key = (-1, 0)  # (timestamp µs, order) of the last event sent
+        beat_key = (-2, 0)
+        last_beat = 0.0
+        start = clock()
+        index = 0
+        pending: tuple[int, Event] | None = next(items, None)
+        while pending is not None:
+            await self.paused.wait()
+            await producer.begin_transaction()
+            batch_start = clock()
+            n = 0
+            while pending is not None and n < s.batch_events:
+                order, ev = pending
+                if not fast:
+                    wait = start + pacing.due(index, ev) - clock()
+                    if wait > 0:
+                        if n:
+                            break  # close the batch now rather than hold it while waiting
+                        nxt = (_us(ev), order - 1) if order else (_us(ev) - 1, _MAX_ORDER)
+                        if nxt > beat_key:
+                            await self._heartbeats(producer, session, nxt, closed=False)
+                            beat_key, last_beat = nxt, clock()
+                            break
+                        await asyncio.sleep(wait)
+                stats.read += 1
+                outs = transform(ev) if transform is not None else (ev,)
+                sent_us = time.time_ns() // 1000
+                for out in outs:
+                    frame = encode_frame(EVENT, order, sent_us, codec.encode(out))
+                    await producer.send(
+                        topic, seal(frame, topic=topic), key=case_pseudonym(pkey, ev.case_id)
+                    )
+                    stats.sent += 1
+                if not outs:
+                    stats.withheld += 1
+                last_key = (_us(ev), order)
+                position += 1
+                index += 1
+                n += 1
+                pending = next(items, None)
+                if fast and n % 200 == 0 and clock() - batch_start >= s.batch_seconds:
+                    break
+            now = clock()
+            if last_key > beat_key and now - last_beat >= s.heartbeat_seconds:
+                await self._heartbeats(producer, session, last_key, closed=False)
+                beat_key, last_beat = last_key, now
+            if pending is None:
+                await self._heartbeats(
+                    producer, session, (_MAX_ORDER >> 1, _MAX_ORDER), closed=True
+                )
+            await producer.send(
+                s.topics.progress,
+                json.dumps({"position": position}).encode(),
+                key=self._progress_key,
+            )
+            await producer.commit_transaction()
+            stats.batches += 1
+            if self.on_batch is not None:
+                self.on_batch(stats)
+
+    async def _heartbeats(
+        self, producer: Any, session: ProducerSession, key: tuple[int, int], *, closed: bool
+    ) -> None:
+        """One heartbeat per partition, in the open transaction."""
+        ts_us, order = key
+        frame = encode_heartbeat(order, time.time_ns() // 1000, ts_us, closed=closed)
+        topic = self.topic
+        for p in range(self.settings.partitions):
+            await producer.send(topic, session.seal(frame, topic=topic), partition=p)
+        self.stats.heartbeats += 1

@@ -1,0 +1,314 @@
+"""``procvault keys``, ``procvault vault`` and ``procvault agent``: the confidential pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from procvault.cli import _add, _positive
+
+__all__ = ["register"]
+
+
+def _add_kafka_options(p: argparse.ArgumentParser) -> None:
+    _add(p, "--kafka", required=True, metavar="HOST:PORT", help="Kafka bootstrap server")
+    _add(
+        p,
+        "--topic-prefix",
+        default="",
+        metavar="PREFIX",
+        help="prefix of every topic name (one deployment per prefix)",
+    )
+    _add(
+        p,
+        "--partitions",
+        type=_positive(int),
+        default=3,
+        help="partitions of the event topics (the same for every organization and the vault)",
+    )
+    _add(p, "--keys", required=True, metavar="DIR", help="the keyring folder (procvault keys init)")
+
+
+def register(sub: Any) -> None:
+    """Add the ``keys``, ``vault`` and ``agent`` subcommands."""
+    p = sub.add_parser(
+        "keys",
+        help="create the key material of a local deployment",
+        description="'init DIR --orgs a,b,c' writes vault.json (the vault's state and epoch "
+        "keys), org-<name>.json per organization (alert key, consortium pseudonym key) and "
+        "registry.json (organizations and their alert public keys). In production each "
+        "organization makes its own file and registers only its public key.",
+    )
+    p.add_argument("action", choices=("init",))
+    p.add_argument("dir", help="the keyring folder")
+    _add(p, "--orgs", required=True, help="comma-separated organization names")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser(
+        "vault",
+        help="run a vault worker: decrypt, monitor, commit exactly once",
+        description="A consumer-group member over every registered organization's event "
+        "topic: opens the encrypted events, merges the organizations' streams in event-time "
+        "order, checks them against the model and rules, and commits sealed state, "
+        "encrypted results and offsets in one Kafka transaction per batch. Answers agents' "
+        "attestation challenges. Several workers with the same --topic-prefix share the "
+        "partitions. Prints its counters as JSON on stderr when stopped (SIGTERM, Ctrl-C).",
+    )
+    _add_kafka_options(p)
+    _add(p, "--model", help="the .pnml or .bpmn model")
+    _add(p, "--rules", metavar="FILE_OR_DIR", help="native compliance rules")
+    _add(p, "--final-marking", metavar="PLACE", help="final place when the model has none")
+    _add(p, "--dp-policy", metavar="FILE", help="DP release policy: send pane partials")
+    _add(
+        p,
+        "--complete-on-final-marking",
+        action="store_true",
+        help="complete a case when it reaches the final marking",
+    )
+    _add(
+        p,
+        "--idle-timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="complete a case after this much event time without events",
+    )
+    _add(p, "--worker-id", default="vault-1", help="stable name of this worker (fencing)")
+    _add(p, "--batch-records", type=_positive(int), default=2000, help="records per batch")
+    _add(p, "--batch-ms", type=_positive(int), default=20, help="batch time limit, ms")
+    _add(
+        p,
+        "--source-timeout",
+        type=float,
+        default=30.0,
+        help="seconds after which a silent organization stops holding the merge back "
+        "(0: wait forever)",
+    )
+    _add(
+        p,
+        "--attestation",
+        choices=("simulated",),
+        default="simulated",
+        help="evidence provider ('simulated' is INSECURE, for development)",
+    )
+    _add(p, "--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    _add(p, "--run-dir", help="record memory and latency samples here (procvault report)")
+    p.set_defaults(func=cmd_vault)
+
+    p = sub.add_parser(
+        "agent",
+        help="an organization's agent: verify the vault, apply the policy, encrypt, publish",
+        description="Verifies the vault's attestation (challenge on vault.attest, answer on "
+        "vault.keys), then replays its organization's share of a log, applies the "
+        "organization's privacy policy, seals every event for the vault and publishes it in "
+        "Kafka transactions with its source position, so a restarted agent resumes without "
+        "re-sending or skipping. Prints its counters as JSON on stderr at the end.",
+    )
+    _add_kafka_options(p)
+    _add(p, "--org", required=True, help="this organization (its keys: DIR/org-ORG.json)")
+    _add(p, "--from", dest="source", required=True, metavar="LOG", help="the .xes(.gz) log")
+    _add(p, "--split-map", metavar="FILE", help="activity -> organization mapping of the log")
+    _add(p, "--split-hash", metavar="ORGS", help="organizations chosen per case by hash")
+    _add(p, "--end-markers", action="store_true", help="send an end-of-case marker per case")
+    _add(p, "--policy", metavar="FILE", help="the organization's privacy policy")
+    _add(p, "--producer", default="agent-1", help="this agent's name within the organization")
+    _add(p, "--rate", type=_positive(float), help="fixed rate, events per second")
+    _add(p, "--speed", type=_positive(float), help="original timing divided by SPEED")
+    _add(p, "--limit", type=_positive(int), help="only the first N events of the log")
+    _add(
+        p,
+        "--allow-insecure-attestation",
+        action="store_true",
+        help="accept the vault's SIMULATED evidence (development only)",
+    )
+    _add(
+        p,
+        "--attestation-timeout",
+        type=_positive(float),
+        default=60.0,
+        help="seconds to wait for the vault's answer",
+    )
+    _add(p, "--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.set_defaults(func=cmd_agent)
+
+
+def _bootstrap(text: str) -> str:
+    from procvault.streams.errors import ConfigError
+
+    host_port = text.removeprefix("kafka://").rstrip("/")
+    if ":" not in host_port or "/" in host_port:
+        raise ConfigError(f"--kafka wants HOST:PORT (or kafka://HOST:PORT), got {text!r}")
+    return host_port
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``procvault keys init``."""
+    from procvault.streams.secrets import init_keyring
+
+    orgs = [o.strip() for o in args.orgs.split(",") if o.strip()]
+    init_keyring(Path(args.dir), orgs)
+    print(f"keyring for {', '.join(orgs)} written to {args.dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_vault(args: argparse.Namespace) -> int:
+    """``procvault vault``."""
+    from procvault.monitor.compliance import Compliance
+    from procvault.monitor.vault import Vault, VaultSettings
+    from procvault.monitor_cmd import load_engines
+    from procvault.streams.attestation import SimulatedProvider
+    from procvault.streams.errors import ConfigError
+    from procvault.streams.frames import Topics
+    from procvault.streams.provisioning import AttestationResponder
+    from procvault.streams.secrets import Registry, VaultSecrets
+    from procvault.streams.vault_worker import VaultWorker, WorkerSettings
+
+    if not (args.model or args.rules):
+        raise ConfigError("give --model, --rules or both")
+    keys = Path(args.keys)
+    secrets = VaultSecrets.load(keys / "vault.json")
+    registry = Registry.load(keys / "registry.json")
+    model, net, rules = load_engines(args.model, args.rules, args.final_marking)
+    settings = VaultSettings(
+        complete_on_final_marking=args.complete_on_final_marking,
+        idle_timeout=None if args.idle_timeout is None else timedelta(seconds=args.idle_timeout),
+    )
+
+    def make_vault() -> Vault:
+        return Vault(net, settings, compliance=Compliance(rules) if rules is not None else None)
+
+    make_acc = None
+    if args.dp_policy:
+        from procvault.monitor.privacy import KnownKeys, PaneAccumulator
+        from procvault.streams.dp_config import load_dp_policy
+
+        dp = load_dp_policy(args.dp_policy)
+        activities = (
+            {t.label for t in model.net.transitions if t.label is not None} if model else set()
+        )
+        known = KnownKeys.build(activities, rules=[r.name for r in rules or ()])
+
+        def make_acc(state: Any) -> PaneAccumulator:
+            return PaneAccumulator(dp, known, state)
+
+    topics = Topics(args.topic_prefix)
+    bootstrap = _bootstrap(args.kafka)
+    worker = VaultWorker(
+        WorkerSettings(
+            bootstrap,
+            args.partitions,
+            topics,
+            worker_id=args.worker_id,
+            batch_records=args.batch_records,
+            batch_ms=args.batch_ms,
+            source_timeout=args.source_timeout or None,
+        ),
+        secrets,
+        registry,
+        make_vault,
+        make_accumulator=make_acc,
+    )
+    provider = SimulatedProvider.development()
+    print(
+        "procvault vault: WARNING: attestation is SIMULATED (INSECURE): agents must opt in "
+        "to trust this vault",
+        file=sys.stderr,
+    )
+    responder = AttestationResponder(bootstrap, topics, secrets, provider)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        answering = asyncio.create_task(responder.run())
+        try:
+            await worker.run(ready=lambda: print("procvault vault: ready", file=sys.stderr))
+        finally:
+            answering.cancel()
+            with contextlib.suppress(BaseException):
+                await answering
+
+    started = time.monotonic()
+    asyncio.run(main())
+    stats = worker.stats.as_dict()
+    stats["seconds"] = round(time.monotonic() - started, 3)
+    print(json.dumps(stats), file=sys.stderr)
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """``procvault agent``."""
+    from procvault.generators.agent import Agent, AgentSettings, ordered_share
+    from procvault.generators.pacing import parse_pacing
+    from procvault.generators.split import ActivityMapping, CaseHash, assign
+    from procvault.generators.xes import read_xes
+    from procvault.streams.attestation import SimulatedVerifier
+    from procvault.streams.errors import ConfigError
+    from procvault.streams.frames import Topics
+    from procvault.streams.provisioning import attest_vault
+    from procvault.streams.secrets import OrgKeys
+
+    if args.split_map and args.split_hash:
+        raise ConfigError("choose one of --split-map and --split-hash")
+    org_keys = OrgKeys.load(Path(args.keys) / f"org-{args.org}.json")
+    if org_keys.org != args.org:
+        raise ConfigError(f"the keys file is for {org_keys.org!r}, not {args.org!r}")
+    log = read_xes(args.source)
+    events: Any = log.replay(end_markers=args.end_markers, org=args.org)
+    if args.split_map:
+        mapping = ActivityMapping.from_file(args.split_map)
+        mapping.check_covers({e.activity for e in log.events}, args.split_map)
+        events = assign(log.replay(end_markers=args.end_markers), mapping)
+    elif args.split_hash:
+        orgs = [o.strip() for o in args.split_hash.split(",") if o.strip()]
+        events = assign(log.replay(end_markers=args.end_markers), CaseHash(orgs))
+    if args.limit:
+        events = _first(events, args.limit)
+    share = ordered_share(events, args.org)
+    transform = None
+    if args.policy:
+        from procvault.generators.policy import PolicyEngine
+
+        transform = PolicyEngine.from_file(args.policy).apply
+    topics = Topics(args.topic_prefix)
+    bootstrap = _bootstrap(args.kafka)
+    verifier = SimulatedVerifier(allow_insecure=args.allow_insecure_attestation)
+
+    async def main() -> Any:
+        vault_keys = await attest_vault(
+            bootstrap, topics, verifier, timeout=args.attestation_timeout
+        )
+        agent = Agent(
+            AgentSettings(bootstrap, args.partitions, topics, producer=args.producer),
+            org_keys,
+            vault_keys,
+            transform=transform,
+        )
+        return await agent.run(share, parse_pacing(rate=args.rate, speed=args.speed))
+
+    stats = asyncio.run(main())
+    print(json.dumps({"org": args.org, **stats.as_dict()}), file=sys.stderr)
+    return 0
+
+
+def _first(events: Any, n: int) -> Any:
+    """The first ``n`` activity events (and, with markers, the markers of their cases)."""
+    seen: set[str] = set()
+    count = 0
+    for ev in events:
+        if ev.kind:
+            if ev.case_id in seen:
+                yield ev
+            continue
+        if count >= n:
+            continue
+        count += 1
+        seen.add(ev.case_id)
+        yield ev

@@ -1,0 +1,702 @@
+"""The vault worker: encrypted events in, exactly-once monitoring results out, on aiokafka.
+
+A worker is a member of a consumer group over the organizations' event topics
+(``events.<org>``, all with ``P`` partitions). Partition ``p`` of every event topic holds the
+same cases (agents key records by the consortium's case pseudonym), and the range assignor
+gives all of them to one worker, which hosts one :class:`Shard` per partition number: a
+:class:`~procvault.monitor.vault.Vault`, optionally a
+:class:`~procvault.monitor.privacy.panes.PaneAccumulator`, and an event-time merge of the
+organizations' streams.
+
+Per batch (closed after ``batch_records`` records or ``batch_ms``), in one Kafka transaction:
+
+1. each record is opened (:class:`~.envelope.SessionOpener`) or rejected and counted by reason
+   (``malformed``, ``unknown_org``, ``unknown_epoch``, ``bad_tag``, ``replay``); a rejected
+   record is never applied;
+2. events wait in their shard's merge buffer until every organization's stream has passed
+   them (its last event or heartbeat), then are applied in ``(time, order, org)`` order — the
+   order the organizations' shared source had; an organization silent for ``source_timeout``
+   seconds stops holding the others back;
+3. before an event is applied, its case's state is checked for the event's producer session:
+   a sequence number at or below the last one applied is a replay (counted) or, when it comes
+   from re-reading after a restart, silently skipped;
+4. the sealed state of every case the batch changed (``c`` + pseudonym), each shard's sealed
+   metadata (``p`` + partition: merge positions, offsets, the pane accumulator), the outputs —
+   per organization one record of alerts, deviations and case results, signed and sealed to the
+   organization; closed panes' partials sealed for the release stage — and the consumer offsets
+   commit together. A crash anywhere loses nothing and counts nothing twice.
+
+Consumer offsets never pass an event that is still in a merge buffer, so what was not applied
+is read again after a crash; what was applied is recognised by the replay guard in its case.
+
+On assignment, a shard is rebuilt from the changelog before any record is processed; on
+revocation the worker finishes its batch (the batch lock) and drops the shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+import pickle
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from procvault.monitor.event import Event
+from procvault.monitor.vault import CaseResult, CaseState, Deviation, Update, Vault
+
+from . import codec
+from .envelope import RejectedRecord, SessionOpener, case_pseudonym, open_state, seal_state
+from .errors import ConfigError, KafkaSetupError
+from .frames import (
+    EVENT,
+    HEARTBEAT,
+    Partial,
+    Topics,
+    decode_frame,
+    decode_heartbeat,
+    seal_partial,
+    seal_result,
+)
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from procvault.monitor.compliance import Alert
+    from procvault.monitor.privacy.panes import PaneAccumulator
+
+    from .secrets import Registry, VaultSecrets
+
+__all__ = ["Shard", "VaultWorker", "WorkerSettings", "WorkerStats"]
+
+log = logging.getLogger("procvault.vault")
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_INF: Final = (1 << 62, 1 << 64, "")
+_NEG: Final = (-(1 << 62), 0, "")
+_STATE_CONTEXT: Final = b"procvault-state-v1|"
+REASONS: Final = ("malformed", "unknown_org", "unknown_epoch", "bad_tag", "replay")
+
+
+def _us(ts: datetime) -> int:
+    return int(ts.timestamp()) * 1_000_000 + ts.microsecond
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How a vault worker runs.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers.
+    partitions
+        Partitions of every event topic (and of the changelog).
+    worker_id
+        Stable per worker: its transactional id, so a restarted worker fences its dead self.
+    batch_records, batch_ms
+        A batch (one transaction) closes after this many records or this many milliseconds.
+    source_timeout
+        Seconds after which a silent organization no longer holds back the merge (``None``:
+        wait for it forever).
+    """
+
+    bootstrap: str
+    partitions: int
+    topics: Topics = field(default_factory=Topics)
+    group: str = "procvault-vault"
+    worker_id: str = "vault-1"
+    batch_records: int = 2000
+    batch_ms: int = 20
+    source_timeout: float | None = 30.0
+    session_timeout_ms: int = 10_000
+    transaction_timeout_ms: int = 15_000
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ConfigError("partitions must be >= 1")
+        if self.batch_records < 1 or self.batch_ms < 1:
+            raise ConfigError("batch_records and batch_ms must be >= 1")
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker process (also exported as metrics)."""
+
+    records: int = 0
+    applied: int = 0
+    heartbeats: int = 0
+    late: int = 0
+    redelivered: int = 0
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    batches: int = 0
+    completed: int = 0
+    alerts: int = 0
+    partials: int = 0
+    engine_ns: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dict(vars(self))
+
+
+class _Case:
+    """What a shard keeps per case beside the vault: the replay guard and the organizations."""
+
+    __slots__ = ("done", "orgs", "seqs")
+
+    def __init__(self) -> None:
+        self.seqs: dict[bytes, int] = {}
+        self.orgs: set[str] = set()
+        self.done = False
+
+
+class Shard:
+    """One partition number's vault, merge buffer, replay guards and pane accumulator."""
+
+    def __init__(
+        self,
+        partition: int,
+        vault: Vault,
+        orgs: Iterable[str],
+        *,
+        accumulator: PaneAccumulator | None = None,
+        source_timeout: float | None = None,
+    ) -> None:
+        self.partition = partition
+        self.vault = vault
+        self.acc = accumulator
+        self.orgs = tuple(orgs)
+        self.source_timeout = source_timeout
+        self.sources: dict[str, tuple[int, int, str]] = dict.fromkeys(self.orgs, _NEG)
+        self.closed: set[str] = set()
+        now = time.monotonic()
+        self.heard: dict[str, float] = dict.fromkeys(self.orgs, now)
+        self.released: tuple[int, int, str] = _NEG
+        self.ticked: tuple[int, int, str] = _NEG
+        self.buffer: list[tuple[int, int, str, int, int, bytes, int, Event]] = []
+        # next offset consumed per organization's topic partition, and how far it was read
+        # before the last restart (records below it that were applied are redeliveries)
+        self.consumed: dict[str, int] = {}
+        self.reread_until: dict[str, int] = {}
+        self.cases: dict[str, _Case] = {}
+        self.changed: set[str] = set()
+        self.meta_changed = False
+        self.finished = False
+
+    # -- input ----------------------------------------------------------------------------
+    def heartbeat(self, org: str, key: tuple[int, int, str], closed: bool) -> None:
+        """An organization's promise: nothing later from it sorts at or below ``key``."""
+        self.sources[org] = max(self.sources[org], key)
+        if closed:
+            self.closed.add(org)
+        else:
+            self.closed.discard(org)
+        self.heard[org] = time.monotonic()
+        self.meta_changed = True
+
+    def offer(
+        self, org: str, offset: int, session: bytes, seq: int, order: int, sent_us: int, ev: Event
+    ) -> None:
+        """Buffer an opened event until the merge lets it through."""
+        key = (_us(ev.timestamp), order, org)
+        self.sources[org] = max(self.sources[org], key)
+        self.closed.discard(org)
+        self.heard[org] = time.monotonic()
+        heapq.heappush(self.buffer, (*key, offset, session, seq, ev))  # type: ignore[arg-type]
+        del sent_us
+
+    def frontier(self) -> tuple[tuple[int, int, str], bool]:
+        """The largest key every live organization has passed, and whether every organization
+        has closed its stream. Organizations silent for ``source_timeout`` do not count (if
+        all are silent, everything buffered may go)."""
+        timeout = self.source_timeout
+        now = time.monotonic()
+        low = None
+        for org in self.orgs:
+            if org in self.closed:
+                continue
+            if timeout is not None and now - self.heard[org] > timeout:
+                continue
+            k = self.sources[org]
+            if low is None or k < low:
+                low = k
+        if low is not None:
+            return low, False
+        return _INF, len(self.closed) == len(self.orgs)
+
+    def min_buffered_offset(self, org: str) -> int | None:
+        """The smallest offset of ``org``'s records still waiting (``None``: none waits)."""
+        offs = [item[3] for item in self.buffer if item[2] == org]
+        return min(offs) if offs else None
+
+    # -- state of cases -------------------------------------------------------------------
+    def case(self, case_id: str) -> _Case:
+        c = self.cases.get(case_id)
+        if c is None:
+            c = self.cases[case_id] = _Case()
+        return c
+
+
+@dataclass
+class _Outputs:
+    """What one batch publishes, besides the state."""
+
+    per_org: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    partials: list[Partial] = field(default_factory=list)
+
+    def add(self, orgs: Iterable[str], item: dict[str, Any]) -> None:
+        for org in orgs:
+            self.per_org.setdefault(org, []).append(item)
+
+
+def _deviation_item(d: Deviation) -> dict[str, Any]:
+    return {
+        "type": "deviation",
+        "case": d.case_id,
+        "activity": d.activity,
+        "timestamp": d.timestamp.isoformat(),
+        "kind": d.kind,
+        "transition": d.transition,
+        "missing_places": list(d.missing_places),
+    }
+
+
+def _alert_item(a: Alert) -> dict[str, Any]:
+    return {
+        "type": "alert",
+        "case": a.case_id,
+        "rule": a.rule,
+        "old": a.old,
+        "new": a.new,
+        "activity": a.activity,
+        "timestamp": a.timestamp.isoformat(),
+    }
+
+
+def _case_item(r: CaseResult) -> dict[str, Any]:
+    return {"type": "case", **r.to_dict()}
+
+
+class VaultWorker:
+    """A vault worker process's engine room (see the module docstring).
+
+    ``make_vault`` builds a fresh :class:`Vault` per shard; ``make_accumulator`` (optional) a
+    fresh :class:`PaneAccumulator` or one resumed from a snapshot.
+    """
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        secrets: VaultSecrets,
+        registry: Registry,
+        make_vault: Callable[[], Vault],
+        *,
+        make_accumulator: Callable[[Any], PaneAccumulator] | None = None,
+        metrics: Any = None,
+        recorder: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.registry = registry
+        self.orgs = tuple(sorted(registry.orgs))
+        self.make_vault = make_vault
+        self.make_accumulator = make_accumulator
+        self.metrics = metrics
+        self.recorder = recorder
+        self.stats = WorkerStats()
+        self.opener = SessionOpener(dict(secrets.epochs), orgs=self.orgs, replay_window=0)
+        self._pseudonym_key = secrets.state_key  # a keyed hash under the vault's own key
+        self._topic_org = {settings.topics.events(o): o for o in self.orgs}
+        self.shards: dict[int, Shard] = {}
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = asyncio.Event()
+
+    # -- keys and sealing -----------------------------------------------------------------
+    def _case_key(self, case_id: str) -> bytes:
+        return b"c" + case_pseudonym(self._pseudonym_key, case_id)
+
+    @staticmethod
+    def _meta_key(partition: int) -> bytes:
+        return b"p" + partition.to_bytes(4, "big")
+
+    def _seal(self, key: bytes, obj: Any) -> bytes:
+        return seal_state(
+            self.secrets.state_key,
+            pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL),
+            context=_STATE_CONTEXT + key,
+        )
+
+    def _unseal(self, key: bytes, value: bytes) -> Any:
+        # Authenticated with the vault's own state key before unpickling: only this vault can
+        # have written it.
+        return pickle.loads(open_state(self.secrets.state_key, value, context=_STATE_CONTEXT + key))
+
+    # -- shards ---------------------------------------------------------------------------
+    def _new_shard(self, partition: int, acc_state: Any = None) -> Shard:
+        acc = self.make_accumulator(acc_state) if self.make_accumulator is not None else None
+        return Shard(
+            partition,
+            self.make_vault(),
+            self.orgs,
+            accumulator=acc,
+            source_timeout=self.settings.source_timeout,
+        )
+
+    async def _restore(self, partitions: Iterable[int]) -> None:
+        """Rebuild the shards of ``partitions`` from the changelog (committed records only)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        parts = sorted(partitions)
+        if not parts:
+            return
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.settings.topics.changelog, p) for p in parts]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            await consumer.seek_to_beginning(*tps)
+            latest: dict[int, dict[bytes, bytes | None]] = {p: {} for p in parts}
+            pending = {tp for tp in tps if ends[tp] > 0}
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=500)
+                for tp, recs in batch.items():
+                    for r in recs:
+                        if r.offset < ends[tp]:
+                            latest[tp.partition][r.key] = r.value
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+        finally:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await consumer.stop()
+        for p in parts:
+            self.shards[p] = self._rebuild(p, latest[p])
+
+    def _rebuild(self, partition: int, records: Mapping[bytes, bytes | None]) -> Shard:
+        meta_value = records.get(self._meta_key(partition))
+        meta = self._unseal(self._meta_key(partition), meta_value) if meta_value else None
+        shard = self._new_shard(partition, meta["acc"] if meta else None)
+        if meta is not None:
+            shard.sources.update(meta["sources"])
+            shard.closed = set(meta["closed"])
+            shard.released = meta["released"]
+            shard.ticked = meta["ticked"]
+            shard.consumed = dict(meta["consumed"])
+            shard.reread_until = dict(meta["consumed"])
+            shard.finished = meta["finished"]
+        vault = shard.vault
+        for key, value in records.items():
+            if not key.startswith(b"c") or not value:
+                continue
+            case_id, state, seqs, orgs, done = self._unseal(key, value)
+            c = shard.case(case_id)
+            c.seqs, c.orgs, c.done = dict(seqs), set(orgs), done
+            if done:
+                vault.mark_completed(case_id)
+            else:
+                vault.restore_case(state)
+        if meta is not None and meta["watermark"] is not None:
+            vault.tick(_from_us(meta["watermark"]))
+        return shard
+
+    # -- the batch ------------------------------------------------------------------------
+    def process(self, records: Mapping[TopicPartition, list[Any]]) -> _Outputs:
+        """Open, guard, merge and apply one batch; returns the outputs to publish."""
+        out = _Outputs()
+        stats = self.stats
+        for tp, recs in records.items():
+            org = self._topic_org.get(tp.topic)
+            shard = self.shards.get(tp.partition)
+            if org is None or shard is None:
+                continue
+            for r in recs:
+                stats.records += 1
+                shard.consumed[org] = r.offset + 1
+                shard.meta_changed = True
+                self._open_one(shard, org, tp.topic, r)
+        for shard in self.shards.values():
+            self._drain(shard, out)
+        return out
+
+    def _open_one(self, shard: Shard, org: str, topic: str, r: Any) -> None:
+        stats = self.stats
+        try:
+            header, plaintext = self.opener.open(r.value, topic=topic)
+            if header.org != org:
+                raise RejectedRecord("unknown_org", "record of another organization's topic")
+            kind, order, sent_us, body = decode_frame(plaintext)
+            if kind == HEARTBEAT:
+                wm, closed = decode_heartbeat(body)
+                shard.heartbeat(org, (wm, order, org), closed)
+                stats.heartbeats += 1
+                return
+            if kind != EVENT:
+                raise RejectedRecord("malformed", f"unknown frame kind {kind}")
+            try:
+                ev = codec.decode(body)
+            except Exception:
+                raise RejectedRecord("malformed", "undecodable event") from None
+        except RejectedRecord as exc:
+            stats.rejected[exc.reason] = stats.rejected.get(exc.reason, 0) + 1
+            return
+        shard.offer(org, r.offset, header.session, header.sequence, order, sent_us, ev)
+
+    def _drain(self, shard: Shard, out: _Outputs) -> None:
+        """Apply, in merge order, every buffered event the frontier lets through."""
+        frontier, all_closed = shard.frontier()
+        buf = shard.buffer
+        vault, acc = shard.vault, shard.acc
+        stats = self.stats
+        clock = time.perf_counter_ns
+        partials = out.partials
+        n = self.settings.partitions
+        p = shard.partition
+        moved = False
+        while buf and buf[0][:3] <= frontier:
+            ts_us, order, org, offset, session, seq, ev = heapq.heappop(buf)
+            moved = True
+            key = (ts_us, order, org)
+            if key <= shard.released:
+                stats.late += 1
+            else:
+                shard.released = key
+            case_id = ev.case_id
+            c = shard.case(case_id)
+            if seq <= c.seqs.get(session, -1):
+                if offset < shard.reread_until.get(org, 0):
+                    stats.redelivered += 1
+                else:
+                    stats.rejected["replay"] += 1
+                continue
+            c.seqs[session] = seq
+            c.orgs.add(org)
+            t0 = clock()
+            up = vault.update(ev)
+            stats.engine_ns += clock() - t0
+            stats.applied += 1
+            shard.changed.add(case_id)
+            if acc is not None:
+                partials.extend(Partial(p, n, pane) for pane in acc.observe(ev, up))
+            if up:
+                self._collect(shard, up, out)
+        if frontier < _INF and frontier > shard.ticked:
+            shard.ticked = frontier
+            moved = True
+            wm = _from_us(frontier[0])
+            up = vault.tick(wm)
+            if up:
+                self._collect(shard, up, out)
+            if acc is not None:
+                partials.extend(Partial(p, n, pane) for pane in acc.observe_tick(wm, up))
+        if all_closed and not buf and not shard.finished:
+            # every organization closed its stream: finish the cases and the panes
+            moved = True
+            up = vault.flush_update()
+            self._collect(shard, up, out)
+            if acc is not None:
+                wm = vault.state().watermark
+                closed = acc.observe_tick(wm, up) if wm is not None else ()
+                partials.extend(Partial(p, n, pane) for pane in (*closed, *acc.flush()))
+            shard.finished = True
+        elif shard.finished and not all_closed:
+            shard.finished = False  # an organization reopened its stream
+            moved = True
+        if moved:
+            shard.meta_changed = True
+
+    def _collect(self, shard: Shard, up: Update, out: _Outputs) -> None:
+        for d in up.deviations:
+            out.add(shard.case(d.case_id).orgs, _deviation_item(d))
+        for a in up.alerts:
+            shard.changed.add(a.case_id)
+            out.add(shard.case(a.case_id).orgs, _alert_item(a))
+            self.stats.alerts += 1
+        for r in up.completed:
+            c = shard.case(r.case_id)
+            c.done = True
+            shard.changed.add(r.case_id)
+            out.add(c.orgs, _case_item(r))
+            self.stats.completed += 1
+
+    def state_records(self) -> list[tuple[int, bytes, bytes]]:
+        """``(partition, key, sealed value)`` for every changed case and shard metadata."""
+        recs: list[tuple[int, bytes, bytes]] = []
+        for shard in self.shards.values():
+            vault = shard.vault
+            for case_id in shard.changed:
+                c = shard.cases[case_id]
+                state: CaseState | None = None
+                if not c.done:
+                    if not vault.is_active(case_id):
+                        continue  # (an event that did not reach the vault's state)
+                    state = vault.snapshot_case(case_id)
+                key = self._case_key(case_id)
+                recs.append(
+                    (
+                        shard.partition,
+                        key,
+                        self._seal(key, (case_id, state, c.seqs, sorted(c.orgs), c.done)),
+                    )
+                )
+                if c.done:
+                    del shard.cases[case_id]
+            shard.changed.clear()
+            if shard.meta_changed:
+                wm = vault.state().watermark
+                meta = {
+                    "sources": shard.sources,
+                    "closed": sorted(shard.closed),
+                    "released": shard.released,
+                    "ticked": shard.ticked,
+                    "consumed": shard.consumed,
+                    "finished": shard.finished,
+                    "watermark": _us(wm) if wm is not None else None,
+                    "acc": shard.acc.snapshot() if shard.acc is not None else None,
+                }
+                key = self._meta_key(shard.partition)
+                recs.append((shard.partition, key, self._seal(key, meta)))
+                shard.meta_changed = False
+        return recs
+
+    def offsets(self) -> dict[TopicPartition, int]:
+        """The offsets to commit: never past an event still waiting in a merge buffer."""
+        from aiokafka import TopicPartition
+
+        offs: dict[TopicPartition, int] = {}
+        for p, shard in self.shards.items():
+            for org, nxt in shard.consumed.items():
+                waiting = shard.min_buffered_offset(org)
+                offs[TopicPartition(self.settings.topics.events(org), p)] = (
+                    nxt if waiting is None else waiting
+                )
+        return offs
+
+    # -- the Kafka loop -------------------------------------------------------------------
+    async def run(self, *, ready: Callable[[], None] | None = None) -> None:
+        """Consume, process and commit until :meth:`stop` (or cancellation)."""
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka.abc import ConsumerRebalanceListener
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+        from .kafka_io import ensure_topics
+
+        s = self.settings
+        topics = [s.topics.events(o) for o in self.orgs]
+        await ensure_topics(s.bootstrap, [*topics, s.topics.changelog], partitions=s.partitions)
+        await ensure_topics(
+            s.bootstrap, [s.topics.partials, *(s.topics.alerts(o) for o in self.orgs)]
+        )
+        worker = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                async with worker._lock:
+                    for p in {tp.partition for tp in revoked}:
+                        worker.shards.pop(p, None)
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                async with worker._lock:
+                    new = {tp.partition for tp in assigned} - set(worker.shards)
+                    await worker._restore(new)
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap,
+            transactional_id=f"{s.topics.prefix}procvault-vault/{s.worker_id}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=512 * 1024,
+            transaction_timeout_ms=s.transaction_timeout_ms,
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap,
+            group_id=s.topics.prefix + s.group,
+            client_id=s.worker_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=max(s.session_timeout_ms // 5, 100),
+            max_poll_records=s.batch_records,
+            fetch_max_wait_ms=s.batch_ms,
+        )
+        try:
+            await producer.start()
+            await consumer.start()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise KafkaSetupError(f"cannot reach Kafka at {s.bootstrap}: {exc}") from None
+        self._producer, self._consumer = producer, consumer
+        consumer.subscribe(topics, listener=Listener())
+        if ready is not None:
+            ready()
+        try:
+            while not self._stopping.is_set():
+                records = await consumer.getmany(timeout_ms=s.batch_ms, max_records=s.batch_records)
+                async with self._lock:
+                    await self._commit_batch(producer, records)
+        finally:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await consumer.stop()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await producer.stop()
+
+    async def _commit_batch(self, producer: AIOKafkaProducer, records: Any) -> None:
+        s = self.settings
+        # records of partitions revoked while we waited are dropped: read again by their owner
+        records = {tp: r for tp, r in records.items() if tp.partition in self.shards}
+        t0 = time.perf_counter()
+        out = self.process(records)
+        state = self.state_records()
+        if not records and not state and not out.per_org and not out.partials:
+            return
+        offsets = self.offsets()
+        keys = self.secrets.current
+        await producer.begin_transaction()
+        try:
+            send = producer.send
+            for partition, key, value in state:
+                await send(s.topics.changelog, value, key=key, partition=partition)
+            for org, items in out.per_org.items():
+                topic = s.topics.alerts(org)
+                body = json.dumps(items, separators=(",", ":")).encode()
+                sealed = seal_result(self.registry.orgs[org], body, topic=topic, keys=keys)
+                await send(topic, sealed)
+            for partial in out.partials:
+                k, v = seal_partial(self.secrets.state_key, partial)
+                await send(s.topics.partials, v, key=k)
+                self.stats.partials += 1
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, s.topics.prefix + s.group)
+            await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        self.stats.batches += 1
+        if self.metrics is not None:
+            self.metrics.batch(self, time.perf_counter() - t0)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch."""
+        self._stopping.set()

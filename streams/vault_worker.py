@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import heapq
 import json
 import logging
@@ -183,7 +184,8 @@ class Shard:
         self.heard: dict[str, float] = dict.fromkeys(self.orgs, now)
         self.released: tuple[int, int, str] = _NEG
         self.ticked: tuple[int, int, str] = _NEG
-        self.buffer: list[tuple[int, int, str, int, int, bytes, int, Event]] = []
+        # (time µs, order, org, offset, session, sequence, sent µs, event)
+        self.buffer: list[tuple[int, int, str, int, bytes, int, int, Event]] = []
         # next offset consumed per organization's topic partition, and how far it was read
         # before the last restart (records below it that were applied are redeliveries)
         self.consumed: dict[str, int] = {}
@@ -212,8 +214,7 @@ class Shard:
         self.sources[org] = max(self.sources[org], key)
         self.closed.discard(org)
         self.heard[org] = time.monotonic()
-        heapq.heappush(self.buffer, (*key, offset, session, seq, ev))  # type: ignore[arg-type]
-        del sent_us
+        heapq.heappush(self.buffer, (*key, offset, session, seq, sent_us, ev))
 
     def frontier(self) -> tuple[tuple[int, int, str], bool]:
         """The largest key every live organization has passed, and whether every organization
@@ -253,6 +254,9 @@ class _Outputs:
 
     per_org: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     partials: list[Partial] = field(default_factory=list)
+    engine_ns: list[int] = field(default_factory=list)  # per applied event
+    sent_us: list[int] = field(default_factory=list)  # agents' send times of applied events
+    records_in: dict[str, int] = field(default_factory=dict)  # records read per organization
 
     def add(self, orgs: Iterable[str], item: dict[str, Any]) -> None:
         for org in orgs:
@@ -322,6 +326,7 @@ class VaultWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
+        self._record_bytes = 0.0
 
     # -- keys and sealing -----------------------------------------------------------------
     def _case_key(self, case_id: str) -> bytes:
@@ -427,6 +432,7 @@ class VaultWorker:
             shard = self.shards.get(tp.partition)
             if org is None or shard is None:
                 continue
+            out.records_in[org] = out.records_in.get(org, 0) + len(recs)
             for r in recs:
                 stats.records += 1
                 shard.consumed[org] = r.offset + 1
@@ -467,11 +473,12 @@ class VaultWorker:
         stats = self.stats
         clock = time.perf_counter_ns
         partials = out.partials
+        engine, sent = out.engine_ns, out.sent_us
         n = self.settings.partitions
         p = shard.partition
         moved = False
         while buf and buf[0][:3] <= frontier:
-            ts_us, order, org, offset, session, seq, ev = heapq.heappop(buf)
+            ts_us, order, org, offset, session, seq, sent_us, ev = heapq.heappop(buf)
             moved = True
             key = (ts_us, order, org)
             if key <= shard.released:
@@ -490,7 +497,10 @@ class VaultWorker:
             c.orgs.add(org)
             t0 = clock()
             up = vault.update(ev)
-            stats.engine_ns += clock() - t0
+            t1 = clock()
+            stats.engine_ns += t1 - t0
+            engine.append(t1 - t0)
+            sent.append(sent_us)
             stats.applied += 1
             shard.changed.add(case_id)
             if acc is not None:
@@ -512,7 +522,7 @@ class VaultWorker:
             up = vault.flush_update()
             self._collect(shard, up, out)
             if acc is not None:
-                wm = vault.state().watermark
+                wm = acc.watermark
                 closed = acc.observe_tick(wm, up) if wm is not None else ()
                 partials.extend(Partial(p, n, pane) for pane in (*closed, *acc.flush()))
             shard.finished = True
@@ -611,6 +621,8 @@ class VaultWorker:
                 async with worker._lock:
                     for p in {tp.partition for tp in revoked}:
                         worker.shards.pop(p, None)
+                        if worker.metrics is not None:
+                            worker.metrics.forget_partition(p)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 async with worker._lock:
@@ -666,6 +678,8 @@ class VaultWorker:
         # records of partitions revoked while we waited are dropped: read again by their owner
         records = {tp: r for tp, r in records.items() if tp.partition in self.shards}
         t0 = time.perf_counter()
+        before = copy.deepcopy(self.stats)
+        self._mark_lagging()
         out = self.process(records)
         state = self.state_records()
         if not records and not state and not out.per_org and not out.partials:
@@ -694,8 +708,71 @@ class VaultWorker:
                 await producer.abort_transaction()
             raise
         self.stats.batches += 1
-        if self.metrics is not None:
-            self.metrics.batch(self, time.perf_counter() - t0)
+        self._observe(out, before, time.perf_counter() - t0, state)
+
+    def _observe(
+        self, out: _Outputs, before: WorkerStats, seconds: float, state: list[Any]
+    ) -> None:
+        """Export one committed batch to the metrics and the run recorder (once per batch)."""
+        m, rec = self.metrics, self.recorder
+        now_us = time.time_ns() // 1000
+        if rec is not None and out.sent_us:
+            rec.events(out.sent_us, now_us)
+            rec.count(len(out.sent_us))
+        if m is None:
+            return
+        st = self.stats
+        for org, n in out.records_in.items():
+            m.events_in(org, n)
+        m.events_applied(st.applied - before.applied)
+        for reason, n in st.rejected.items():
+            if n > before.rejected.get(reason, 0):
+                m.events_rejected(reason, n - before.rejected.get(reason, 0))
+        if st.late > before.late:
+            m.events_rejected("late", st.late - before.late)
+        if out.engine_ns:
+            m.observe_engine(out.engine_ns, unit=1e-9)
+            m.observe_latency("applied", [now_us - t for t in out.sent_us], unit=1e-6)
+        m.batch_done(seconds)
+        m.alerts_sent(st.alerts - before.alerts)
+        m.cases_completed(st.completed - before.completed)
+        active = 0
+        for shard in self.shards.values():
+            active += shard.vault.state().active_cases
+        m.set_active_cases(active)
+        if state:
+            self._record_bytes = sum(len(v) for _, _, v in state) / len(state)
+        m.set_state_bytes(int(self._record_bytes * active))
+        self._observe_lag()
+
+    def _observe_lag(self) -> None:
+        from aiokafka import TopicPartition
+
+        consumer, m = self._consumer, self.metrics
+        if consumer is None or m is None:
+            return
+        for p, shard in self.shards.items():
+            lag = 0
+            for org in self.orgs:
+                hw = consumer.highwater(TopicPartition(self.settings.topics.events(org), p))
+                if hw is not None:
+                    lag += max(0, hw - shard.consumed.get(org, 0))
+            m.set_consumer_lag(p, lag)
+
+    def _mark_lagging(self) -> None:
+        """An organization with records not read yet is not silent, however long ago its
+        last record was read (a worker catching up must not time its sources out)."""
+        from aiokafka import TopicPartition
+
+        consumer = self._consumer
+        if consumer is None or self.settings.source_timeout is None:
+            return
+        now = time.monotonic()
+        for p, shard in self.shards.items():
+            for org in self.orgs:
+                hw = consumer.highwater(TopicPartition(self.settings.topics.events(org), p))
+                if hw is None or shard.consumed.get(org, 0) < hw:
+                    shard.heard[org] = now
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current batch."""

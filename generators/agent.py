@@ -36,6 +36,7 @@ from procvault.streams.errors import ConfigError, KafkaSetupError
 from procvault.streams.frames import EVENT, Topics, encode_frame, encode_heartbeat
 
 from .pacing import AsFastAsPossible, Pacing
+from .policy.reserved import PLACEHOLDER_ACTIVITY
 
 if TYPE_CHECKING:
     from procvault.streams.secrets import OrgKeys
@@ -96,7 +97,7 @@ class AgentStats:
     resumed_at: int = 0
     read: int = 0
     sent: int = 0
-    withheld: int = 0
+    withheld: int = 0  # placeholders: events the policy withheld (sent as such)
     batches: int = 0
     heartbeats: int = 0
     seconds: float = 0.0
@@ -211,6 +212,8 @@ class Agent:
         start = clock()
         index = 0
         pending: tuple[int, Event] | None = next(items, None)
+        seen = (0, 0, 0)
+        withheld: dict[str, int] = {}  # placeholders sent per reason, this batch
         while pending is not None:
             await self.paused.wait()
             await producer.begin_transaction()
@@ -233,13 +236,15 @@ class Agent:
                 outs = transform(ev) if transform is not None else (ev,)
                 sent_us = time.time_ns() // 1000
                 for out in outs:
+                    if out.activity == PLACEHOLDER_ACTIVITY:
+                        reason = str(out.attr("pv:reason") or "withheld").lower()
+                        withheld[reason] = withheld.get(reason, 0) + 1
+                        stats.withheld += 1
                     frame = encode_frame(EVENT, order, sent_us, codec.encode(out))
                     await producer.send(
                         topic, seal(frame, topic=topic), key=case_pseudonym(pkey, ev.case_id)
                     )
                     stats.sent += 1
-                if not outs:
-                    stats.withheld += 1
                 last_key = (_us(ev), order)
                 position += 1
                 index += 1
@@ -262,6 +267,16 @@ class Agent:
             )
             await producer.commit_transaction()
             stats.batches += 1
+            m = self.metrics
+            if m is not None:
+                m.events_read(stats.read - seen[0])
+                m.events_sent(stats.sent - seen[1])
+                m.heartbeats(stats.heartbeats - seen[2])
+                m.observe_send(clock() - batch_start)
+                for reason, n in withheld.items():
+                    m.events_withheld(reason, n)
+                seen = (stats.read, stats.sent, stats.heartbeats)
+            withheld.clear()
             if self.on_batch is not None:
                 self.on_batch(stats)
 

@@ -287,19 +287,20 @@ def _agg_ref(ctx: _Ctx, raw: Any, line: object, rule: str, kinds: tuple[str, ...
         raise ctx.fail(
             line, f"rule {rule!r}: expected one of {', '.join(kinds)} (e.g. {{first: A}})"
         )
-    body = {k: v for k, v in raw.items() if k not in (_LINE, "coef")}
+    body = {k: v for k, v in raw.items() if k not in (_LINE, "coef", "where")}
     if len(body) != 1 or next(iter(body)) not in kinds:
         raise ctx.fail(
             line, f"rule {rule!r}: expected one of {', '.join(kinds)} (e.g. {{first: A}})"
         )
     ((kind, arg),) = body.items()
+    where = _conditions(ctx, raw.get("where"), line, rule, "where")
     if kind in ("first", "last", "count"):
         act = "*" if arg == "*" else ctx.activity(arg, line, kind, rule)
-        return Aggregate(kind, act)
+        return Aggregate(kind, act, None, where)
     if not isinstance(arg, list) or len(arg) != 2:
         raise ctx.fail(line, f"rule {rule!r}: {kind} takes [activity, attribute]")
     act = "*" if arg[0] == "*" else ctx.activity(arg[0], line, kind, rule)
-    return Aggregate(kind, act, str(arg[1]))
+    return Aggregate(kind, act, str(arg[1]), where)
 
 
 def _comparison(ctx: _Ctx, body: dict[str, Any], line: object, rule: str) -> tuple[str, Any]:
@@ -368,6 +369,12 @@ def _guard(ctx: _Ctx, raw: Any, line: object, rule: str) -> Guard:  # noqa: PLR0
             raise ctx.fail(ln, f"rule {rule!r}: shared needs 'attr' and 'between: [A, B]'")
         acts = tuple(ctx.activity(a, ln, "shared", rule) for a in between)
         return Guard("shared", attr=spec["attr"], activities=acts)
+    if "earlier" in body:
+        return _earlier(ctx, body["earlier"], ln, rule)
+    if "not" in body:
+        if len(body) != 1:
+            raise ctx.fail(ln, f"rule {rule!r}: 'not' takes one guard and nothing beside it")
+        return Guard("not", inner=_guard(ctx, body["not"], ln, rule))
     if "compare" in body:
         spec = body["compare"]
         if not isinstance(spec, dict) or not isinstance(spec.get("terms"), list):
@@ -386,7 +393,40 @@ def _guard(ctx: _Ctx, raw: Any, line: object, rule: str) -> Guard:  # noqa: PLR0
     raise ctx.fail(
         ln,
         f"rule {rule!r}: malformed guard ({keys}); use attr, seen, not_seen, elapsed, delay, "
-        "time, since_attr, shared or compare",
+        "time, since_attr, shared, earlier, compare or not",
+    )
+
+
+def _earlier(ctx: _Ctx, spec: Any, line: object, rule: str) -> Guard:
+    """``{same|different: ATTR, of: [A, ...], other_activity: bool, where: [...]}``."""
+    usage = (
+        f"rule {rule!r}: earlier needs {{same: ATTR}} or {{different: ATTR}} and "
+        "'of: [activities]' (optional: other_activity, where)"
+    )
+    if not isinstance(spec, dict):
+        raise ctx.fail(line, usage)
+    body = {k: v for k, v in spec.items() if k != _LINE}
+    sides = [k for k in ("same", "different") if k in body]
+    unknown = sorted(set(body) - {"same", "different", "of", "other_activity", "where"})
+    if len(sides) != 1 or "of" not in body or unknown:
+        raise ctx.fail(line, usage + (f"; unknown key {unknown[0]!r}" if unknown else ""))
+    attr = body[sides[0]]
+    if not isinstance(attr, str) or not attr:
+        raise ctx.fail(line, f"rule {rule!r}: earlier: {sides[0]} needs an attribute name")
+    of = body["of"] if isinstance(body["of"], list) else [body["of"]]
+    if not of:
+        raise ctx.fail(line, usage)
+    acts = tuple(ctx.activity(a, line, "earlier", rule) for a in of)
+    other = body.get("other_activity", False)
+    if not isinstance(other, bool):
+        raise ctx.fail(line, f"rule {rule!r}: earlier: other_activity is true or false")
+    return Guard(
+        "earlier",
+        attr=attr,
+        activities=acts,
+        same=sides[0] == "same",
+        other_activity=other,
+        where=_conditions(ctx, body.get("where"), line, rule, "where"),
     )
 
 

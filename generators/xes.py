@@ -20,9 +20,11 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from procvault.monitor.event import Event
 from procvault.streams.errors import InputError
@@ -69,7 +71,9 @@ class XesLog:
         """The number of cases."""
         return len(self.case_ids)
 
-    def replay(self, *, end_markers: bool = False, org: str | None = None) -> Iterator[Event]:
+    def replay(
+        self, *, end_markers: bool = False, org: str | None = None, repeat: int = 1
+    ) -> Iterator[Event]:
         """Yield the events in replay order.
 
         Parameters
@@ -79,18 +83,36 @@ class XesLog:
             timestamp.
         org
             Set this organization on every event (default: leave the events as read, org ``""``).
+        repeat
+            Replay the log this many times in a row (a longer stream of the same process):
+            round ``k > 0`` suffixes case ids with ``#k`` and shifts its timestamps past the
+            end of round ``k - 1`` (by ``k`` times the log's span plus one day), so event time
+            keeps increasing.
 
         To split the stream across organizations, pass it through :func:`.split.assign`.
         """
+        if repeat < 1:
+            raise ValueError("repeat must be >= 1")
         last_index: dict[str, int] = {}
         if end_markers:
             for i, ev in enumerate(self.events):
                 last_index[ev.case_id] = i
-        for i, ev in enumerate(self.events):
-            out = ev if org is None else ev.with_org(org)
-            yield out
-            if end_markers and last_index[ev.case_id] == i:
-                yield Event.case_end(out.case_id, out.timestamp, org=out.org)
+        step = (
+            self.events[-1].timestamp - self.events[0].timestamp + timedelta(days=1)
+            if self.events
+            else timedelta(0)
+        )
+        for k in range(repeat):
+            shift = step * k
+            for i, ev in enumerate(self.events):
+                out = ev if org is None else ev.with_org(org)
+                if k:
+                    out = msgspec.structs.replace(
+                        out, case_id=f"{out.case_id}#{k}", timestamp=out.timestamp + shift
+                    )
+                yield out
+                if end_markers and last_index[ev.case_id] == i:
+                    yield Event.case_end(out.case_id, out.timestamp, org=out.org)
 
 
 def _convert_value(value: Any) -> Any:

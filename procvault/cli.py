@@ -421,12 +421,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tail)
 
     # Commands in modules of their own (imported here: they import this module's helpers).
-    from procvault import anonymize_cmd, monitor_cmd, pipeline_cmd, policy_cmd
+    from procvault import (
+        anonymize_cmd,
+        monitor_cmd,
+        observe_cmd,
+        pipeline_cmd,
+        policy_cmd,
+        report_cmd,
+    )
 
     monitor_cmd.register(sub)
     anonymize_cmd.register(sub)
     policy_cmd.register(sub)
     pipeline_cmd.register(sub)
+    observe_cmd.register(sub)
+    report_cmd.register(sub)
     return parser
 
 

@@ -37,6 +37,34 @@ def _add_kafka_options(p: argparse.ArgumentParser) -> None:
     _add(p, "--keys", required=True, metavar="DIR", help="the keyring folder (procvault keys init)")
 
 
+def _add_observability_options(p: argparse.ArgumentParser) -> None:
+    _add(
+        p,
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (0: any free port, printed)",
+    )
+    _add(
+        p,
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics endpoint (0.0.0.0 inside a container)",
+    )
+    _add(p, "--run-dir", metavar="DIR", help="record memory and latency here (procvault report)")
+
+
+def _serve_metrics(args: argparse.Namespace, metrics: Any, name: str) -> Any:
+    """Start the metrics endpoint if asked; returns the server (or None)."""
+    if metrics is None:
+        return None
+    from procvault.streams.metrics import serve
+
+    server = serve(metrics.registry, args.metrics_port, host=args.metrics_host)
+    print(f"procvault {name}: metrics at {server.url}", file=sys.stderr)
+    return server
+
+
 def register(sub: Any) -> None:
     """Add the ``keys``, ``vault`` and ``agent`` subcommands."""
     p = sub.add_parser(
@@ -81,6 +109,14 @@ def register(sub: Any) -> None:
         help="complete a case after this much event time without events",
     )
     _add(p, "--worker-id", default="vault-1", help="stable name of this worker (fencing)")
+    _add(
+        p,
+        "--session-timeout",
+        type=_positive(float),
+        default=10.0,
+        help="consumer-group session timeout, seconds (how soon a dead worker's partitions "
+        "move; the broker's minimum is 6)",
+    )
     _add(p, "--batch-records", type=_positive(int), default=2000, help="records per batch")
     _add(p, "--batch-ms", type=_positive(int), default=20, help="batch time limit, ms")
     _add(
@@ -98,8 +134,7 @@ def register(sub: Any) -> None:
         default="simulated",
         help="evidence provider ('simulated' is INSECURE, for development)",
     )
-    _add(p, "--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    _add(p, "--run-dir", help="record memory and latency samples here (procvault report)")
+    _add_observability_options(p)
     p.set_defaults(func=cmd_vault)
 
     p = sub.add_parser(
@@ -124,6 +159,13 @@ def register(sub: Any) -> None:
     _add(p, "--limit", type=_positive(int), help="only the first N events of the log")
     _add(
         p,
+        "--repeat",
+        type=_positive(int),
+        default=1,
+        help="replay the log N times (case ids suffixed, time shifted past the previous round)",
+    )
+    _add(
+        p,
         "--allow-insecure-attestation",
         action="store_true",
         help="accept the vault's SIMULATED evidence (development only)",
@@ -135,7 +177,7 @@ def register(sub: Any) -> None:
         default=60.0,
         help="seconds to wait for the vault's answer",
     )
-    _add(p, "--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    _add_observability_options(p)
     p.set_defaults(func=cmd_agent)
 
 
@@ -200,6 +242,16 @@ def cmd_vault(args: argparse.Namespace) -> int:
 
     topics = Topics(args.topic_prefix)
     bootstrap = _bootstrap(args.kafka)
+    metrics = recorder = None
+    if args.metrics_port is not None:
+        from procvault.streams.metrics import VaultMetrics
+
+        metrics = VaultMetrics(orgs=registry.orgs)
+        metrics.set_attestation_insecure(True)  # the simulated provider
+    if args.run_dir:
+        from procvault.streams.recorder import RunRecorder
+
+        recorder = RunRecorder(args.run_dir, args.worker_id)
     worker = VaultWorker(
         WorkerSettings(
             bootstrap,
@@ -209,11 +261,14 @@ def cmd_vault(args: argparse.Namespace) -> int:
             batch_records=args.batch_records,
             batch_ms=args.batch_ms,
             source_timeout=args.source_timeout or None,
+            session_timeout_ms=int(args.session_timeout * 1000),
         ),
         secrets,
         registry,
         make_vault,
         make_accumulator=make_acc,
+        metrics=metrics,
+        recorder=recorder,
     )
     provider = SimulatedProvider.development()
     print(
@@ -235,8 +290,15 @@ def cmd_vault(args: argparse.Namespace) -> int:
             with contextlib.suppress(BaseException):
                 await answering
 
+    server = _serve_metrics(args, metrics, "vault")
     started = time.monotonic()
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if recorder is not None:
+            recorder.close()
+        if server is not None:
+            server.close()
     stats = worker.stats.as_dict()
     stats["seconds"] = round(time.monotonic() - started, 3)
     print(json.dumps(stats), file=sys.stderr)
@@ -261,14 +323,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if org_keys.org != args.org:
         raise ConfigError(f"the keys file is for {org_keys.org!r}, not {args.org!r}")
     log = read_xes(args.source)
-    events: Any = log.replay(end_markers=args.end_markers, org=args.org)
+    replay = {"end_markers": args.end_markers, "repeat": args.repeat}
+    events: Any = log.replay(org=args.org, **replay)
     if args.split_map:
         mapping = ActivityMapping.from_file(args.split_map)
         mapping.check_covers({e.activity for e in log.events}, args.split_map)
-        events = assign(log.replay(end_markers=args.end_markers), mapping)
+        events = assign(log.replay(**replay), mapping)
     elif args.split_hash:
         orgs = [o.strip() for o in args.split_hash.split(",") if o.strip()]
-        events = assign(log.replay(end_markers=args.end_markers), CaseHash(orgs))
+        events = assign(log.replay(**replay), CaseHash(orgs))
     if args.limit:
         events = _first(events, args.limit)
     share = ordered_share(events, args.org)
@@ -280,6 +343,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
     topics = Topics(args.topic_prefix)
     bootstrap = _bootstrap(args.kafka)
     verifier = SimulatedVerifier(allow_insecure=args.allow_insecure_attestation)
+    metrics = None
+    if args.metrics_port is not None:
+        from procvault.streams.metrics import AgentMetrics
+
+        metrics = AgentMetrics()
+    server = _serve_metrics(args, metrics, "agent")
 
     async def main() -> Any:
         vault_keys = await attest_vault(
@@ -290,10 +359,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
             org_keys,
             vault_keys,
             transform=transform,
+            metrics=metrics,
         )
         return await agent.run(share, parse_pacing(rate=args.rate, speed=args.speed))
 
-    stats = asyncio.run(main())
+    try:
+        stats = asyncio.run(main())
+    finally:
+        if server is not None:
+            server.close()
     print(json.dumps({"org": args.org, **stats.as_dict()}), file=sys.stderr)
     return 0
 

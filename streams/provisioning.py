@@ -90,8 +90,7 @@ async def _stop(*clients: Any) -> None:
 class AttestationResponder:
     """The vault's side: answer each nonce on ``vault.attest`` with a fresh announcement.
 
-    Runs as a background task beside the vault worker (:meth:`run`), with its own consumer
-    group so that one worker answers each challenge.
+    Runs as a background task beside the vault worker (:meth:`run`).
     """
 
     def __init__(
@@ -100,14 +99,11 @@ class AttestationResponder:
         topics: Topics,
         secrets: VaultSecrets,
         provider: Provider,
-        *,
-        group: str = "procvault-attest",
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.secrets = secrets
         self.provider = provider
-        self.group = topics.prefix + group
         self.answered = 0
 
     async def announce(self, producer: AIOKafkaProducer, nonce: bytes) -> None:
@@ -118,23 +114,33 @@ class AttestationResponder:
 
     async def run(self) -> None:
         """Answer challenges until cancelled. An announcement with a random nonce goes out at
-        start, so readers of results can learn the public keys without a challenge."""
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        start, so readers of results can learn the public keys without a challenge.
 
+        No consumer group: every worker reads every challenge from the moment it starts (a
+        group would leave challenges unanswered while a dead member's session times out);
+        an agent takes the first valid answer bound to its nonce.
+        """
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+        from .kafka_io import ensure_topics
+
+        await ensure_topics(self.bootstrap, [self.topics.attest, self.topics.keys])
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         consumer = AIOKafkaConsumer(
-            self.topics.attest,
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group,
-            auto_offset_reset="latest",
-            enable_auto_commit=True,
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None
         )
         await producer.start()
         try:
-            await self.announce(producer, os.urandom(16))
             await consumer.start()
-            async for rec in consumer:
-                if isinstance(rec.value, bytes) and len(rec.value) == 16:
-                    await self.announce(producer, rec.value)
+            tp = TopicPartition(self.topics.attest, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            await consumer.position(tp)
+            await self.announce(producer, os.urandom(16))
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for rec in batch.get(tp, ()):
+                    if isinstance(rec.value, bytes) and len(rec.value) == 16:
+                        await self.announce(producer, rec.value)
         finally:
             await _stop(consumer, producer)

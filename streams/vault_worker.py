@@ -190,6 +190,8 @@ class Shard:
         # before the last restart (records below it that were applied are redeliveries)
         self.consumed: dict[str, int] = {}
         self.reread_until: dict[str, int] = {}
+        # the offsets committed with the last state (where a restored shard resumes reading)
+        self.committed: dict[str, int] = {}
         self.cases: dict[str, _Case] = {}
         self.changed: set[str] = set()
         self.meta_changed = False
@@ -235,10 +237,14 @@ class Shard:
             return low, False
         return _INF, len(self.closed) == len(self.orgs)
 
-    def min_buffered_offset(self, org: str) -> int | None:
-        """The smallest offset of ``org``'s records still waiting (``None``: none waits)."""
-        offs = [item[3] for item in self.buffer if item[2] == org]
-        return min(offs) if offs else None
+    def resume_offsets(self) -> dict[str, int]:
+        """Per organization, the offset to read again from after a crash: the oldest record
+        still waiting in the merge buffer, or the next one not read."""
+        out = dict(self.consumed)
+        for item in self.buffer:
+            org, offset = item[2], item[3]
+            out[org] = min(out[org], offset)
+        return out
 
     # -- state of cases -------------------------------------------------------------------
     def case(self, case_id: str) -> _Case:
@@ -327,6 +333,7 @@ class VaultWorker:
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
         self._record_bytes = 0.0
+        self._generation = 0
 
     # -- keys and sealing -----------------------------------------------------------------
     def _case_key(self, case_id: str) -> bytes:
@@ -404,7 +411,8 @@ class VaultWorker:
             shard.closed = set(meta["closed"])
             shard.released = meta["released"]
             shard.ticked = meta["ticked"]
-            shard.consumed = dict(meta["consumed"])
+            shard.consumed = dict(meta["committed"])
+            shard.committed = dict(meta["committed"])
             shard.reread_until = dict(meta["consumed"])
             shard.finished = meta["finished"]
         vault = shard.vault
@@ -569,6 +577,10 @@ class VaultWorker:
                 if c.done:
                     del shard.cases[case_id]
             shard.changed.clear()
+            resume = shard.resume_offsets()
+            if resume != shard.committed:
+                shard.committed = resume
+                shard.meta_changed = True
             if shard.meta_changed:
                 wm = vault.state().watermark
                 meta = {
@@ -577,6 +589,7 @@ class VaultWorker:
                     "released": shard.released,
                     "ticked": shard.ticked,
                     "consumed": shard.consumed,
+                    "committed": shard.committed,
                     "finished": shard.finished,
                     "watermark": _us(wm) if wm is not None else None,
                     "acc": shard.acc.snapshot() if shard.acc is not None else None,
@@ -587,16 +600,14 @@ class VaultWorker:
         return recs
 
     def offsets(self) -> dict[TopicPartition, int]:
-        """The offsets to commit: never past an event still waiting in a merge buffer."""
+        """The offsets to commit (as :meth:`state_records` left them in the shards' metadata):
+        never past an event still waiting in a merge buffer."""
         from aiokafka import TopicPartition
 
         offs: dict[TopicPartition, int] = {}
         for p, shard in self.shards.items():
-            for org, nxt in shard.consumed.items():
-                waiting = shard.min_buffered_offset(org)
-                offs[TopicPartition(self.settings.topics.events(org), p)] = (
-                    nxt if waiting is None else waiting
-                )
+            for org, offset in shard.committed.items():
+                offs[TopicPartition(self.settings.topics.events(org), p)] = offset
         return offs
 
     # -- the Kafka loop -------------------------------------------------------------------
@@ -619,6 +630,7 @@ class VaultWorker:
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 async with worker._lock:
+                    worker._generation += 1
                     for p in {tp.partition for tp in revoked}:
                         worker.shards.pop(p, None)
                         if worker.metrics is not None:
@@ -626,8 +638,16 @@ class VaultWorker:
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 async with worker._lock:
+                    worker._generation += 1
                     new = {tp.partition for tp in assigned} - set(worker.shards)
                     await worker._restore(new)
+                    # Read again exactly from where the restored state says, whatever the
+                    # group's offset store or the fetcher's position holds.
+                    for tp in assigned:
+                        shard = worker.shards.get(tp.partition)
+                        org = worker._topic_org.get(tp.topic)
+                        if shard is not None and org in shard.committed:
+                            consumer.seek(tp, shard.committed[org])
 
         producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap,
@@ -664,8 +684,11 @@ class VaultWorker:
             ready()
         try:
             while not self._stopping.is_set():
+                generation = self._generation
                 records = await consumer.getmany(timeout_ms=s.batch_ms, max_records=s.batch_records)
                 async with self._lock:
+                    if generation != self._generation:
+                        records = {}  # fetched before a rebalance: read again after the seek
                     await self._commit_batch(producer, records)
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):

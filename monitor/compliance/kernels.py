@@ -670,22 +670,35 @@ class StateMachineKernel:
         self.rule = rule
         aggs: dict[Aggregate, _Agg] = {}
         shared: dict[tuple[str, tuple[str, ...]], int] = {}
-        for t in rule.transitions:
-            for g in t.guards:
-                for _, a in g.terms:
-                    if a not in aggs:
-                        aggs[a] = _Agg(a, len(aggs))
+        earlier: dict[tuple[str, tuple[str, ...], tuple[AttrTest, ...]], int] = {}
+        guards = [g for t in rule.transitions for outer in t.guards for g in outer.flat()]
+        for g in guards:
+            for _, a in g.terms:
+                if a not in aggs:
+                    aggs[a] = _Agg(a, len(aggs))
         n = len(aggs)
-        for t in rule.transitions:
-            for g in t.guards:
-                if g.kind == "shared":
-                    k = (g.attr or "", g.activities)
-                    if k not in shared:
-                        shared[k] = n
-                        n += 3  # values of side 0, values of side 1, found flag
+        for g in guards:
+            if g.kind == "shared":
+                k = (g.attr or "", g.activities)
+                if k not in shared:
+                    shared[k] = n
+                    n += 3  # values of side 0, values of side 1, found flag
+            elif g.kind == "earlier":
+                ek = (g.attr or "", g.activities, g.where)
+                if ek not in earlier:
+                    earlier[ek] = n
+                    n += len(g.activities)  # the values seen so far, per activity
         self.n_facts = n
         self.aggs = aggs
         self.shared = shared
+        #: earlier-event correlation: (attr, activities, where) -> first fact index, and the
+        #: per-activity recorders run after the machine moved (the current event is excluded)
+        self.earlier = earlier
+        rec: dict[str, list[tuple[str, int, Check | None]]] = {}
+        for (attr, acts, where), i in earlier.items():
+            for j, act in enumerate(acts):
+                rec.setdefault(act, []).append((attr, i + j, _check(where)))
+        self.earlier_by_activity = {k: tuple(v) for k, v in rec.items()}
         by_activity: dict[str, list[_Agg]] = {}
         for kept in aggs.values():
             by_activity.setdefault(kept.agg.activity, []).append(kept)
@@ -731,6 +744,16 @@ class StateMachineKernel:
             if v in facts[i + 1 - side]:
                 facts[i + 2] = True
         self._drive(c, facts, ev.activity, ev.timestamp, ev)
+        for attr, i, where in self.earlier_by_activity.get(ev.activity, ()):
+            if where is not None and not where(ev):
+                continue
+            v = _value(ev, attr)
+            if v is not None:
+                seen = facts[i]
+                if seen is None:
+                    facts[i] = {v}
+                else:
+                    seen.add(v)
 
     def end(self, c: Case, timestamp: datetime) -> None:
         """The case's end, as the event :data:`END`."""
@@ -793,7 +816,29 @@ class StateMachineKernel:
             return isinstance(v, datetime) and _compare(g.op, ts - v, g.value)
         if kind == "shared":
             return bool(facts[self.shared[(g.attr or "", g.activities)] + 2])
+        if kind == "earlier":
+            return self._earlier(g, facts, ev)
+        if kind == "not":
+            return g.inner is not None and not self._holds(g.inner, facts, ts, ev)
         raise ValueError(f"unknown guard kind {kind!r}")
+
+    def _earlier(self, g: Guard, facts: list[Any], ev: Event | None) -> bool:
+        if ev is None:
+            return False
+        v = _value(ev, g.attr or "")
+        if v is None:
+            return False
+        first = self.earlier[(g.attr or "", g.activities, g.where)]
+        for j, act in enumerate(g.activities):
+            seen = facts[first + j]
+            if not seen or (g.other_activity and act == ev.activity):
+                continue
+            if g.same:
+                if v in seen:
+                    return True
+            elif len(seen) > (1 if v in seen else 0):  # a value other than v
+                return True
+        return False
 
     def snapshot_data(self, data: Any) -> Any:
         if data is None:

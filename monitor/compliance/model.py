@@ -115,7 +115,8 @@ def _compare(op: str, left: object, right: object) -> bool:  # noqa: PLR0911 - o
 class AttrTest:
     """A condition on one attribute of one event.
 
-    ``attr`` names an event attribute; ``resource`` and ``org`` name the event's fields. A
+    ``attr`` names an event attribute; ``resource`` (or ``org:resource``, its XES key) and
+    ``org`` name the event's fields. A
     missing attribute fails every test except ``missing`` (and ``ne``/``not_in``, which need
     the value too: missing fails them as well).
 
@@ -159,7 +160,7 @@ class AttrTest:
 
 
 def _value(event: Event, attr: str) -> AttrValue:
-    if attr == "resource":
+    if attr in ("resource", "org:resource"):
         return event.resource
     if attr == "org":
         return event.org or None
@@ -311,10 +312,30 @@ class Guard:
     * ``since_attr``: current event time minus the datetime attribute ``attr`` ``op`` ``value``.
     * ``shared``: some event of ``activities[0]`` and some of ``activities[1]`` (current
       included) have equal values of ``attr``.
+    * ``earlier``: correlation with the past. Some *earlier* event (the current one excluded)
+      of one of ``activities`` that meets ``where`` has a value of ``attr`` equal to
+      (``same``) or different from (``not same``) the current event's value; with
+      ``other_activity``, only earlier events of an activity other than the current event's
+      count. A missing value never correlates: the guard is false when the current event
+      lacks ``attr``, and earlier events that lack it are ignored.
+    * ``not``: ``inner`` does not hold.
+
+    >>> Guard("not", inner=Guard("seen", terms=((1.0, Aggregate("count", "A")),))).flat()[1].kind
+    'seen'
     """
 
     kind: Literal[
-        "attr", "seen", "not_seen", "compare", "elapsed", "delay", "time", "since_attr", "shared"
+        "attr",
+        "seen",
+        "not_seen",
+        "compare",
+        "elapsed",
+        "delay",
+        "time",
+        "since_attr",
+        "shared",
+        "earlier",
+        "not",
     ]
     op: Op = "eq"
     value: object = None
@@ -322,6 +343,20 @@ class Guard:
     terms: tuple[tuple[float, Aggregate], ...] = ()
     attr: str | None = None
     activities: tuple[str, ...] = ()
+    same: bool = True
+    other_activity: bool = False
+    where: tuple[AttrTest, ...] = ()
+    inner: Guard | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "not" and self.inner is None:
+            raise ValueError("a 'not' guard needs an inner guard")
+        if self.kind in ("earlier", "shared") and (not self.attr or not self.activities):
+            raise ValueError(f"a '{self.kind}' guard needs an attribute and activities")
+
+    def flat(self) -> tuple[Guard, ...]:
+        """This guard and the guards nested in it (``not``), outermost first."""
+        return (self,) if self.inner is None else (self, *self.inner.flat())
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,9 +403,10 @@ class StateMachineRule:
         out: set[str] = set()
         for t in self.transitions:
             out |= (t.on or frozenset()) | t.on_except
-            for g in t.guards:
-                out.update(a.activity for _, a in g.terms)
-                out.update(g.activities)
+            for outer in t.guards:
+                for g in outer.flat():
+                    out.update(a.activity for _, a in g.terms)
+                    out.update(g.activities)
         out.discard(END)
         out.discard("*")
         return frozenset(out)

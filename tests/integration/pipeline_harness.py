@@ -166,6 +166,25 @@ class Deployment:
             *extra,
         )
 
+    def progress(self, org: str, producer: str = "agent-1") -> int:
+        """The source position an agent has committed (0: none yet)."""
+        from procvault.streams.kafka_io import read_topic
+
+        try:
+            records = asyncio.run(read_topic(self.bootstrap, self.topics.progress, committed=True))
+        except Exception:  # the topic does not exist yet
+            return 0
+        key = f"{org}/{producer}".encode()
+        values = [json.loads(r.value)["position"] for r in records if r.key == key]
+        return values[-1] if values else 0
+
+    def wait_progress(self, org: str, at_least: int, timeout: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout
+        while (pos := self.progress(org)) < at_least:
+            assert time.monotonic() < deadline, f"{org} committed only {pos}"
+            time.sleep(0.2)
+        return pos
+
     def stop_all(self) -> None:
         for p in self.procs:
             if p.popen.poll() is None:

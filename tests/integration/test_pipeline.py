@@ -45,3 +45,115 @@ def test_sepsis_across_three_orgs_equals_in_process(
     assert got.keys() == sepsis_reference.keys()
     diff = [c for c in got if got[c] != sepsis_reference[c]]
     assert not diff, (diff[:3], [got[c] for c in diff[:1]], [sepsis_reference[c] for c in diff[:1]])
+
+
+WEEKLY_DP = """
+version: 1
+budget: {epsilon: 1.0, window: 4, delta: 1.0e-6}
+panes: {length: 7d, allowed_lateness: 1h, max_panes_per_case: 4}
+allocation: uniform
+statistics:
+  activity:         {weight: 2, max_keys: 3}
+  directly_follows: {weight: 3, max_keys: 3}
+  cases:            {weight: 1}
+  deviation:        {weight: 1, max_keys: 2}
+  violation:        {weight: 1, max_keys: 2}
+running_totals: {statistics: [cases], levels: 16, share: 0.2}
+windows: [7d, 28d]
+"""
+
+
+def _reference_panes(events: list, dp_path: Path) -> dict[int, object]:
+    """The exact pane aggregates of an uninterrupted in-process run (non-empty panes)."""
+    from procvault.monitor.compliance import Compliance
+    from procvault.monitor.privacy import KnownKeys, PaneAccumulator
+    from procvault.monitor.vault import Vault
+    from procvault.monitor_cmd import load_engines
+    from procvault.streams.dp_config import load_dp_policy
+
+    model, net, rules = load_engines(str(SHARED / SEPSIS_MODEL), str(SEPSIS_RULES))
+    vault = Vault(net, compliance=Compliance(rules))
+    labels = {t.label for t in model.net.transitions if t.label is not None}
+    acc = PaneAccumulator(
+        load_dp_policy(dp_path), KnownKeys.build(labels, rules=[r.name for r in rules])
+    )
+    panes = []
+    for ev in events:
+        panes.extend(acc.observe(ev, vault.update(ev)))
+    panes.extend(acc.observe_tick(events[-1].timestamp, vault.flush_update()))
+    panes.extend(acc.flush())
+    return {p.index: p for p in panes if not p.is_empty}
+
+
+def _pipeline_panes(dep: Deployment) -> dict[int, object]:
+    """The pane partials the vault published, merged per pane; no (pane, partition) twice."""
+    import asyncio
+
+    from procvault.streams.frames import open_partial
+    from procvault.streams.kafka_io import read_topic
+    from procvault.streams.secrets import VaultSecrets
+
+    key = VaultSecrets.load(dep.keys / "vault.json").state_key
+    records = asyncio.run(read_topic(dep.bootstrap, dep.topics.partials, committed=True))
+    seen: set[tuple[int, int]] = set()
+    merged: dict[int, object] = {}
+    for r in records:
+        part = open_partial(key, r.key, r.value)
+        ident = (part.aggregate.index, part.partition)
+        assert ident not in seen, f"pane partial {ident} published twice"
+        seen.add(ident)
+        i = part.aggregate.index
+        merged[i] = merged[i].merge(part.aggregate) if i in merged else part.aggregate
+    return {i: p for i, p in merged.items() if not p.is_empty}
+
+
+def test_kill9_vault_and_agent_lose_nothing_and_count_nothing_twice(
+    kafka_bootstrap: str, tmp_path: Path, sepsis_log: Path
+) -> None:
+    import random
+    import time
+
+    from procvault.generators.xes import read_xes
+
+    repeat = 7  # 106,498 events + 7,350 end markers
+    dp = tmp_path / "dp.yaml"
+    dp.write_text(WEEKLY_DP)
+    log = read_xes(sepsis_log)
+    events = list(log.replay(end_markers=True, repeat=repeat))
+    reference = in_process_results(events, SHARED / SEPSIS_MODEL, SEPSIS_RULES)
+    reference_panes = _reference_panes(events, dp)
+    rng = random.Random(20261124)
+    dep = Deployment(kafka_bootstrap, tmp_path)
+    vault_args = ("--dp-policy", str(dp), "--session-timeout", "6")
+    try:
+        vault = dep.vault(*vault_args)
+        pace = ("--repeat", str(repeat), "--rate", "4000")
+        agents = {org: dep.agent(org, sepsis_log, *pace) for org in ORGS}
+        # kill -9 an agent once it has committed part of its share, start it again
+        dep.wait_progress("lab", rng.randint(1_000, 20_000))
+        agents["lab"].kill9()
+        resumed = dep.agent("lab", sepsis_log, *pace)
+        kills = 0
+        for _ in range(3):  # kill -9 the vault at random points, start it again
+            time.sleep(rng.uniform(1.0, 4.0))
+            vault.kill9()
+            kills += 1
+            vault = dep.vault(*vault_args)
+        sent = [agents["emergency"].wait(300), agents["ward"].wait(300), resumed.wait(300)]
+        assert resumed.popen.returncode == 0 and sent[2]["resumed_at"] > 0
+        got = dep.case_results(wait_for=len(reference), timeout=180)
+        # the partials of the last panes follow the last cases in the same transaction
+        stats = vault.stop()
+        pipeline_panes = _pipeline_panes(dep)
+    finally:
+        dep.stop_all()
+    assert kills == 3 and stats is not None
+    assert sum(stats["rejected"].values()) == 0
+    assert got.keys() == reference.keys()
+    diff = [c for c in got if got[c] != reference[c]]
+    assert not diff, (diff[:3], got[diff[0]], reference[diff[0]])
+    for org in ORGS:  # every organization got each of its cases' results exactly once
+        cases = [i["case"] for i in dep.results(org) if i["type"] == "case"]
+        assert len(cases) == len(set(cases))
+    assert pipeline_panes.keys() == reference_panes.keys()
+    assert pipeline_panes == reference_panes

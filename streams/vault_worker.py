@@ -408,8 +408,20 @@ class VaultWorker:
         shard = self._new_shard(partition, meta["acc"] if meta else None)
         if meta is not None:
             shard.sources.update(meta["sources"])
-            shard.closed = set(meta["closed"])
             shard.released = meta["released"]
+            for org, offset in meta["consumed"].items():
+                if meta["committed"].get(org, 0) < offset:
+                    # Records of ``org`` will be read again: until they are, all we know is
+                    # that they sort after what was released. (Keeping the key of the last
+                    # record read would let other organizations' records overtake them.)
+                    shard.sources[org] = min(shard.sources[org], shard.released)
+            # a closed stream with records to read again is open until its last heartbeat
+            # (read again too) closes it
+            shard.closed = {
+                o
+                for o in meta["closed"]
+                if meta["committed"].get(o, 0) >= meta["consumed"].get(o, 0)
+            }
             shard.ticked = meta["ticked"]
             shard.consumed = dict(meta["committed"])
             shard.committed = dict(meta["committed"])
@@ -641,13 +653,7 @@ class VaultWorker:
                     worker._generation += 1
                     new = {tp.partition for tp in assigned} - set(worker.shards)
                     await worker._restore(new)
-                    # Read again exactly from where the restored state says, whatever the
-                    # group's offset store or the fetcher's position holds.
-                    for tp in assigned:
-                        shard = worker.shards.get(tp.partition)
-                        org = worker._topic_org.get(tp.topic)
-                        if shard is not None and org in shard.committed:
-                            consumer.seek(tp, shard.committed[org])
+                    await worker._seek_to_state(consumer, assigned)
 
         producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap,
@@ -688,7 +694,11 @@ class VaultWorker:
                 records = await consumer.getmany(timeout_ms=s.batch_ms, max_records=s.batch_records)
                 async with self._lock:
                     if generation != self._generation:
-                        records = {}  # fetched before a rebalance: read again after the seek
+                        # A rebalance ran while we fetched: these records may predate the
+                        # restore's seek. Nothing was processed since the restore, so drop
+                        # them and seek again to where the restored state resumes.
+                        records = {}
+                        await self._seek_to_state(consumer, consumer.assignment())
                     await self._commit_batch(producer, records)
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -781,6 +791,20 @@ class VaultWorker:
                 if hw is not None:
                     lag += max(0, hw - shard.consumed.get(org, 0))
             m.set_consumer_lag(p, lag)
+
+    async def _seek_to_state(self, consumer: AIOKafkaConsumer, tps: Iterable[Any]) -> None:
+        """Read again exactly from where each shard's state resumes, whatever the group's
+        offset store or the fetcher's position holds (fetched records are discarded)."""
+        fresh = []
+        for tp in tps:
+            shard = self.shards.get(tp.partition)
+            org = self._topic_org.get(tp.topic)
+            if shard is not None and org in shard.committed:
+                consumer.seek(tp, shard.committed[org])
+            else:  # nothing of it was ever committed with a state
+                fresh.append(tp)
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
 
     def _mark_lagging(self) -> None:
         """An organization with records not read yet is not silent, however long ago its

@@ -427,13 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
         observe_cmd,
         pipeline_cmd,
         policy_cmd,
+        release_cmd,
         report_cmd,
+        results_cmd,
     )
 
     monitor_cmd.register(sub)
     anonymize_cmd.register(sub)
     policy_cmd.register(sub)
     pipeline_cmd.register(sub)
+    release_cmd.register(sub)
+    results_cmd.register(sub)
     observe_cmd.register(sub)
     report_cmd.register(sub)
     return parser

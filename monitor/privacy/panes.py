@@ -214,7 +214,7 @@ def _merge_sections(
             d = out.setdefault(stat, {})
             for key, value in entries:
                 d[key] = d.get(key, 0) + value
-    return tuple((stat, tuple(sorted(d.items()))) for stat, d in out.items())
+    return tuple((stat, tuple(sorted(d.items()))) for stat, d in sorted(out.items()) if d)
 
 
 class AccumulatorCounters(NamedTuple):
@@ -705,4 +705,4 @@ class PaneAccumulator:
 
 
 def _freeze(section: dict[str, dict[Key, int]]) -> tuple[tuple[str, Entries], ...]:
-    return tuple((stat, tuple(sorted(d.items()))) for stat, d in section.items() if d)
+    return tuple((stat, tuple(sorted(d.items()))) for stat, d in sorted(section.items()) if d)

@@ -13,38 +13,166 @@ from pipeline_harness import (
     Deployment,
     in_process_results,
 )
+from pipeline_harness import (
+    procvault as procvault_cmd,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
-def sepsis_reference(sepsis_log: Path) -> dict[str, dict]:
+def patients_log(sepsis_log: Path, tmp_path: Path) -> Path:
+    """Sepsis with long case ids ("patient-..."), so that a scan for them in raw bytes is
+    meaningful (Sepsis' own ids are one to three letters, found by chance in any ciphertext)."""
+    import msgspec
+
     from procvault.generators.xes import read_xes
+    from procvault.generators.xes_write import write_xes
 
     log = read_xes(sepsis_log)
-    return in_process_results(log.replay(end_markers=True), SHARED / SEPSIS_MODEL, SEPSIS_RULES)
+    out = tmp_path / "patients.xes"
+    write_xes(
+        (msgspec.structs.replace(e, case_id=f"patient-{e.case_id}-0317") for e in log.events), out
+    )
+    return out
 
 
-def test_sepsis_across_three_orgs_equals_in_process(
-    kafka_bootstrap: str, tmp_path: Path, sepsis_log: Path, sepsis_reference: dict
-) -> None:
-    dep = Deployment(kafka_bootstrap, tmp_path)
+def _needles(log_path: Path) -> tuple[set[bytes], set[bytes]]:
+    """``(case ids, resources and attribute values; activity names)`` of a log, as UTF-8."""
+    from procvault.generators.xes import read_xes
+
+    log = read_xes(log_path)
+    data: set[bytes] = set()
+    activities: set[bytes] = set()
+    for e in log.events:
+        data.add(e.case_id.encode())
+        activities.add(e.activity.encode())
+        if e.resource and len(e.resource) >= 4:
+            data.add(e.resource.encode())
+        for k, v in e.attributes:
+            # lifecycle:transition holds XES vocabulary ("complete"), not data
+            if isinstance(v, str) and len(v) >= 4 and k != "lifecycle:transition":
+                data.add(v.encode())
+    return data, activities
+
+
+async def _topic_bytes(bootstrap: str, prefix: str) -> dict[str, list[bytes]]:
+    """The raw keys and values of every record (aborted ones too) of every topic of a run."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from procvault.streams.kafka_io import read_topic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
     try:
-        vault = dep.vault()
-        agents = [dep.agent(org, sepsis_log) for org in ORGS]
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+    finally:
+        await admin.close()
+    out: dict[str, list[bytes]] = {}
+    for name in names:
+        records = await read_topic(bootstrap, name, idle_timeout=2.0)
+        out[name] = [(r.key or b"") + b"|" + (r.value or b"") for r in records]
+    return out
+
+
+def test_sepsis_across_three_orgs_equals_in_process_and_nothing_is_in_clear(
+    kafka_bootstrap: str, tmp_path: Path, patients_log: Path
+) -> None:
+    import asyncio
+    import json
+    import subprocess
+
+    from procvault.generators.xes import read_xes
+
+    reference = in_process_results(
+        read_xes(patients_log).replay(end_markers=True), SHARED / SEPSIS_MODEL, SEPSIS_RULES
+    )
+    dp = tmp_path / "dp.yaml"
+    dp.write_text(WEEKLY_DP)
+    run_dir = tmp_path / "run"
+    dep = Deployment(kafka_bootstrap, tmp_path / "deploy")
+    model_rules = ("--model", str(SHARED / SEPSIS_MODEL), "--rules", str(SEPSIS_RULES))
+    try:
+        vault = dep.vault("--dp-policy", str(dp), "--run-dir", str(run_dir), "--metrics-port", "0")
+        release = dep.start(
+            "release",
+            "release",
+            "--kafka",
+            kafka_bootstrap,
+            "--keys",
+            str(dep.keys),
+            "--topic-prefix",
+            dep.prefix,
+            "--dp-policy",
+            str(dp),
+            *model_rules,
+            "--data-dir",
+            str(tmp_path / "deploy" / "release-data"),
+            "--session-timeout",
+            "6",
+        )
+        agents = [dep.agent(org, patients_log) for org in ORGS]
         sent = [a.wait(300) for a in agents]
         assert sum(s["sent"] for s in sent) == 15214 + 1050
-        got = dep.case_results(wait_for=len(sepsis_reference))
+        got = dep.case_results(wait_for=len(reference))
         stats = vault.stop()
+        shown = subprocess.run(
+            procvault_cmd(
+                "results",
+                "--kafka",
+                kafka_bootstrap,
+                "--keys",
+                str(dep.keys),
+                "--topic-prefix",
+                dep.prefix,
+                "--allow-insecure-attestation",
+                "--json",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        release.stop()
+        raw = asyncio.run(_topic_bytes(kafka_bootstrap, dep.prefix))
     finally:
         dep.stop_all()
     assert stats is not None
     assert stats["applied"] == 15214 + 1050
     assert sum(stats["rejected"].values()) == 0
     assert stats["late"] == 0
-    assert got.keys() == sepsis_reference.keys()
-    diff = [c for c in got if got[c] != sepsis_reference[c]]
-    assert not diff, (diff[:3], [got[c] for c in diff[:1]], [sepsis_reference[c] for c in diff[:1]])
+    assert got.keys() == reference.keys()
+    diff = [c for c in got if got[c] != reference[c]]
+    assert not diff, (diff[:3], [got[c] for c in diff[:1]], [reference[c] for c in diff[:1]])
+
+    # the release stage published signed, verified DP panes
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    released = [json.loads(line) for line in shown.stdout.splitlines() if line.startswith("{")]
+    assert any(r["record"]["kind"] == "pane" for r in released), shown.stdout[:2000]
+
+    # nothing in clear: no case id, resource or attribute value in any topic or file of the
+    # run; activity names only inside the DP aggregates (public by design)
+    data, activities = _needles(patients_log)
+    # a 3-byte name ("CRP") turns up by chance in megabytes of ciphertext; 5 bytes do not
+    activities = {a for a in activities if len(a) >= 5}
+    assert dep.topics.events("lab") in raw and dep.topics.changelog in raw
+    assert dep.topics.partials in raw and dep.topics.aggregates in raw
+    for topic, blobs in raw.items():
+        blob = b"\n".join(blobs)
+        found = {n for n in data if n in blob}
+        assert not found, (topic, sorted(found)[:5])
+        if topic != dep.topics.aggregates:
+            found = {n for n in activities if n in blob}
+            assert not found, (topic, sorted(found)[:5])
+    files = [f for f in (tmp_path / "deploy").rglob("*") if f.is_file()]
+    files += [f for f in run_dir.rglob("*") if f.is_file()]
+    assert any(f.suffix == ".csv" for f in files)
+    for f in files:
+        if f.parent == dep.keys:
+            continue  # key material, written by `procvault keys`, not by the workers
+        blob = f.read_bytes()
+        found = {n for n in data | activities if n in blob}
+        assert not found, (f, sorted(found)[:5])
 
 
 WEEKLY_DP = """

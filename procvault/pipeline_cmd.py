@@ -270,6 +270,13 @@ def cmd_vault(args: argparse.Namespace) -> int:
         metrics=metrics,
         recorder=recorder,
     )
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("procvault vault: %(message)s"))
+    vault_log = logging.getLogger("procvault.vault")
+    vault_log.addHandler(handler)
+    vault_log.setLevel(logging.INFO)
     provider = SimulatedProvider.development()
     print(
         "procvault vault: WARNING: attestation is SIMULATED (INSECURE): agents must opt in "

@@ -643,6 +643,7 @@ class VaultWorker:
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 async with worker._lock:
                     worker._generation += 1
+                    log.info("revoked partitions %s", sorted({tp.partition for tp in revoked}))
                     for p in {tp.partition for tp in revoked}:
                         worker.shards.pop(p, None)
                         if worker.metrics is not None:
@@ -654,6 +655,11 @@ class VaultWorker:
                     new = {tp.partition for tp in assigned} - set(worker.shards)
                     await worker._restore(new)
                     await worker._seek_to_state(consumer, assigned)
+                    log.info(
+                        "assigned partitions %s (restored %d cases)",
+                        sorted({tp.partition for tp in assigned}),
+                        sum(worker.shards[p].vault.state().active_cases for p in new),
+                    )
 
         producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap,

@@ -304,3 +304,45 @@ def test_kill9_vault_and_agent_lose_nothing_and_count_nothing_twice(
             }
         )
     assert not differ, differ
+
+
+def test_two_workers_on_four_partitions_equal_one_across_a_rebalance(
+    kafka_bootstrap: str, tmp_path: Path, sepsis_log: Path
+) -> None:
+    import time
+
+    from procvault.generators.xes import read_xes
+
+    repeat = 3
+    reference = in_process_results(
+        read_xes(sepsis_log).replay(end_markers=True, repeat=repeat),
+        SHARED / SEPSIS_MODEL,
+        SEPSIS_RULES,
+    )
+    dep = Deployment(kafka_bootstrap, tmp_path, partitions=4)
+    try:
+        first = dep.vault("--session-timeout", "6", worker="vault-a")
+        agents = [
+            dep.agent(org, sepsis_log, "--repeat", str(repeat), "--rate", "1500") for org in ORGS
+        ]
+        dep.wait_progress("lab", 3_000)
+        # a second worker joins while events flow: partitions move to it
+        second = dep.vault("--session-timeout", "6", worker="vault-b")
+        second.wait_for("assigned partitions [", 60)  # (its first, maybe empty, share)
+        assert dep.progress("lab") < 24_660  # still flowing
+        for a in agents:
+            a.wait(300)
+        got = dep.case_results(wait_for=len(reference), timeout=180)
+        time.sleep(1.0)
+        stats = [first.stop(), second.stop()]
+    finally:
+        dep.stop_all()
+    assert all(s is not None for s in stats)
+    assert all(s["applied"] > 0 for s in stats), stats  # both did part of the work
+    assert sum(sum(s["rejected"].values()) for s in stats) == 0
+    assert got.keys() == reference.keys()
+    diff = [c for c in got if got[c] != reference[c]]
+    assert not diff, (diff[:3], got[diff[0]], reference[diff[0]])
+    for org in ORGS:  # each case's result reached each of its organizations exactly once
+        cases = [i["case"] for i in dep.results(org) if i["type"] == "case"]
+        assert len(cases) == len(set(cases))

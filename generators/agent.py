@@ -70,9 +70,8 @@ class AgentSettings:
     producer
         This agent's name within its organization (one agent per organization and name).
     batch_events, batch_seconds
-        A transaction closes after this many events or this long, whichever comes first.
-    heartbeat_seconds
-        At most one heartbeat per partition this often (when the watermark moved).
+        A transaction closes after this many events or this long, whichever comes first. It
+        carries one heartbeat per partition when the organization's promise moved.
     """
 
     bootstrap: str
@@ -81,13 +80,12 @@ class AgentSettings:
     producer: str = "agent-1"
     batch_events: int = 1000
     batch_seconds: float = 0.02
-    heartbeat_seconds: float = 0.05
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ConfigError("partitions must be >= 1")
-        if self.batch_events < 1 or self.batch_seconds <= 0 or self.heartbeat_seconds <= 0:
-            raise ConfigError("batch and heartbeat settings must be positive")
+        if self.batch_events < 1 or self.batch_seconds <= 0:
+            raise ConfigError("batch settings must be positive")
 
 
 @dataclass
@@ -124,8 +122,10 @@ class Agent:
         transform: Callable[[Event], list[Event]] | None = None,
         on_batch: Callable[[AgentStats], None] | None = None,
         metrics: Any = None,
+        start_at: float | None = None,
     ) -> None:
         self.settings = settings
+        self.start_at = start_at
         self.org = keys.org
         self.keys = keys
         self.vault = vault
@@ -207,11 +207,14 @@ class Agent:
                 break
         position = resumed
         last_key = (-1, 0)  # (timestamp µs, order) of the last event sent
-        beat_key = (-2, 0)
-        last_beat = 0.0
-        start = clock()
-        index = 0
+        beat_key = (-2, 0)  # ... and of the last heartbeat
         pending: tuple[int, Event] | None = next(items, None)
+        # The schedule: event ``order`` is due at ``start + pacing.due(order)`` (wall clock).
+        # Pacing by the position in the shared source keeps every organization's agent in
+        # step through the log; a resumed agent keeps its schedule if ``start_at`` was given.
+        start = self.start_at
+        if start is None:
+            start = time.time() - (pacing.due(pending[0], pending[1]) if pending else 0.0)
         seen = (0, 0, 0)
         withheld: dict[str, int] = {}  # placeholders sent per reason, this batch
         while pending is not None:
@@ -219,18 +222,18 @@ class Agent:
             await producer.begin_transaction()
             batch_start = clock()
             n = 0
+            promise = last_key
             while pending is not None and n < s.batch_events:
                 order, ev = pending
                 if not fast:
-                    wait = start + pacing.due(index, ev) - clock()
+                    wait = start + pacing.due(order, ev) - time.time()
                     if wait > 0:
-                        if n:
-                            break  # close the batch now rather than hold it while waiting
-                        nxt = (_us(ev), order - 1) if order else (_us(ev) - 1, _MAX_ORDER)
-                        if nxt > beat_key:
-                            await self._heartbeats(producer, session, nxt, closed=False)
-                            beat_key, last_beat = nxt, clock()
-                            break
+                        # nothing sorts below the next event any more: promise that much
+                        promise = (_us(ev), order - 1) if order else (_us(ev) - 1, _MAX_ORDER)
+                        if n == 0 and promise > beat_key:
+                            break  # commit the promise now, then wait
+                        if n and clock() + wait - batch_start > s.batch_seconds:
+                            break  # close the batch rather than hold it open while waiting
                         await asyncio.sleep(wait)
                 stats.read += 1
                 outs = transform(ev) if transform is not None else (ev,)
@@ -245,21 +248,19 @@ class Agent:
                         topic, seal(frame, topic=topic), key=case_pseudonym(pkey, ev.case_id)
                     )
                     stats.sent += 1
-                last_key = (_us(ev), order)
+                promise = last_key = (_us(ev), order)
                 position += 1
-                index += 1
                 n += 1
                 pending = next(items, None)
                 if fast and n % 200 == 0 and clock() - batch_start >= s.batch_seconds:
                     break
-            now = clock()
-            if last_key > beat_key and now - last_beat >= s.heartbeat_seconds:
-                await self._heartbeats(producer, session, last_key, closed=False)
-                beat_key, last_beat = last_key, now
             if pending is None:
                 await self._heartbeats(
                     producer, session, (_MAX_ORDER >> 1, _MAX_ORDER), closed=True
                 )
+            elif promise > beat_key:
+                await self._heartbeats(producer, session, promise, closed=False)
+                beat_key = promise
             await producer.send(
                 s.topics.progress,
                 json.dumps({"position": position}).encode(),

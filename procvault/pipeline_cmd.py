@@ -154,8 +154,27 @@ def register(sub: Any) -> None:
     _add(p, "--end-markers", action="store_true", help="send an end-of-case marker per case")
     _add(p, "--policy", metavar="FILE", help="the organization's privacy policy")
     _add(p, "--producer", default="agent-1", help="this agent's name within the organization")
-    _add(p, "--rate", type=_positive(float), help="fixed rate, events per second")
-    _add(p, "--speed", type=_positive(float), help="original timing divided by SPEED")
+    _add(
+        p,
+        "--rate",
+        type=_positive(float),
+        help="fixed rate of the whole log, events per second: each organization's agent "
+        "sends its events when their position in the log is due, so agents stay in step",
+    )
+    _add(
+        p,
+        "--speed",
+        type=_positive(float),
+        help="original timing divided by SPEED (from the log's first event)",
+    )
+    _add(
+        p,
+        "--start-at",
+        type=float,
+        metavar="UNIX_TIME",
+        help="wall-clock time at which the log's first event is due (give every agent of a "
+        "run the same one; default: now, from this agent's first event)",
+    )
     _add(p, "--limit", type=_positive(int), help="only the first N events of the log")
     _add(
         p,
@@ -342,6 +361,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.limit:
         events = _first(events, args.limit)
     share = ordered_share(events, args.org)
+    pacing = parse_pacing(rate=args.rate, speed=args.speed)
+    if log.events:
+        pacing.due(0, log.events[0])  # the log's clock starts at its first event
     transform = None
     if args.policy:
         from procvault.generators.policy import PolicyEngine
@@ -367,8 +389,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
             vault_keys,
             transform=transform,
             metrics=metrics,
+            start_at=args.start_at,
         )
-        return await agent.run(share, parse_pacing(rate=args.rate, speed=args.speed))
+        return await agent.run(share, pacing)
 
     try:
         stats = asyncio.run(main())

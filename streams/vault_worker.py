@@ -144,6 +144,8 @@ class WorkerStats:
     alerts: int = 0
     partials: int = 0
     engine_ns: int = 0
+    first_applied: float | None = None  # wall clock (Unix s) of the first event applied
+    last_applied: float | None = None  # ... and of the last one
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -526,7 +528,7 @@ class VaultWorker:
             if acc is not None:
                 partials.extend(Partial(p, n, pane) for pane in acc.observe(ev, up))
             if up:
-                self._collect(shard, up, out)
+                self._collect(shard, up, out, sent_us)
         if frontier < _INF and frontier > shard.ticked:
             shard.ticked = frontier
             moved = True
@@ -552,18 +554,22 @@ class VaultWorker:
         if moved:
             shard.meta_changed = True
 
-    def _collect(self, shard: Shard, up: Update, out: _Outputs) -> None:
+    def _collect(self, shard: Shard, up: Update, out: _Outputs, sent_us: int | None = None) -> None:
+        """Queue an update's findings for the organizations of their cases. ``sent_us``: when
+        the agent sent the event that caused them (its organizations measure latency with
+        it); ``None`` for what event time alone caused (deadlines, idle cases, the end)."""
+        stamp = {} if sent_us is None else {"sent_us": sent_us}
         for d in up.deviations:
-            out.add(shard.case(d.case_id).orgs, _deviation_item(d))
+            out.add(shard.case(d.case_id).orgs, {**_deviation_item(d), **stamp})
         for a in up.alerts:
             shard.changed.add(a.case_id)
-            out.add(shard.case(a.case_id).orgs, _alert_item(a))
+            out.add(shard.case(a.case_id).orgs, {**_alert_item(a), **stamp})
             self.stats.alerts += 1
         for r in up.completed:
             c = shard.case(r.case_id)
             c.done = True
             shard.changed.add(r.case_id)
-            out.add(c.orgs, _case_item(r))
+            out.add(c.orgs, {**_case_item(r), **stamp})
             self.stats.completed += 1
 
     def state_records(self) -> list[tuple[int, bytes, bytes]]:
@@ -747,6 +753,11 @@ class VaultWorker:
                 await producer.abort_transaction()
             raise
         self.stats.batches += 1
+        if out.engine_ns:
+            now = time.time()
+            if self.stats.first_applied is None:
+                self.stats.first_applied = now
+            self.stats.last_applied = now
         self._observe(out, before, time.perf_counter() - t0, state)
 
     def _observe(

@@ -208,13 +208,15 @@ class Deployment:
 
     def case_results(self, wait_for: int, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
         """Per case, its result (the same from every organization that saw it), once
-        ``wait_for`` cases have results."""
+        ``wait_for`` cases have results (without ``sent_us``, the send time of the event that
+        completed the case)."""
         deadline = time.monotonic() + timeout
         while True:
             cases: dict[str, dict[str, Any]] = {}
             for org in self.orgs:
                 for item in self.results(org):
                     if item["type"] == "case":
+                        item.pop("sent_us", None)
                         prev = cases.setdefault(item["case"], item)
                         assert prev == item, (prev, item)
             if len(cases) >= wait_for or time.monotonic() > deadline:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "AgentSettings", "AgentStats", "ordered_share"]
 
 _MAX_ORDER = 2**64 - 1
+_ROUTE_CACHE = 100_000  # cases whose key and partition are remembered
 
 
 def ordered_share(events: Iterable[Event], org: str | None) -> Iterator[tuple[int, Event]]:
@@ -197,7 +198,6 @@ class Agent:
         session = ProducerSession(self.vault, org=self.org, producer=s.producer)
         seal = session.seal
         topic = self.topic
-        pkey = self.keys.pseudonym_key
         transform = self.transform
         fast = isinstance(pacing, AsFastAsPossible)
         clock = time.monotonic
@@ -217,6 +217,7 @@ class Agent:
             start = time.time() - (pacing.due(pending[0], pending[1]) if pending else 0.0)
         seen = (0, 0, 0)
         withheld: dict[str, int] = {}  # placeholders sent per reason, this batch
+        route: dict[str, tuple[bytes, int]] = {}  # case id -> (pseudonym, partition)
         while pending is not None:
             await self.paused.wait()
             await producer.begin_transaction()
@@ -244,8 +245,11 @@ class Agent:
                         withheld[reason] = withheld.get(reason, 0) + 1
                         stats.withheld += 1
                     frame = encode_frame(EVENT, order, sent_us, codec.encode(out))
+                    routed = route.get(ev.case_id)
+                    if routed is None:
+                        routed = self._route(route, ev.case_id)
                     await producer.send(
-                        topic, seal(frame, topic=topic), key=case_pseudonym(pkey, ev.case_id)
+                        topic, seal(frame, topic=topic), key=routed[0], partition=routed[1]
                     )
                     stats.sent += 1
                 promise = last_key = (_us(ev), order)
@@ -280,6 +284,17 @@ class Agent:
             withheld.clear()
             if self.on_batch is not None:
                 self.on_batch(stats)
+
+    def _route(self, route: dict[str, tuple[bytes, int]], case_id: str) -> tuple[bytes, int]:
+        """A case's record key (the consortium's pseudonym) and partition, computed once per
+        case: Kafka's default partitioner (murmur2 of the key), as every agent computes it."""
+        from aiokafka.partitioner import murmur2
+
+        if len(route) >= _ROUTE_CACHE:
+            route.clear()
+        key = case_pseudonym(self.keys.pseudonym_key, case_id)
+        routed = route[case_id] = (key, (murmur2(key) & 0x7FFFFFFF) % self.settings.partitions)
+        return routed
 
     async def _heartbeats(
         self, producer: Any, session: ProducerSession, key: tuple[int, int], *, closed: bool

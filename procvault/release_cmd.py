@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from procvault.cli import _add, _positive
+from procvault.pipeline_cmd import _add_observability_options, _serve_metrics
 
 __all__ = ["known_keys", "register"]
 
@@ -72,6 +73,7 @@ def register(sub: Any) -> None:
     )
     _add(p, "--replication-factor", type=_positive(int), default=1, help="of created topics")
     _add(p, "--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    _add_observability_options(p)
     p.set_defaults(func=cmd_release)
 
 
@@ -114,4 +116,20 @@ def cmd_release(args: argparse.Namespace) -> int:
         replication_factor=args.replication_factor,
         crash_after_persist=int(crash) if crash else None,
     )
-    return run_worker(settings, loglevel=args.log_level)
+    metrics = recorder = None
+    if args.metrics_port is not None:
+        from procvault.streams.metrics import ReleaseMetrics
+
+        metrics = ReleaseMetrics(rules=[r.name for r in rules or ()])
+    if args.run_dir:
+        from procvault.streams.recorder import RunRecorder
+
+        recorder = RunRecorder(args.run_dir, args.instance_id or "release")
+    server = _serve_metrics(args, metrics, "release")
+    try:
+        return run_worker(settings, loglevel=args.log_level, metrics=metrics, recorder=recorder)
+    finally:
+        if recorder is not None:
+            recorder.close()
+        if server is not None:
+            server.close()

@@ -14,18 +14,27 @@ Three layers, the first two without Kafka:
     The combiner and a :class:`~procvault.monitor.privacy.release.PaneReleaser` whose state
     lives, sealed with the vault's state key, in a ``bytes -> bytes`` mapping (the faust table):
     ``head`` (combiner, ledger, running totals, counters, which pane records and outbox entries
-    exist), ``pane/<i>`` (the stored record of pane ``i``) and ``out/<n>`` (a signed record
-    waiting to be published). :meth:`ReleaseCore.advance` releases ready panes and writes the
-    records it is about to publish into the mapping; the caller makes those writes durable,
-    *then* publishes :attr:`ReleaseCore.outbox`, then calls :meth:`ReleaseCore.published`.
-    Restarted from the mapping, the core republishes its outbox byte for byte and never noises
-    a stored pane again.
+    exist, and the next offset expected from each ``vault.partials`` partition),
+    ``pane/<i>`` (the stored record of pane ``i``) and ``out/<n>`` (a signed record waiting to
+    be published). Records are applied in source offset order: one below the expected offset
+    was applied already (``redelivered``: dropped); one beyond it follows a gap that the
+    caller fills first (:meth:`ReleaseCore.gap`). :meth:`ReleaseCore.advance` releases ready
+    panes and writes the records it is about to publish into the mapping; the caller makes
+    those writes durable, *then* publishes :attr:`ReleaseCore.outbox`, then calls
+    :meth:`ReleaseCore.published`. Restarted from the mapping, the core republishes its outbox
+    byte for byte and never noises a stored pane again.
 :func:`build_app` / :func:`run_worker` (faust-streaming)
     A faust app: agent on ``vault.partials`` (``concurrency=1``), a table holding the sealed
     state (``use_partitioner=True``: one changelog partition), records sent to
     ``results.aggregates`` only after the table's changelog writes are acknowledged. Delivery is
     at least once (faust's ``exactly_once`` has open bugs, see FIELD-NOTES); the combiner's
-    de-duplication and the stored records make redelivery harmless. The consumer reads
+    de-duplication and the stored records make redelivery harmless. faust can also *skip* a
+    record (right after a restart it resumes the source before seeking it to the committed
+    offset, and it commits past offset gaps): when a record arrives beyond the offset the
+    sealed head expects, the stage first reads the missing range itself with a
+    :class:`SourceReader` (``read_committed``, outside faust's consumer) and applies what it
+    finds, in offset order. Commit markers and aborted records leave legitimate gaps: the read
+    then finds nothing. The consumer reads
     ``read_committed`` (the vault writes partials in transactions) and the producer is
     idempotent (records keep their order).
 
@@ -55,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -69,7 +79,7 @@ import msgspec
 from procvault.monitor.privacy.ledger import LedgerState
 from procvault.monitor.privacy.mechanisms import Releaser
 from procvault.monitor.privacy.panes import PaneAggregate, PaneClock
-from procvault.monitor.privacy.records import PaneRecord, Record, WithheldRecord
+from procvault.monitor.privacy.records import PaneRecord, Record, WithheldRecord, decode_record
 from procvault.monitor.privacy.release import PaneReleaser, ReleaseState
 from procvault.monitor.privacy.tree import TreeState
 
@@ -82,6 +92,8 @@ if TYPE_CHECKING:
     from procvault.monitor.privacy.plan import ReleasePlan
     from procvault.monitor.privacy.settings import KnownKeys, PrivacySettings
 
+    from .metrics import ReleaseMetrics
+    from .recorder import RunRecorder
     from .secrets import VaultSecrets
 
 __all__ = [
@@ -89,6 +101,7 @@ __all__ = [
     "PaneCombiner",
     "ReleaseCore",
     "ReleaseStageSettings",
+    "SourceReader",
     "build_app",
     "plan_fingerprint",
     "run_worker",
@@ -98,6 +111,9 @@ log = logging.getLogger("procvault.release")
 
 #: What :meth:`PaneCombiner.add` did with a partial.
 AddOutcome = Literal["stored", "duplicate", "stale"]
+#: What :meth:`ReleaseCore.receive` did with a record: the combiner's outcome, or
+#: ``redelivered`` (an offset below the next expected one: applied before, dropped).
+ReceiveOutcome = Literal["stored", "duplicate", "stale", "redelivered"]
 
 
 # ============================================================================ the combiner
@@ -294,6 +310,11 @@ class _Head(msgspec.Struct, frozen=True):
     released: int = 0
     rejected: int = 0
     version: int = 1
+    #: ``(source partition, next offset expected)``, sorted. Absent in states written before
+    #: offsets were tracked: the stage then reads the partition from its beginning once (every
+    #: record again: duplicates and stale partials, dropped by the combiner).
+    offsets: tuple[tuple[int, int], ...] = ()
+    recovered: int = 0
 
 
 _HEAD: Final = b"head"
@@ -351,6 +372,9 @@ class ReleaseCore:
         self.clock: Final = PaneClock(plan.settings.panes)
         self.rejected = 0
         self.released = 0
+        self.recovered = 0
+        self.redelivered = 0
+        self._offsets: dict[int, int] = {}
         self._outbox: list[int] = []
         self._next_out = 0
         head = self._load_head()
@@ -371,6 +395,8 @@ class ReleaseCore:
             self._outbox = list(head.outbox)
             self._next_out = head.next_out
             self.released, self.rejected = head.released, head.rejected
+            self._offsets = dict(head.offsets)
+            self.recovered = head.recovered
         self._stored_panes = {r.pane.index for r in self.releaser.records()}
 
     # -- sealed entries ------------------------------------------------------------------
@@ -408,14 +434,54 @@ class ReleaseCore:
             self._next_out,
             self.released,
             self.rejected,
+            offsets=tuple(sorted(self._offsets.items())),
+            recovered=self.recovered,
         )
         self._store[_HEAD] = self._seal(_HEAD, _HEAD_ENC.encode(head))
 
     # -- operations ----------------------------------------------------------------------
-    def receive(self, key: bytes | None, value: bytes | None) -> AddOutcome | None:
+    def expected(self, partition: int = 0) -> int | None:
+        """The next offset expected from ``vault.partials`` partition ``partition`` (``None``:
+        nothing read from it yet)."""
+        return self._offsets.get(partition)
+
+    def gap(self, partition: int, offset: int) -> tuple[int | None, int] | None:
+        """What to read before applying the record at ``offset``: ``(start, offset)`` when it
+        lies beyond the next expected offset (``start`` ``None``: from the partition's
+        beginning, when nothing was read from it yet), else ``None``. Read the committed
+        records of ``[start, offset)`` and :meth:`receive` them in order first; a gap may hold
+        none (commit markers and aborted records take offsets too)."""
+        nxt = self._offsets.get(partition)
+        if nxt is None:
+            return (None, offset) if offset > 0 else None
+        return (nxt, offset) if offset > nxt else None
+
+    def receive(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        offset: int | None = None,
+        partition: int = 0,
+        recovered: bool = False,
+    ) -> ReceiveOutcome | None:
         """Open and store one ``vault.partials`` record (the head is rewritten); ``None`` if
         it was rejected (tampered, moved, or not of this stream: counted and logged, never
-        applied)."""
+        applied).
+
+        With its source ``offset`` (and ``partition``), a record below the next expected
+        offset is ``redelivered``: records are applied in offset order, so it was applied
+        before; it is dropped without writing anything. Otherwise the next expected offset
+        moves past it, in the same head write as its effect. ``recovered`` counts a record
+        read back by the stage itself (see :meth:`gap`)."""
+        if offset is not None:
+            nxt = self._offsets.get(partition)
+            if nxt is not None and offset < nxt:
+                self.redelivered += 1
+                return "redelivered"
+            self._offsets[partition] = offset + 1
+            if recovered:
+                self.recovered += 1
         try:
             if key is None or value is None:
                 raise RejectedRecord("malformed", "partial without key or value")
@@ -475,6 +541,12 @@ class ReleaseCore:
         for n in done:
             self._store.pop(_out_key(n), None)
 
+    def budget(self) -> tuple[float, float]:
+        """ε spent and left over the ledger's window ending at the last released pane (the
+        running totals' reserve included): data-independent, see
+        :meth:`~procvault.monitor.privacy.release.PaneReleaser.epsilon_used`."""
+        return self.releaser.epsilon_used()
+
     @property
     def counters(self) -> dict[str, int]:
         """Exact operational counters (never published)."""
@@ -482,6 +554,8 @@ class ReleaseCore:
             "released_panes": self.released,
             "rejected_partials": self.rejected,
             "unpublished": len(self._outbox),
+            "recovered_partials": self.recovered,
+            "redelivered_partials": self.redelivered,
             **self.combiner.counters,
         }
 
@@ -569,6 +643,86 @@ class _AckedTable:
             await asyncio.gather(*pending)
 
 
+class SourceReader:
+    """Reads the committed records of a range of offsets of one topic, outside faust's consumer.
+
+    The release stage uses it to fill a gap in what faust delivered (see the module
+    docstring). One ``read_committed`` aiokafka consumer without a group, started on first use
+    and kept for later gaps (a seek and a fetch each); :meth:`close` stops it.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka ``host:port``.
+    topic
+        The topic (``vault.partials``).
+    timeout
+        Seconds between two warnings while a read does not complete (it never gives up:
+        skipping a partial would stall the stage for good).
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, timeout: float = 30.0) -> None:
+        self.bootstrap = bootstrap.removeprefix("kafka://")
+        self.topic = topic
+        self.timeout = timeout
+        self._consumer: Any = None
+
+    async def _started(self) -> Any:
+        if self._consumer is None:
+            from aiokafka import AIOKafkaConsumer
+
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                auto_offset_reset="earliest",  # a range deleted by retention: what is left
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def read(self, partition: int, start: int | None, end: int) -> list[Any]:
+        """The committed records of ``partition`` with ``start <= offset < end``, in order
+        (``start`` ``None``: from the beginning). ``end`` must be the offset of a committed
+        record (one faust delivered): the read stops there."""
+        from aiokafka import TopicPartition
+
+        consumer = await self._started()
+        tp = TopicPartition(self.topic, partition)
+        if tp not in consumer.assignment():
+            consumer.assign([*consumer.assignment(), tp])
+        if start is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, start)
+        out: list[Any] = []
+        waited_since = time.monotonic()
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            for rec in batch.get(tp, ()):
+                if rec.offset >= end:
+                    return out
+                out.append(rec)
+            if await consumer.position(tp) >= end:
+                return out
+            if time.monotonic() - waited_since > self.timeout:
+                log.warning(
+                    "still reading %s[%d] up to offset %d (at %d)",
+                    self.topic,
+                    partition,
+                    end,
+                    await consumer.position(tp),
+                )
+                waited_since = time.monotonic()
+
+    async def close(self) -> None:
+        """Stop the consumer (a second call is harmless)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+
 def _transport_class() -> Any:
     """faust's aiokafka transport, with a ``read_committed`` consumer and an idempotent
     producer (faust gives both only in its ``exactly_once`` mode)."""
@@ -597,8 +751,16 @@ def _transport_class() -> Any:
     return Transport
 
 
-def build_app(settings: ReleaseStageSettings) -> Any:
-    """The faust app of the release stage (nothing runs until a worker starts it)."""
+def build_app(
+    settings: ReleaseStageSettings,
+    *,
+    metrics: ReleaseMetrics | None = None,
+    recorder: RunRecorder | None = None,
+) -> Any:
+    """The faust app of the release stage (nothing runs until a worker starts it).
+
+    ``metrics`` are fed from the release loop (see :class:`_Observer`); ``recorder`` counts
+    the partials received (its throughput) and samples the process's memory."""
     import faust
 
     from procvault.monitor.privacy.mechanisms import OpenDPReleaser
@@ -667,11 +829,15 @@ def build_app(settings: ReleaseStageSettings) -> Any:
     )
     holder: dict[str, ReleaseCore] = {}
     persisted = [0]
+    lock = asyncio.Lock()  # one step at a time: the agent's, or a reload after a rebalance
+    reader = SourceReader(bootstrap, settings.topics.partials)
+    observer = _Observer(metrics, plan)
 
     def core() -> ReleaseCore:
         if "core" not in holder:
-            holder["core"] = ReleaseCore(plan, releaser, settings.secrets, table)
-            log.info("release state loaded: %s", holder["core"].counters)
+            holder["core"] = c = ReleaseCore(plan, releaser, settings.secrets, table)
+            log.info("release state loaded: %s", c.counters)
+            observer.loaded(c)
         return holder["core"]
 
     async def publish(c: ReleaseCore, out: list[tuple[bytes, bytes]]) -> None:
@@ -686,8 +852,9 @@ def build_app(settings: ReleaseStageSettings) -> Any:
         futures = [await aggregates.send(key=k, value=v, force=True) for k, v in out]
         await asyncio.gather(*futures)
         c.published()
+        observer.published(c, out)
 
-    async def release_ready(c: ReleaseCore) -> None:
+    async def release_ready(c: ReleaseCore, arrived: float | None = None) -> None:
         out = c.outbox
         if out:
             await publish(c, out)  # left over from before a restart: the same bytes again
@@ -699,6 +866,7 @@ def build_app(settings: ReleaseStageSettings) -> Any:
                 return
             await publish(c, out)
             n = c.released - before
+            observer.latency(n, arrived)
             log.info(
                 "released panes up to %s (%d panes, %d records, %.1f ms)",
                 c.releaser.next_pane - 1 if c.releaser.next_pane is not None else None,
@@ -707,28 +875,127 @@ def build_app(settings: ReleaseStageSettings) -> Any:
                 (time.perf_counter() - started) * 1000,
             )
 
+    async def fill_gap(c: ReleaseCore, partition: int, start: int | None, end: int) -> None:
+        missing = await reader.read(partition, start, end)
+        if missing:
+            log.warning(
+                "%d partial(s) at offsets %s of %s[%d] were not delivered before offset %d: "
+                "read back and applied in order",
+                len(missing),
+                [r.offset for r in missing],
+                settings.topics.partials,
+                partition,
+                end,
+            )
+        for rec in missing:
+            c.receive(rec.key, rec.value, offset=rec.offset, partition=partition, recovered=True)
+
     @app.agent(partials, concurrency=1)
     async def combine(stream: Any) -> None:
         async for event in stream.events():
-            c = core()
-            c.receive(event.key, event.value)
-            await release_ready(c)
+            arrived = time.monotonic()
+            msg = event.message
+            if recorder is not None:
+                recorder.count()
+            async with lock:
+                c = core()
+                gap = c.gap(msg.partition, msg.offset)
+                if gap is not None:
+                    await fill_gap(c, msg.partition, *gap)
+                outcome = c.receive(
+                    event.key, event.value, offset=msg.offset, partition=msg.partition
+                )
+                if outcome != "redelivered":
+                    await release_ready(c, arrived)
 
     @app.on_rebalance_complete.connect
     async def _recovered(sender: Any = None, **kwargs: Any) -> None:
         # The table is rebuilt from its changelog: load the core again and publish what a
         # previous run stored but may not have published.
-        if not app.consumer.assignment():
+        async with lock:
             holder.clear()
-            return
-        holder.clear()
-        await release_ready(core())
+            if app.consumer.assignment():
+                await release_ready(core())
+
+    @app.on_before_shutdown.connect
+    async def _close_reader(sender: Any = None, **kwargs: Any) -> None:
+        await reader.close()
 
     return app
 
 
-def run_worker(settings: ReleaseStageSettings, *, loglevel: str = "info") -> int:
-    """Run the release stage until SIGTERM/SIGINT; returns the exit code."""
+class _Observer:
+    """Feeds :class:`~.metrics.ReleaseMetrics` from the release loop (nothing without metrics).
+
+    * ``procvault_releases_total{kind}``: records published (republished ones after a restart
+      count again);
+    * ``procvault_privacy_epsilon_spent``/``_remaining``: :meth:`ReleaseCore.budget`, over the
+      ledger's window ending at the last released pane (data-independent);
+    * ``procvault_release_latency_seconds``: per released pane, wall time from the arrival in
+      this stage of the partial that completed it to its records being acknowledged by Kafka
+      (the gap read, combining, noising, the durable state write and publishing; not the
+      time the partial spent in Kafka or in the vault). Panes republished from the outbox
+      after a restart are not observed;
+    * ``procvault_released_pane_cases{outcome}`` and ``_violations{rule}``: the noisy
+      ``cases`` and ``violation`` values (known keys only) of the last *released* pane; a
+      withheld pane leaves them as they were.
+    """
+
+    def __init__(self, metrics: ReleaseMetrics | None, plan: ReleasePlan) -> None:
+        self.metrics = metrics
+        self._rules = {k[0] for k in plan.known.keys("violation")} if metrics else set()
+
+    def loaded(self, c: ReleaseCore) -> None:
+        if self.metrics is not None:
+            spent, left = c.budget()
+            self.metrics.set_budget(spent=spent, remaining=left)
+
+    def published(self, c: ReleaseCore, out: list[tuple[bytes, bytes]]) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        last: PaneRecord | None = None
+        for _key, value in out:
+            record = _published_record(value)
+            m.released(record.kind)
+            if isinstance(record, PaneRecord):
+                last = record
+        if last is not None:
+            stats = {s.name: s for s in last.statistics}
+            cases = stats.get("cases")
+            violation = stats.get("violation")
+            m.set_pane_values(
+                cases={e.key[0]: e.value for e in cases.known} if cases else None,
+                violations=(
+                    {e.key[0]: e.value for e in violation.known if e.key[0] in self._rules}
+                    if violation
+                    else None
+                ),
+            )
+        spent, left = c.budget()
+        m.set_budget(spent=spent, remaining=left)
+
+    def latency(self, panes: int, arrived: float | None) -> None:
+        if self.metrics is not None and arrived is not None:
+            seconds = time.monotonic() - arrived
+            for _ in range(panes):
+                self.metrics.observe_release_latency(seconds)
+
+
+def _published_record(value: bytes) -> Record:
+    """The record inside a signed envelope this stage made (not verified: it signed it)."""
+    return decode_record(json.loads(value)["record"])
+
+
+def run_worker(
+    settings: ReleaseStageSettings,
+    *,
+    loglevel: str = "info",
+    metrics: ReleaseMetrics | None = None,
+    recorder: RunRecorder | None = None,
+) -> int:
+    """Run the release stage until SIGTERM/SIGINT; returns the exit code (faust's worker may
+    also end it with ``SystemExit``: close what the caller opened in a ``finally``)."""
     import faust
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -743,7 +1010,7 @@ def run_worker(settings: ReleaseStageSettings, *, loglevel: str = "info") -> int
             replication_factor=settings.replication_factor,
         )
     )
-    app = build_app(settings)
+    app = build_app(settings, metrics=metrics, recorder=recorder)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

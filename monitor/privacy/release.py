@@ -355,6 +355,18 @@ class PaneReleaser:
         """The pane :meth:`release` expects next."""
         return self._next
 
+    def epsilon_used(self, end_pane: int | None = None) -> tuple[float, float]:
+        """``(spent, left)``: the most ε one case can have lost over the ``w`` panes ending at
+        ``end_pane`` (default: the last pane released or withheld), the running totals'
+        reserve included, and what the budget leaves. Data-independent: charges come from the
+        plan, and whether a pane was charged depends only on the ledger."""
+        if end_pane is None and self._next is not None:
+            end_pane = self._next - 1
+        spent = self.plan.totals_epsilon
+        if end_pane is not None:
+            spent += self._ledger.spent(end_pane)[0]
+        return spent, max(0.0, self.plan.settings.budget.epsilon - spent)
+
     def snapshot(self) -> ReleaseState:
         """Everything as a value; persist it (sealed) *before* publishing what
         :meth:`release` returned."""

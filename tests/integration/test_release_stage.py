@@ -1,10 +1,12 @@
 """The release stage (faust-streaming) and ``procvault results`` against the real local broker.
 
 The stage runs as ``python -m procvault release`` in a subprocess and is killed with SIGKILL
-twice: once by its own fault injection right after a durable state write and before publishing
-(the window where fresh noise would otherwise be drawn again), once from outside while partials
-flow. The released panes must come in order, complete, signed, and every pane and window must
-keep the values first drawn.
+three times: once by its own fault injection right after a durable state write and before
+publishing (the window where fresh noise would otherwise be drawn again), twice from outside
+while partials flow, each time restarted at once while a transactional producer keeps writing
+partials (faust resumes reading the source before it seeks back to the committed offset, which
+once skipped a partial and stalled every later release). The released panes must come in order,
+complete, signed, and every pane and window must keep the values first drawn.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +39,7 @@ from procvault.streams.envelope import VaultKeys
 from procvault.streams.frames import Partial, Topics, seal_partial, seal_result
 from procvault.streams.kafka_io import ensure_topics, read_topic
 from procvault.streams.release import record_key, sign_record, verify_record
-from procvault.streams.release_stage import ReleaseCore
+from procvault.streams.release_stage import ReleaseCore, SourceReader
 from procvault.streams.secrets import OrgKeys, VaultSecrets, init_keyring
 
 pytestmark = pytest.mark.kafka
@@ -50,7 +53,7 @@ running_totals: {statistics: [cases], levels: 8, share: 0.2}
 windows: [2m]
 """
 BASE = 28_000_000  # pane index of 2023-03-28 10:40 UTC with 1-minute panes
-PANES = 6
+PANES = 20
 PARTITIONS = 2
 ACTIVITY = "register request"
 PANE_SETTINGS = parse_dp_policy(yaml.safe_load(POLICY), source="test").panes
@@ -140,11 +143,84 @@ def _produce_aborted(bootstrap: str, topic: str, record: tuple[bytes, bytes]) ->
     asyncio.run(run())
 
 
+class _PacedProducer(threading.Thread):
+    """Writes partials in Kafka transactions, one pane (both partitions) per transaction, one
+    transaction every ``interval`` seconds, as the vault does (commit markers take offsets),
+    with an aborted transaction after each of ``abort_after`` panes; :meth:`join` re-raises."""
+
+    def __init__(
+        self,
+        d: dict[str, Any],
+        panes: list[list[tuple[bytes, bytes]]],
+        *,
+        interval: float,
+        abort_after: frozenset[int] = frozenset(),
+    ) -> None:
+        super().__init__(daemon=True)
+        self.d, self.panes, self.interval, self.abort_after = d, panes, interval, abort_after
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:
+            self.error = exc
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        topic = self.d["topics"].partials
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.d["bootstrap"], transactional_id=f"{topic}-paced"
+        )
+        await producer.start()
+        try:
+            for n, records in enumerate(self.panes):
+                async with producer.transaction():
+                    for key, value in records:
+                        await producer.send(topic, value, key=key)
+                self.sent = n + 1
+                if n in self.abort_after:
+                    await producer.begin_transaction()
+                    bogus = seal_partial(self.d["secrets"].state_key, _bogus_partial(n % PANES))
+                    await producer.send_and_wait(topic, bogus[1], key=bogus[0])
+                    await producer.abort_transaction()
+                await asyncio.sleep(self.interval)
+        finally:
+            await producer.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
+
+
+def _commit_group_offset(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    async def run() -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.commit({tp: offset})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())
+
+
 def _read(bootstrap: str, topic: str) -> list[Any]:
     return asyncio.run(read_topic(bootstrap, topic, idle_timeout=5.0))
 
 
-def _start(d: dict[str, Any], log_name: str, *, crash_after: int | None = None) -> Any:
+def _start(
+    d: dict[str, Any], log_name: str, *, crash_after: int | None = None, extra: tuple[str, ...] = ()
+) -> Any:
     env = dict(os.environ)
     env.pop(CRASH_ENV, None)
     if crash_after is not None:
@@ -170,6 +246,7 @@ def _start(d: dict[str, Any], log_name: str, *, crash_after: int | None = None) 
         "6",
         "--instance-id",
         "release-1",
+        *extra,
     ]
     with (d["dir"] / log_name).open("wb") as log:
         return subprocess.Popen(
@@ -202,14 +279,6 @@ def _wait_for(
         time.sleep(0.5)
 
 
-def _wait_ready(log: Path, proc: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while b"[^Worker]: Ready" not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"the release stage did not get ready: {log}")
-        time.sleep(0.2)
-
-
 def _pane_keys(records: list[Any]) -> set[bytes]:
     return {r.key for r in records if r.key.startswith(b"pane/")}
 
@@ -227,10 +296,14 @@ def test_release_stage_survives_kill_9_with_the_same_noise(deployment: dict[str,
     started = time.monotonic()
 
     # Panes 0-2 from both partitions; the stage kills itself (SIGKILL) right after the third
-    # durable write of released records, before publishing them.
+    # durable write of released records, before publishing them. The group's offset is
+    # committed past the first partial, as faust does past a gap it skipped: the stage must
+    # read it back itself.
     _produce(bootstrap, topics.partials, [r for i in range(3) for r in _partials(secrets, i)])
+    _commit_group_offset(bootstrap, f"{topics.prefix}procvault-release", topics.partials, 1)
     proc = _start(d, "stage-1.log", crash_after=3)
     assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert b"partial(s) at offsets [0] of" in (d["dir"] / "stage-1.log").read_bytes()
     before = _read(bootstrap, topics.aggregates)
     assert _pane_keys(before) == {b"pane/%d" % (BASE + i) for i in range(2)}
 
@@ -265,12 +338,23 @@ def test_release_stage_survives_kill_9_with_the_same_noise(deployment: dict[str,
         time.sleep(0.3)
         proc.kill()  # SIGKILL from outside, with a partial of pane 4 not yet complete
         proc.wait(timeout=10)
+
+        # Restart at once while partials keep coming (no waiting for the worker to be ready):
+        # records arrive while faust starts, resumes the source and seeks it to the committed
+        # offset. Transactions leave commit markers (offset gaps) and one aborted record.
+        rest = [_partials(secrets, 4)[1:]] + [_partials(secrets, i) for i in range(5, PANES)]
+        producer = _PacedProducer(d, rest, interval=0.5, abort_after=frozenset({2, 9}))
         proc = _start(d, "stage-3.log")
-        # Produce only once the worker is ready: records arriving while faust resumes and
-        # seeks the source partition after recovery can be skipped (see docs/release-stage.md).
-        _wait_ready(d["dir"] / "stage-3.log", proc)
-        _produce(bootstrap, topics.partials, _partials(secrets, 4)[1:] + _partials(secrets, 5))
+        producer.start()
+        _wait_for(d, _has_panes(8), proc)
+        proc.kill()  # and again, mid-stream
+        proc.wait(timeout=10)
+        run_dir = d["dir"] / "run"
+        observed = ("--metrics-port", "0", "--run-dir", str(run_dir))
+        proc = _start(d, "stage-4.log", extra=observed)
+        producer.join(timeout=30)
         final = _wait_for(d, _has_panes(PANES), proc)
+        metrics = _scrape(d["dir"] / "stage-4.log")
     finally:
         _stop(proc)
 
@@ -297,7 +381,38 @@ def test_release_stage_survives_kill_9_with_the_same_noise(deployment: dict[str,
     for name in (topics.partials, f"{topics.prefix}procvault-release-state-changelog"):
         for rec in _read(bootstrap, name):
             assert ACTIVITY.encode() not in (rec.value or b"")
-    assert time.monotonic() - started < 90
+
+    # What the last stage reported (published records per kind, ledger, latency, last pane).
+    assert metrics['procvault_releases_total{kind="pane"}'] >= 1
+    assert metrics['procvault_releases_total{kind="window"}'] >= 1
+    assert metrics["procvault_release_latency_seconds_count"] >= 1
+    spent = metrics["procvault_privacy_epsilon_spent"]
+    assert 0 < spent <= 1.0
+    assert spent + metrics["procvault_privacy_epsilon_remaining"] == pytest.approx(1.0)
+    last = verify_record(values[b"pane/%d" % (BASE + PANES - 1)], public)
+    assert isinstance(last, PaneRecord)
+    cases = {e.key[0]: e.value for s in last.statistics if s.name == "cases" for e in s.known}
+    for outcome, value in cases.items():
+        assert metrics[f'procvault_released_pane_cases{{outcome="{outcome}"}}'] == value
+    assert (run_dir / "release-1" / "memory_usage.csv").read_text().count("\n") >= 2
+    assert time.monotonic() - started < 60
+
+
+def _scrape(log: Path) -> dict[str, float]:
+    """The samples of the stage's metrics endpoint (its address is on the stage's stderr)."""
+    import re
+    import urllib.request
+
+    match = re.search(rb"metrics at (http://\S+)", log.read_bytes())
+    assert match, f"no metrics address in {log}"
+    with urllib.request.urlopen(match.group(1).decode(), timeout=5) as resp:
+        text = resp.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 def _known(model: Path) -> Any:
@@ -312,6 +427,46 @@ def _bogus_partial(pane: int) -> Partial:
     p = PaneClock(PANE_SETTINGS).pane(BASE + pane)
     agg = PaneAggregate(p.index, p.start, p.end, (("activity", (((ACTIVITY,), 10**9),)),))
     return Partial(0, PARTITIONS, agg)
+
+
+def test_source_reader_reads_committed_records_of_a_range(kafka_bootstrap: str, topic: str) -> None:
+    """What the stage reads back to fill a gap: committed records only, in order; a range of
+    commit markers and aborted records holds nothing."""
+
+    async def run() -> None:
+        from aiokafka import AIOKafkaProducer
+
+        await ensure_topics(kafka_bootstrap, [topic])
+        plain = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+        tx = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=topic)
+        await plain.start()
+        await tx.start()
+        try:
+            first = (await plain.send_and_wait(topic, b"v", key=b"k")).offset
+            async with tx.transaction():  # two records and a commit marker
+                futures = [await tx.send(topic, b"v", key=b"k") for _ in range(2)]
+            in_tx = [(await f).offset for f in futures]
+            await tx.begin_transaction()  # an aborted record and its marker
+            await tx.send_and_wait(topic, b"aborted", key=b"k")
+            await tx.abort_transaction()
+            last = (await plain.send_and_wait(topic, b"v", key=b"k")).offset
+        finally:
+            await tx.stop()
+            await plain.stop()
+        assert [first, *in_tx] == [0, 1, 2]
+        assert last > 3  # the commit marker at 3, at least the aborted record after it
+        reader = SourceReader(kafka_bootstrap, topic)
+        try:
+            got = []
+            for start, end in [(None, last), (3, last), (1, 2), (2, last), (0, 0)]:
+                recs = await reader.read(0, start, end)
+                assert all(r.value == b"v" for r in recs)
+                got.append([r.offset for r in recs])
+        finally:
+            await reader.close()
+        assert got == [[0, 1, 2], [], [1], [2], []]
+
+    asyncio.run(run())
 
 
 # ----------------------------------------------------------------------------- results

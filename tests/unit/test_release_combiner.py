@@ -244,3 +244,57 @@ def test_core_counts_tampered_partials_and_refuses_another_policy(
         ReleaseCore(other, OpenDPReleaser(other), secrets, store)
     with pytest.raises(Exception, match="authentication"):
         ReleaseCore(plan, OpenDPReleaser(plan), VaultSecrets.generate(), store)
+
+
+def test_core_applies_source_records_in_offset_order_across_a_restart(
+    plan: ReleasePlan, secrets: VaultSecrets
+) -> None:
+    store: dict[bytes, bytes] = {}
+    core = _core(plan, secrets, store)
+    recs = [_sealed(secrets, part, pane, 7) for pane in range(3) for part in range(2)]
+    assert core.expected() is None
+    assert core.gap(0, 0) is None  # nothing read yet, the partition's first offset
+    assert core.gap(0, 4) == (None, 4)  # nothing read yet: from the beginning
+    assert core.receive(*recs[0], offset=0) == "stored"
+    assert core.expected() == 1 and core.gap(0, 1) is None
+    # A commit marker at 1: the next record comes at 2, after a gap that holds nothing.
+    assert core.gap(0, 2) == (1, 2)
+    assert core.receive(*recs[1], offset=2) == "stored"
+    # A rejected record moves the offset too (it is never read again).
+    assert core.receive(b"junk", b"junk", offset=3) is None
+    assert core.expected() == 4
+    # The offset is sealed in the head with the records' effect: a restarted core knows it.
+    store = dict(store)
+    again = _core(plan, secrets, store)
+    assert again.expected() == 4 and again.expected(1) is None
+    # Redelivered below the expected offset: dropped, nothing written.
+    before = dict(store)
+    assert again.receive(*recs[1], offset=2) == "redelivered"
+    assert again.receive(*recs[0], offset=0) == "redelivered"
+    assert store == before and again.counters["redelivered_partials"] == 2
+    # Offset 5 arrives first (4 was skipped): the caller reads [4, 5) back and applies it.
+    assert again.gap(0, 5) == (4, 5)
+    assert again.receive(*recs[2], offset=4, recovered=True) == "stored"
+    assert again.receive(*recs[3], offset=5) == "stored"
+    assert again.receive(*recs[3], offset=5) == "redelivered"
+    assert again.counters["recovered_partials"] == 1
+    assert [k for k, _v in again.advance()][:2] == [b"pane/%d" % BASE, b"pane/%d" % (BASE + 1)]
+    # Offsets of each source partition are kept apart.
+    assert again.gap(1, 3) == (None, 3)
+    assert _core(plan, secrets, dict(store)).counters["recovered_partials"] == 1
+
+
+def test_budget_is_the_ledger_over_the_window_ending_at_the_last_pane(
+    plan: ReleasePlan, secrets: VaultSecrets
+) -> None:
+    core = _core(plan, secrets, {})
+    reserve = plan.totals_epsilon
+    assert core.budget() == pytest.approx((reserve, 1.0 - reserve))
+    for pane in range(3):
+        for part in range(2):
+            core.receive(*_sealed(secrets, part, pane, 3))
+    core.advance()
+    spent, left = core.budget()
+    # max_panes_per_case=2: a case loses at most two panes' ε in any window of 4
+    assert spent == pytest.approx(reserve + 2 * plan.pane_epsilon)
+    assert spent + left == pytest.approx(1.0)

@@ -315,6 +315,10 @@ def _guard(ctx: _Ctx, raw: Any, line: object, rule: str) -> Guard:  # noqa: PLR0
         raise ctx.fail(line, f"rule {rule!r}: a guard is a mapping")
     ln = raw.get(_LINE, line)
     body = {k: v for k, v in raw.items() if k != _LINE}
+    if "not" in body:
+        if len(body) != 1:
+            raise ctx.fail(ln, f"rule {rule!r}: 'not' takes one guard and nothing beside it")
+        return Guard("not", inner=_guard(ctx, body["not"], ln, rule))
     if "attr" in body:
         return Guard("attr", test=_condition(ctx, raw, ln, rule, "if"))
     if "seen" in body or "not_seen" in body:
@@ -371,10 +375,6 @@ def _guard(ctx: _Ctx, raw: Any, line: object, rule: str) -> Guard:  # noqa: PLR0
         return Guard("shared", attr=spec["attr"], activities=acts)
     if "earlier" in body:
         return _earlier(ctx, body["earlier"], ln, rule)
-    if "not" in body:
-        if len(body) != 1:
-            raise ctx.fail(ln, f"rule {rule!r}: 'not' takes one guard and nothing beside it")
-        return Guard("not", inner=_guard(ctx, body["not"], ln, rule))
     if "compare" in body:
         spec = body["compare"]
         if not isinstance(spec, dict) or not isinstance(spec.get("terms"), list):

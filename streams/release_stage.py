@@ -377,6 +377,10 @@ class ReleaseCore:
         self._offsets: dict[int, int] = {}
         self._outbox: list[int] = []
         self._next_out = 0
+        # latency metrics only (not state): per pane, the latest agent send time of its
+        # events; for the panes just released, theirs
+        self._sent: dict[int, int] = {}
+        self.sent_of_released: list[int] = []
         head = self._load_head()
         if head is None:
             self.combiner = PaneCombiner(self.clock)
@@ -487,6 +491,8 @@ class ReleaseCore:
                 raise RejectedRecord("malformed", "partial without key or value")
             partial = open_partial(self._key, key, value)
             outcome = self.combiner.add(partial)
+            if partial.sent_us > self._sent.get(partial.aggregate.index, 0):
+                self._sent[partial.aggregate.index] = partial.sent_us
         except (RejectedRecord, ValueError, msgspec.DecodeError) as exc:
             self.rejected += 1
             log.warning("partial rejected: %s", exc)
@@ -505,6 +511,9 @@ class ReleaseCore:
             return self.outbox
         keys = self._secrets.current
         for agg in panes:
+            sent = self._sent.pop(agg.index, 0)
+            if sent:
+                self.sent_of_released.append(sent)
             for record in self.releaser.release(agg):
                 self._queue(record, keys)
             self.released += 1
@@ -952,8 +961,12 @@ class _Observer:
 
     def published(self, c: ReleaseCore, out: list[tuple[bytes, bytes]]) -> None:
         m = self.metrics
+        sent, c.sent_of_released = c.sent_of_released, []
         if m is None:
             return
+        now_us = time.time_ns() // 1000
+        for us in sent:
+            m.observe_released((now_us - us) / 1e6)
         last: PaneRecord | None = None
         for _key, value in out:
             record = _published_record(value)

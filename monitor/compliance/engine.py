@@ -2,11 +2,19 @@
 
 Rules are compiled once into a dispatch table from activity to handlers, so an event touches
 only the rules that mention its activity (plus the few that asked to see the next event, and
-state machines that react to every event). Per case the evaluator keeps a verdict and a small
-data value per rule, and the case's previous event. Time windows register deadlines in one
-heap ordered by time; :meth:`Compliance.advance` (and every event, whose time moves the
-watermark) pops the deadlines that passed, so "within 1 hour" becomes ``Violated`` when the hour
-is over even if the case sends nothing more.
+state machines that react to every event). Per case the evaluator keeps one byte per kernel
+slot (a state, or a temporary state with a phase: see :mod:`.kernels`), a small data value
+for the kernels that need more, and the case's previous event. Each dispatch entry holds, per
+code, the next code (a verdict map, applied in the loop after the entry's condition), "skip"
+(the event cannot change that verdict) or "call the handler"; nothing is allocated per event
+unless an alert is raised. Completing a case closes every verdict with one
+``bytearray.translate``, picks the rules to report with ``itertools.compress`` and counts
+final states per rule in byte lanes of big integers (:class:`_FinalCounts`), so its cost grows
+little with the number of rules beyond the alerts it raises and the final states it returns.
+
+Time windows register deadlines in one heap ordered by time; :meth:`Compliance.advance` (and
+every event, whose time moves the watermark) pops the deadlines that passed, so "within 1 hour"
+becomes ``Violated`` when the hour is over even if the case sends nothing more.
 
 Examples
 --------
@@ -30,19 +38,34 @@ Examples
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import compress
+from operator import getitem
 from typing import Any, Final, Literal
 
 from ..event import Event, EventKind
-from .kernels import Case, Kernel, StateMachineKernel, conj, declare_kernels
+from .kernels import (
+    N_CODES,
+    PUBLIC,
+    Case,
+    Check,
+    Kernel,
+    StateMachineKernel,
+    VerdictMap,
+    conj,
+    declare_kernels,
+)
 from .model import (
     END,
     INIT,
     PENDING,
     SATISFIED,
     STATE_NAMES,
+    TEMP_SATISFIED,
+    TEMP_VIOLATED,
     VIOLATED,
     Alert,
     DeclareRule,
@@ -75,12 +98,104 @@ class RuleCounters:
     completed: dict[str, int]
 
 
-def _mask(states: frozenset[int]) -> tuple[bool, ...]:
-    return tuple(i in states for i in range(len(STATE_NAMES)))
+#: ``step[code]`` in a dispatch entry: skip the entry, or call its handler (else: the new code)
+_SKIP: Final = -1
+_CALL: Final = -2
+#: One dispatch entry: slot, step per code (new code, _SKIP or _CALL), handler, condition
+#: (checked before a new code is taken; a called handler checks its own), whether every
+#: change of the slot goes through the alert logic (else only a violation does).
+_Entry = tuple[int, tuple[int, ...], Any, "Check | None", bool]
 
 
-#: How a Declare verdict closes at the end of a case (indexed by state number).
-_CLOSE: Final = (INIT, PENDING, VIOLATED, SATISFIED, SATISFIED, VIOLATED)
+def _entry(
+    slot: int,
+    live: frozenset[int],
+    vmap: VerdictMap | None,
+    handler: Any,
+    cond: Check | None,
+    report: bool,
+) -> _Entry:
+    if vmap is None:
+        step = tuple(_CALL if x in live else _SKIP for x in range(N_CODES))
+        return (slot, step, handler, None, report)
+    if any(vmap[x] in (-1, x) for x in live):
+        raise AssertionError(f"slot {slot}: a verdict map must change every live verdict")
+    step = tuple(vmap[x] if x in live else _SKIP for x in range(N_CODES))
+    return (slot, step, handler, cond, report)
+
+
+#: How a Declare verdict closes at the end of a case, per code, as a ``bytes.translate``
+#: table: its state, closed (TemporarySatisfied -> Satisfied, TemporaryViolated -> Violated).
+_CLOSE: Final = PUBLIC.translate(
+    bytes((INIT, PENDING, VIOLATED, SATISFIED, SATISFIED, VIOLATED, *range(6, 256)))
+)
+#: RV-LTL conjunction of the states of two codes, as a table (``conj`` of their states;
+#: Declare verdicts are never ``Pending``).
+_CONJ: Final = tuple(
+    tuple(
+        PUBLIC[a] if PENDING in (PUBLIC[a], PUBLIC[b]) else conj(PUBLIC[a], PUBLIC[b])
+        for b in range(N_CODES)
+    )
+    for a in range(N_CODES)
+)
+_V: Final = STATE_NAMES[VIOLATED]
+#: the name of the state of each code
+_NAME_OF_CODE: Final = tuple(STATE_NAMES[PUBLIC[x]] for x in range(N_CODES))
+_TV: Final = STATE_NAMES[TEMP_VIOLATED]
+
+
+def _getter(slots: tuple[int, ...]) -> Callable[[bytes | bytearray], tuple[int, ...]]:
+    """``lambda v: tuple(v[s] for s in slots)``, in C."""
+    if len(slots) == 1:
+        (only,) = slots
+        return lambda v: (v[only],)
+    return operator.itemgetter(*slots)
+
+
+#: ``_alert(Alert, fields)`` builds an alert without the NamedTuple's Python-level ``__new__``
+_alert: Final = tuple.__new__
+
+
+class _FinalCounts:
+    """Completed cases per rule and final state, cheap per case whatever the rule count.
+
+    Each case's final verdicts (one byte per rule) are added to one big integer per state,
+    a byte per rule (``verdicts.translate`` marks the rules in that state; ``int.from_bytes``
+    turns the marks into a number; one addition counts them all). Every 255 cases, before a
+    byte could overflow, the integers are folded into plain per-rule counts.
+    """
+
+    __slots__ = ("_lanes", "_n", "_pending", "_totals")
+
+    _ONE_HOT: Final = tuple(bytes(int(i == x) for i in range(256)) for x in range(6))
+
+    def __init__(self, n_rules: int) -> None:
+        self._n = n_rules
+        self._totals = [[0] * len(STATE_NAMES) for _ in range(n_rules)]
+        self._lanes = [0] * len(STATE_NAMES)
+        self._pending = 0
+
+    def add(self, verdicts: bytes | bytearray) -> None:
+        lanes, one_hot = self._lanes, self._ONE_HOT
+        for x in range(len(STATE_NAMES)):
+            if x in verdicts:
+                lanes[x] += int.from_bytes(verdicts.translate(one_hot[x]), "big")
+        self._pending += 1
+        if self._pending == 255:
+            self._fold()
+
+    def _fold(self) -> None:
+        for x, lane in enumerate(self._lanes):
+            if lane:
+                for counts, k in zip(self._totals, lane.to_bytes(self._n, "big"), strict=True):
+                    counts[x] += k
+                self._lanes[x] = 0
+        self._pending = 0
+
+    def totals(self) -> list[list[int]]:
+        """Per rule, completed cases per state number."""
+        self._fold()
+        return self._totals
 
 
 class Compliance:
@@ -138,9 +253,12 @@ class Compliance:
         for k in kernels:
             if isinstance(k, Kernel) and k.deadlines:
                 k.push = self._push
-        # dispatch: activity -> ((handler, slot), ...); every_event: state machines that
-        # react to any event; init_watch: slots that watch a case's first event.
-        table: dict[str, list[tuple[Any, int, tuple[bool, ...], bool]]] = {}
+        # dispatch: activity -> entries (see _Entry), in rule order. A handler that only moves
+        # the verdict is applied as its map, after its condition, without a call; the others
+        # are called (and check their own condition). Each entry skips the codes in which its
+        # handler cannot change anything. every_event: state machines that react to any
+        # event; init_watch: slots that watch a case's first event.
+        table: dict[str, list[_Entry]] = {}
         machine_table: dict[str, list[tuple[Any, int]]] = {}
         every: list[tuple[Any, int]] = []
         init_watch: list[int] = []
@@ -152,15 +270,21 @@ class Compliance:
                     for a in sorted(k.activities):
                         machine_table.setdefault(a, []).append((k.step, k.slot))
                 continue
-            # each entry skips the verdicts in which the handler cannot change anything
-            # report: a change of this slot may need an alert even when not a violation
-            report = alerts == "changes" or len(self._slots[self._rule_of[k.slot]]) > 1
-            if k.act_live:
+            act_map, tgt_map = k.maps()
+            report = alerts == "changes" or self._partner[k.slot] >= 0
+            # a handler the kernel does not define does nothing: no entry
+            if k.act_live and (act_map is not None or type(k).act is not Kernel.act):
                 table.setdefault(k.activation, []).append(
-                    (k.act, k.slot, _mask(k.act_live), report)
+                    _entry(k.slot, k.act_live, act_map, k.act, k.acond, report)
                 )
-            if k.target is not None and k.tgt_live:
-                table.setdefault(k.target, []).append((k.tgt, k.slot, _mask(k.tgt_live), report))
+            if (
+                k.target is not None
+                and k.tgt_live
+                and (tgt_map is not None or type(k).tgt is not Kernel.tgt)
+            ):
+                table.setdefault(k.target, []).append(
+                    _entry(k.slot, k.tgt_live, tgt_map, k.tgt, k.tcond, report)
+                )
             if k.rule.template == "init":
                 init_watch.append(k.slot)
         self._table: Final = {a: tuple(h) for a, h in table.items()}
@@ -168,25 +292,49 @@ class Compliance:
         self._every: Final = tuple(every)
         #: per rule: its first slot; the rules that are conjunctions of two slots
         self._first: Final = tuple(sl[0] for sl in self._slots)
+        #: the codes of the rules' first slots, as a tuple (in C)
+        self._get_first: Final = _getter(self._first)
         self._pairs: Final = tuple((ri, sl) for ri, sl in enumerate(self._slots) if len(sl) > 1)
         self._simple: Final = not self._pairs and not self._machines
         self._init_watch: Final = tuple(init_watch)
-        self._initial_v: Final = [k.initial for k in kernels]
+        self._initial_v: Final = bytes(k.initial for k in kernels)
+        #: rules whose final state is not the closing of their verdict (state machines)
+        self._machine_rules: Final = tuple(self._rule_of[k.slot] for k in self._machines)
+        self._is_machine: Final = bytes(isinstance(r, StateMachineRule) for r in self.rules)
+        self._violations = [0] * len(self.rules)
+        #: closing: per rule and state number, the final-state entry ``(name, state name)``;
+        #: the rules a closing may report (1 per code: TemporaryViolated, with every change
+        #: reported TemporarySatisfied too), as a ``bytes.translate`` table
+        self._final_items: Final = tuple(
+            tuple((name, state) for state in STATE_NAMES) for name in self.names
+        )
+        reported = (TEMP_VIOLATED, TEMP_SATISFIED) if alerts == "changes" else (TEMP_VIOLATED,)
+        self._closing: Final = bytes(int(x in reported) for x in range(256))
+        self._rule_range: Final = range(len(self.rules))
+        #: what the per-event loop reads, bound to locals in one step
+        self._hot: Final = (
+            self._partner,
+            self._rule_of,
+            self.names,
+            _CONJ,
+            alerts == "changes",
+            PUBLIC,
+            self._violations,
+        )
         self._cases: dict[str, Case] = {}
         self._heap: list[tuple[datetime, int, str, int]] = []
         self._seq = 0
         self._watermark: datetime | None = None
-        self._violations = [0] * len(self.rules)
         #: per rule: completed cases per final state number
-        self._final = [[0] * len(STATE_NAMES) for _ in self.rules]
+        self._final = _FinalCounts(len(self.rules))
         self._all_changes = alerts == "changes"
 
     # -- helpers -------------------------------------------------------------------------
-    def _verdict_of(self, v: list[int], ri: int) -> int:
+    def _verdict_of(self, v: bytes | bytearray, ri: int) -> int:
         slots = self._slots[ri]
-        out = v[slots[0]]
+        out = PUBLIC[v[slots[0]]]
         for s in slots[1:]:
-            out = conj(out, v[s])
+            out = _CONJ[out][v[s]]
         return out
 
     def _push(self, deadline: datetime, case_id: str, slot: int) -> None:
@@ -194,17 +342,19 @@ class Compliance:
         heapq.heappush(self._heap, (deadline, self._seq, case_id, slot))
 
     def _new_case(self) -> Case:
-        return Case(list(self._initial_v), list(self._init_watch) if self._init_watch else None)
+        return Case(
+            bytearray(self._initial_v), list(self._init_watch) if self._init_watch else None
+        )
 
     def _changed(
         self, c: Case, case_id: str, s: int, before: int, activity: str, ts: datetime
     ) -> Alert | None:
         """Slot ``s`` went from ``before`` to its current verdict: the rule's alert, if any."""
-        new = c.v[s]
+        new = PUBLIC[c.v[s]]
         p = self._partner[s]
-        old = before
+        old = PUBLIC[before]
         if p >= 0:
-            old, new = conj(before, c.v[p]), conj(new, c.v[p])
+            old, new = _CONJ[before][c.v[p]], _CONJ[new][c.v[p]]
             if old == new:
                 return None
         ri = self._rule_of[s]
@@ -223,7 +373,8 @@ class Compliance:
             return _NO_ALERTS
         ts = event.timestamp
         out: list[Alert] | None = None
-        if self._watermark is None or ts > self._watermark:
+        wm = self._watermark
+        if wm is None or ts > wm:
             self._watermark = ts
             heap = self._heap
             if heap and heap[0][0] < ts:
@@ -233,8 +384,9 @@ class Compliance:
         if c is None:
             c = self._cases[case_id] = self._new_case()
         v = c.v
-        watch = c.watch
-        if watch is not None:
+        activity = event.activity
+        if c.watch is not None:
+            watch = c.watch
             c.watch = None
             kernels = self._kernels
             for s in watch:
@@ -243,37 +395,66 @@ class Compliance:
                 if v[s] != before and (
                     v[s] == VIOLATED or self._all_changes or self._partner[s] >= 0
                 ):
-                    a = self._changed(c, case_id, s, before, event.activity, ts)
+                    a = self._changed(c, case_id, s, before, activity, ts)
                     if a is not None:
                         out = [a] if out is None else [*out, a]
-        handlers = self._table.get(event.activity)
-        if handlers is not None:
-            for handler, s, live, report in handlers:
-                before = v[s]
-                if not live[before]:
+        entries = self._table.get(activity)
+        if entries is not None:
+            partner, rule_of, names, conj_table, all_changes, public, violations = self._hot
+            for s, step, handler, cond, report in entries:
+                x = v[s]
+                y = step[x]
+                if y >= 0:  # a verdict map: the new code, if the event meets the condition
+                    if cond is not None and not cond(event):
+                        continue
+                    v[s] = y
+                elif y == _SKIP:
                     continue
-                handler(c, event)
-                if v[s] != before and (report or v[s] == VIOLATED):
-                    a = self._changed(c, case_id, s, before, event.activity, ts)
-                    if a is not None:
-                        out = [a] if out is None else [*out, a]
-        if self._machine_table:
-            for handler, s in self._machine_table.get(event.activity, ()):
-                before = v[s]
-                handler(c, event)
-                if v[s] != before and (v[s] == VIOLATED or self._all_changes):
-                    a = self._changed(c, case_id, s, before, event.activity, ts)
-                    if a is not None:
-                        out = [a] if out is None else [*out, a]
-        for handler, s in self._every:
+                else:  # _CALL
+                    handler(c, event)
+                    y = v[s]
+                    if y == x:
+                        continue
+                if report:  # a conjunction's slot, or every change reported
+                    p = partner[s]
+                    if p >= 0:
+                        x, y = conj_table[x][v[p]], conj_table[y][v[p]]
+                    else:
+                        x, y = public[x], public[y]
+                    if x == y:  # a phase moved, the state did not
+                        continue
+                    if y == VIOLATED:
+                        violations[rule_of[s]] += 1
+                    elif not all_changes:
+                        continue
+                    states = STATE_NAMES[x], STATE_NAMES[y]
+                    a = _alert(Alert, (names[rule_of[s]], case_id, *states, activity, ts))
+                elif y == VIOLATED:
+                    ri = rule_of[s]
+                    violations[ri] += 1
+                    a = _alert(Alert, (names[ri], case_id, _NAME_OF_CODE[x], _V, activity, ts))
+                else:
+                    continue
+                if out is None:
+                    out = [a]
+                else:
+                    out.append(a)
+        if self._machines:
+            out = self._step_machines(c, event, out)
+        c.last = event
+        return _NO_ALERTS if out is None else tuple(out)
+
+    def _step_machines(self, c: Case, event: Event, out: list[Alert] | None) -> list[Alert] | None:
+        """The state machines that see ``event`` (by its activity, or every event)."""
+        v, activity, case_id, ts = c.v, event.activity, event.case_id, event.timestamp
+        for handler, s in (*self._machine_table.get(activity, ()), *self._every):
             before = v[s]
             handler(c, event)
             if v[s] != before and (v[s] == VIOLATED or self._all_changes):
-                a = self._changed(c, case_id, s, before, event.activity, ts)
+                a = self._changed(c, case_id, s, before, activity, ts)
                 if a is not None:
                     out = [a] if out is None else [*out, a]
-        c.last = event
-        return _NO_ALERTS if out is None else tuple(out)
+        return out
 
     def update_many(self, events: Iterable[Event]) -> list[Alert]:
         """:meth:`update` for each event; all alerts in order."""
@@ -329,11 +510,10 @@ class Compliance:
         if ts is None:
             raise ValueError("no time for the end of a case without events; pass timestamp")
         v = c.v
-        closed = [_CLOSE[x] for x in v]
-        names, state_names = self.names, STATE_NAMES
+        closed = v.translate(_CLOSE)
+        names = self.names
         if self._simple:  # one slot per rule, no state machine: slots are rules
-            final = dict(zip(names, [state_names[x] for x in closed], strict=True))
-            old, new = v, closed
+            old, new = v.translate(PUBLIC), closed
         else:
             if self._machines:
                 for k in self._machines:
@@ -341,24 +521,41 @@ class Compliance:
                 c.v = closed
                 for k in self._machines:
                     k.end(c, ts)
-            first = self._first
-            old = [v[s] for s in first]
-            new = [closed[s] for s in first]
-            for ri, _ in self._pairs:
-                old[ri] = self._verdict_of(v, ri)
-                new[ri] = self._verdict_of(closed, ri)
-            final = dict(zip(names, [state_names[x] for x in new], strict=True))
-        for counts, x in zip(self._final, new, strict=True):
-            counts[x] += 1
+            old = bytearray(self._get_first(v)).translate(PUBLIC)
+            new = bytearray(self._get_first(closed))
+            conj_table = _CONJ
+            for ri, (s1, s2) in self._pairs:
+                old[ri] = conj_table[v[s1]][v[s2]]
+                new[ri] = conj_table[closed[s1]][closed[s2]]
+        final = dict(map(getitem, self._final_items, new))
+        self._final.add(new)
+        # Declare rules close TemporaryViolated -> Violated and TemporarySatisfied ->
+        # Satisfied (a conjunction too); state machines move as their END transitions say
+        changed = list(compress(self._rule_range, old.translate(self._closing)))
+        if self._machines:
+            is_machine = self._is_machine
+            changed = [ri for ri in changed if not is_machine[ri]]
+            changed += [ri for ri in self._machine_rules if old[ri] != new[ri]]
+        if not changed:
+            return final, _NO_ALERTS
+        violations = self._violations
+        if not self._all_changes and not self._machines:  # all TemporaryViolated -> Violated
+            for ri in changed:
+                violations[ri] += 1
+            return final, tuple(
+                [_alert(Alert, (names[ri], case_id, _TV, _V, END, ts)) for ri in changed]
+            )
+        changed.sort()  # the state machines' changes come last
         alerts = []
-        all_changes = self._all_changes
-        for ri in [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]:
+        for ri in changed:
             n = new[ri]
             if n == VIOLATED:
-                self._violations[ri] += 1
-            elif not all_changes:
+                violations[ri] += 1
+            elif not self._all_changes:
                 continue
-            alerts.append(Alert(names[ri], case_id, state_names[old[ri]], state_names[n], END, ts))
+            alerts.append(
+                _alert(Alert, (names[ri], case_id, STATE_NAMES[old[ri]], STATE_NAMES[n], END, ts))
+            )
         return final, tuple(alerts)
 
     def complete(self, case_id: str) -> dict[str, str]:
@@ -388,10 +585,11 @@ class Compliance:
 
     def counters(self) -> dict[str, RuleCounters]:
         """Per rule: cases that entered ``Violated``, and final states of completed cases."""
+        finals = self._final.totals()
         return {
             name: RuleCounters(
                 self._violations[i],
-                {STATE_NAMES[s]: n for s, n in enumerate(self._final[i]) if n},
+                {STATE_NAMES[s]: n for s, n in enumerate(finals[i]) if n},
             )
             for i, name in enumerate(self.names)
         }
@@ -414,7 +612,7 @@ class Compliance:
         """
         if len(snap.verdicts) != len(self._kernels):
             raise ValueError("the snapshot was taken with other rules")
-        c = Case(list(snap.verdicts), list(snap.watch) if snap.watch is not None else None)
+        c = Case(bytearray(snap.verdicts), list(snap.watch) if snap.watch is not None else None)
         c.d = [k.restore_data(d) for k, d in zip(self._kernels, snap.data, strict=True)]
         c.last = snap.last
         self._cases[snap.case_id] = c

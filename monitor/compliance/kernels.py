@@ -12,13 +12,22 @@ counter, a short list of pending activations). It exposes the handlers the evalu
 
 Every handler does O(1) work per call, except with correlation or time windows, where it walks
 the case's open activations of that rule (usually one or two). Permanent verdicts never change.
+
+**Codes and verdict maps.** ``case.v`` is a ``bytearray``: a slot's byte is a *code*, a state
+number or a temporary state with a *phase* (:func:`phased`; :data:`PUBLIC` gives the state of
+each code). A kernel of a rule without correlation or time window keeps all it needs in the
+phase (the count of a counting rule, "a target came since the last activation", "an activation
+came"), so its handlers are pure code-to-code maps (:meth:`Kernel.maps`) that the evaluator
+applies in its dispatch loop without calling anything; the others keep their data in
+``case.d`` and are called.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from ..event import AttrValue, Event
 from .model import (
@@ -60,8 +69,8 @@ class Case:
 
     __slots__ = ("d", "last", "v", "watch")
 
-    def __init__(self, v: list[int], watch: list[int] | None) -> None:
-        #: verdict per kernel slot
+    def __init__(self, v: bytearray, watch: list[int] | None) -> None:
+        #: verdict per kernel slot (a state number per byte)
         self.v = v
         #: kernel data per slot (None until first used)
         self.d: list[Any] = [None] * len(v)
@@ -71,12 +80,92 @@ class Case:
         self.watch = watch
 
 
+def _getter(attr: str) -> Callable[[Event], AttrValue]:
+    """A function reading ``attr`` from an event, as :func:`.model._value` does."""
+    if attr in ("resource", "org:resource"):
+        return lambda ev: ev.resource
+    if attr == "org":
+        return lambda ev: ev.org or None
+
+    def scan(ev: Event) -> AttrValue:
+        for k, v in ev.attributes:
+            if k == attr:
+                return v  # type: ignore[no-any-return]
+        return None
+
+    return scan
+
+
+def compile_test(test: AttrTest) -> Check:
+    """``test.holds`` as a closure specialised to its operator (same results, fewer steps).
+
+    >>> from datetime import datetime, UTC
+    >>> e = Event.create("c", "A", datetime(2024, 1, 1, tzinfo=UTC), attributes={"g": "B"})
+    >>> compile_test(AttrTest("g", "in", frozenset({"A", "B"})))(e)
+    True
+    """
+    get, op, want, attr = _getter(test.attr), test.op, test.value, test.attr
+    if op == "in" and attr not in ("resource", "org:resource", "org"):  # the common case
+
+        def in_set(ev: Event) -> bool:
+            for k, x in ev.attributes:
+                if k == attr:
+                    return x is not None and x in want  # type: ignore[operator]
+            return False
+
+        return in_set
+    if op == "in":
+        return lambda ev: (x := get(ev)) is not None and x in want  # type: ignore[operator]
+    if op == "not_in":
+        return lambda ev: (x := get(ev)) is not None and x not in want  # type: ignore[operator]
+    if op == "eq":
+        return lambda ev: (x := get(ev)) is not None and x == want
+    if op == "ne":
+        return lambda ev: (x := get(ev)) is not None and x != want
+    return test.holds
+
+
 def _check(tests: tuple[AttrTest, ...]) -> Check | None:
     if not tests:
         return None
-    if len(tests) == 1:
-        return tests[0].holds
-    return lambda ev: all(t.holds(ev) for t in tests)
+    checks = tuple(compile_test(t) for t in tests)
+    if len(checks) == 1:
+        return checks[0]
+    return lambda ev: all(f(ev) for f in checks)
+
+
+# ----------------------------------------------------------------------------- verdict codes
+# A slot's byte in ``Case.v`` holds a *code*: one of the six state numbers, or a state with a
+# phase (TemporarySatisfied or TemporaryViolated, plus what a simple kernel must remember: how
+# many activations a counting rule has seen, whether a target came since the last activation).
+# With the phase in the code, the handlers of every Declare rule without correlation or window
+# are pure maps from code to code, applied by the evaluator without a call.
+#: phases per temporary state (a counting rule with a larger count is evaluated by calls)
+N_PHASES: Final = 15
+#: the number of codes: six states, then TemporarySatisfied and TemporaryViolated phases
+N_CODES: Final = 6 + 2 * N_PHASES
+
+
+def phased(state: int, phase: int) -> int:
+    """The code of ``state`` (TemporarySatisfied/TemporaryViolated) in ``phase`` (0: itself)."""
+    if phase == 0:
+        return state
+    if state not in (TEMP_SATISFIED, TEMP_VIOLATED) or not 0 < phase <= N_PHASES:
+        raise ValueError(f"no phase {phase} of state {state}")
+    return 6 + (0 if state == TEMP_SATISFIED else N_PHASES) + phase - 1
+
+
+#: the state each code stands for, as a ``bytes.translate`` table
+PUBLIC: Final = bytes(
+    [*range(6), *[TEMP_SATISFIED] * N_PHASES, *[TEMP_VIOLATED] * N_PHASES, *[0] * (256 - N_CODES)]
+)
+
+#: A verdict map: the new code per current code (-1: no change).
+VerdictMap = tuple[int, ...]
+
+
+def _vmap(changes: dict[int, int]) -> VerdictMap:
+    return tuple(changes.get(x, -1) for x in range(N_CODES))
 
 
 class Kernel:
@@ -106,8 +195,23 @@ class Kernel:
         #: set by the evaluator: push(deadline, case_id, slot)
         self.push: Callable[[datetime, str, int], None] | None = None
 
+    #: pure verdict maps for ``act`` / ``tgt`` (see :meth:`maps`); None: call the handler
+    act_map: VerdictMap | None = None
+    tgt_map: VerdictMap | None = None
+
+    def maps(self) -> tuple[VerdictMap | None, VerdictMap | None]:
+        """``act``/``tgt`` as verdict maps, when that is all they do (no data, no time).
+
+        The evaluator then applies them in its loop (after the condition on the event) and
+        never calls the handler: most handlers of rules without correlation or window only
+        move the verdict. ``act_live``/``tgt_live`` are exactly the verdicts a map changes.
+        """
+        return self.act_map, self.tgt_map
+
     # -- helpers -------------------------------------------------------------------------
     def key(self, ev: Event) -> Key:
+        if not self.corr:
+            return ()
         return tuple(_value(ev, a) for a, _ in self.corr)
 
     def match(self, a: Key, b: Key) -> bool:
@@ -167,6 +271,15 @@ class Existence(Kernel):
             self.act_live = frozenset({TEMP_VIOLATED})
         elif self.mode == "absence":
             self.act_live = frozenset({TEMP_SATISFIED})
+        if self.n <= N_PHASES:  # the count is the phase: an activation maps code to code
+            codes: list[int] = []
+            for k in range(self.n + 2):
+                v = self._verdict(k)
+                same = sum(1 for j in range(k) if self._verdict(j) == v)
+                codes.append(v if v in (VIOLATED, SATISFIED) else phased(v, same))
+            changes = {a: b for a, b in itertools.pairwise(codes) if a != b}
+            self.act_map = _vmap(changes)
+            self.act_live = frozenset(changes)
 
     def _verdict(self, k: int) -> int:
         n = self.n
@@ -235,6 +348,9 @@ class Response(Kernel):
         super().__init__(slot, rule, activation, target)
         if self.simple and type(self) is Response:
             self.act_live = frozenset({TEMP_SATISFIED})  # a second activation changes nothing
+            self.act_map = _vmap({TEMP_SATISFIED: TEMP_VIOLATED})
+        if self.simple:
+            self.tgt_map = _vmap({TEMP_VIOLATED: TEMP_SATISFIED})
 
     def act(self, c: Case, ev: Event) -> None:
         s = self.slot
@@ -279,6 +395,11 @@ class Response(Kernel):
 
 class AlternateResponse(Response):
     """Every activation is followed by a target before the next activation."""
+
+    def __init__(self, slot: int, rule: DeclareRule, activation: str, target: str | None) -> None:
+        super().__init__(slot, rule, activation, target)
+        if self.simple:  # an open activation violates; otherwise one opens
+            self.act_map = _vmap({TEMP_SATISFIED: TEMP_VIOLATED, TEMP_VIOLATED: VIOLATED})
 
     def act(self, c: Case, ev: Event) -> None:
         s = self.slot
@@ -334,6 +455,8 @@ class RespondedExistence(Kernel):
         super().__init__(slot, rule, activation, target)
         if self.simple:
             self.act_live = frozenset({TEMP_SATISFIED})
+            self.act_map = _vmap({TEMP_SATISFIED: TEMP_VIOLATED})
+            self.tgt_map = _vmap({TEMP_SATISFIED: SATISFIED, TEMP_VIOLATED: SATISFIED})
 
     def act(self, c: Case, ev: Event) -> None:
         s = self.slot
@@ -385,6 +508,12 @@ class Precedence(Kernel):
     act_live = frozenset({TEMP_SATISFIED})
     tgt_live = frozenset({TEMP_SATISFIED})
 
+    def __init__(self, slot: int, rule: DeclareRule, activation: str, target: str | None) -> None:
+        super().__init__(slot, rule, activation, target)
+        if self.simple:  # a target settles every later activation; an activation first violates
+            self.act_map = _vmap({TEMP_SATISFIED: VIOLATED})
+            self.tgt_map = _vmap({TEMP_SATISFIED: SATISFIED})
+
     def tgt(self, c: Case, ev: Event) -> None:
         s = self.slot
         if c.v[s] in (VIOLATED, SATISFIED) or (self.tcond is not None and not self.tcond(ev)):
@@ -420,6 +549,14 @@ class AlternatePrecedence(Kernel):
 
     act_live = frozenset({TEMP_SATISFIED})
     tgt_live = frozenset({TEMP_SATISFIED})
+
+    def __init__(self, slot: int, rule: DeclareRule, activation: str, target: str | None) -> None:
+        super().__init__(slot, rule, activation, target)
+        if self.simple:  # phase 1: a target came since the last activation
+            ready = phased(TEMP_SATISFIED, 1)
+            self.tgt_map = _vmap({TEMP_SATISFIED: ready})
+            self.act_map = _vmap({ready: TEMP_SATISFIED, TEMP_SATISFIED: VIOLATED})
+            self.act_live = frozenset({ready, TEMP_SATISFIED})
 
     def tgt(self, c: Case, ev: Event) -> None:
         s = self.slot
@@ -478,6 +615,14 @@ class NotSuccession(Kernel):
     act_live = frozenset({TEMP_SATISFIED})
     tgt_live = frozenset({TEMP_SATISFIED})
 
+    def __init__(self, slot: int, rule: DeclareRule, activation: str, target: str | None) -> None:
+        super().__init__(slot, rule, activation, target)
+        if self.simple:  # phase 1: an activation came; a target then violates
+            armed = phased(TEMP_SATISFIED, 1)
+            self.act_map = _vmap({TEMP_SATISFIED: armed})
+            self.tgt_map = _vmap({armed: VIOLATED})
+            self.tgt_live = frozenset({armed})
+
     def act(self, c: Case, ev: Event) -> None:
         s = self.slot
         if c.v[s] == VIOLATED or (self.acond is not None and not self.acond(ev)):
@@ -532,6 +677,15 @@ class NotCoexistence(Kernel):
 
     act_live = frozenset({TEMP_SATISFIED})
     tgt_live = frozenset({TEMP_SATISFIED})
+
+    def __init__(self, slot: int, rule: DeclareRule, activation: str, target: str | None) -> None:
+        super().__init__(slot, rule, activation, target)
+        if self.simple:  # phase 1: an activation came; phase 2: a target came
+            a, b = phased(TEMP_SATISFIED, 1), phased(TEMP_SATISFIED, 2)
+            self.act_map = _vmap({TEMP_SATISFIED: a, b: VIOLATED})
+            self.tgt_map = _vmap({TEMP_SATISFIED: b, a: VIOLATED})
+            self.act_live = frozenset({TEMP_SATISFIED, b})
+            self.tgt_live = frozenset({TEMP_SATISFIED, a})
 
     def _side(self, c: Case, ev: Event, mine: int, other: int, cond: Check | None) -> None:
         s = self.slot

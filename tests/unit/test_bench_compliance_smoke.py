@@ -26,6 +26,10 @@ def test_compliance_benchmark_smoke() -> None:
     result = out["results"]["10"]
     assert result["native"]["events_per_s_median"] > 0
     assert result["native"]["latency_us"]["p99"] >= result["native"]["latency_us"]["p50"]
+    # the per-event timing includes the end-of-case markers, which complete the cases
+    assert result["native"]["case_ends_timed"] == 1050
+    assert result["native"]["latency_us_case_end"]["p50"] > 0
+    assert result["native"]["latency_us_activity"]["p50"] > 0
     assert result["rego"]["rules"] == 10 and result["rego"]["events"] == 40
     assert result["rego"]["failed_evaluations"] == 0
     assert result["ratio_native_vs_rego"] > 1

@@ -8,7 +8,11 @@ are opened with its key file (``DIR/org-<org>.json``) and their vault signature 
 record that fails is counted and named by its position and a short reason, never shown.
 A record republished unchanged (the release stage after a restart) is shown once.
 
-Exit code: 0, or 1 if any record was rejected.
+``--map`` shows the DP process map of the latest pane (``--window N``: of the latest window of
+N panes) instead of the records, live with ``--follow``; ``--graph FILE.png|FILE.svg`` writes
+it as an image (:class:`MapView`, :mod:`procvault.streams.process_map`).
+
+Exit code: 0, or 1 if any record was rejected (or ``--graph`` had no record to draw).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -27,10 +33,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from procvault.cli import _add, _positive
 
 if TYPE_CHECKING:
-    from procvault.monitor.privacy.records import Record, StatisticRelease
+    from procvault.monitor.privacy.records import PaneRecord, Record, StatisticRelease, WindowRecord
     from procvault.streams.envelope import VaultPublicKeys
+    from procvault.streams.process_map import ProcessMap
 
-__all__ = ["ResultsReader", "register"]
+__all__ = ["MapView", "ResultsReader", "register"]
 
 
 def register(sub: Any) -> None:
@@ -43,7 +50,8 @@ def register(sub: Any) -> None:
         "epoch; with --org also the organization's encrypted alerts, opened with its key "
         "file. Rejected records are counted and never shown. Reads with read_committed. "
         "Without --follow it stops at the end of the topics; exit code 1 if anything was "
-        "rejected.",
+        "rejected. --map shows the DP process map of the latest pane instead of the records "
+        "(live with --follow); --graph writes it as a PNG or SVG image.",
     )
     _add(p, "--kafka", "--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap")
     _add(p, "--topic-prefix", default="", metavar="PREFIX", help="prefix of every topic name")
@@ -51,6 +59,46 @@ def register(sub: Any) -> None:
     _add(p, "--org", help="also read this organization's alerts (needs DIR/org-ORG.json)")
     _add(p, "--follow", action="store_true", help="keep reading new records until interrupted")
     _add(p, "--json", action="store_true", help="one JSON object per record on stdout")
+    view = p.add_argument_group(
+        "process map",
+        "the DP process map of the latest pane (or window): post-processing of the released "
+        "noisy values only",
+    )
+    _add(
+        view,
+        "--map",
+        action="store_true",
+        help="show the process map instead of the records (live with --follow)",
+    )
+    _add(
+        view,
+        "--graph",
+        metavar="FILE.png|FILE.svg",
+        help="write the latest process map as a graph image (rewritten while --follow runs)",
+    )
+    _add(
+        view,
+        "--window",
+        dest="map_window",  # PROCVAULT_MAP_WINDOW: `monitor --window` is another setting
+        type=_positive(int),
+        metavar="N",
+        help="map the latest window record of N panes (default: the latest pane)",
+    )
+    _add(
+        view,
+        "--min-count",
+        type=_non_negative_int,
+        metavar="N",
+        help="show pairs (and draw activities) with a noisy count of at least N "
+        "(default: 3 noise standard deviations, from the record's mechanisms)",
+    )
+    _add(
+        view,
+        "--top",
+        type=_positive(int),
+        default=3,
+        help="--map: strongest next activities listed per activity",
+    )
     _add(
         p,
         "--allow-insecure-attestation",
@@ -67,6 +115,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_results)
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     """Run ``procvault results``."""
     from procvault.streams.attestation import SimulatedVerifier
@@ -77,6 +132,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     host_port = args.kafka.removeprefix("kafka://").rstrip("/")
     if ":" not in host_port or "/" in host_port:
         raise ConfigError(f"--kafka wants HOST:PORT (or kafka://HOST:PORT), got {args.kafka!r}")
+    view = _map_view(args)
     org_keys = None
     if args.org:
         org_keys = OrgKeys.load(Path(args.keys) / f"org-{args.org}.json")
@@ -89,15 +145,53 @@ def cmd_results(args: argparse.Namespace) -> int:
         org_keys=org_keys,
         out=sys.stdout,
         json_lines=args.json,
+        view=view,
     )
     if args.allow_insecure_attestation:
         print(
             "warning: accepting SIMULATED attestation evidence (INSECURE, development only)",
             file=sys.stderr,
         )
-    stats = asyncio.run(reader.run(follow=args.follow, timeout=args.timeout))
+    problem = None
+    if view is None:
+        stats = asyncio.run(reader.run(follow=args.follow, timeout=args.timeout))
+    else:
+        with view.live(args.follow):
+            stats = asyncio.run(reader.run(follow=args.follow, timeout=args.timeout))
+        problem = view.finish()
     print(stats.summary(), file=sys.stderr)
+    if problem is not None:
+        from procvault.streams.errors import ProcvaultError
+
+        raise ProcvaultError(problem)
     return 1 if stats.rejected else 0
+
+
+def _map_view(args: argparse.Namespace) -> MapView | None:
+    """The :class:`MapView` the options ask for (checked before anything is read)."""
+    from procvault.streams.errors import ConfigError
+    from procvault.streams.process_map import graph_format
+
+    wants = args.map or args.graph
+    if not wants:
+        for flag, value in (("--window", args.map_window), ("--min-count", args.min_count)):
+            if value is not None:
+                raise ConfigError(f"{flag} needs --map or --graph")
+        return None
+    if args.map and args.json:
+        raise ConfigError("choose --map or --json")
+    graph = None
+    if args.graph:
+        try:
+            graph_format(args.graph)
+        except ValueError as exc:
+            raise ConfigError(f"--graph: {exc}") from None
+        graph = Path(args.graph)
+        if not graph.parent.is_dir():
+            raise ConfigError(f"--graph: folder {str(graph.parent)!r} does not exist")
+    return MapView(
+        show=args.map, graph=graph, window=args.map_window, min_count=args.min_count, top=args.top
+    )
 
 
 @dataclass
@@ -160,6 +254,9 @@ class ResultsReader:
         Where records are written.
     json_lines
         One JSON object per record (else a readable text form).
+    view
+        Also give every verified aggregate to this process map view; if it shows the map
+        (``--map``), records and alerts are not written to ``out``.
     """
 
     def __init__(
@@ -171,6 +268,7 @@ class ResultsReader:
         org_keys: Any = None,
         out: TextIO = sys.stdout,
         json_lines: bool = False,
+        view: MapView | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
@@ -178,6 +276,7 @@ class ResultsReader:
         self.org_keys = org_keys
         self.out = out
         self.json_lines = json_lines
+        self.view = view
         self.stats = ReadStats()
         self.epochs: dict[int, VaultPublicKeys] = {}
         self._conflicting: set[int] = set()
@@ -251,6 +350,10 @@ class ResultsReader:
             )
         self._seen[seen_key] = body
         self.stats.shown[record.kind] += 1
+        if self.view is not None:
+            self.view.add(record)
+            if self.view.show:
+                return True
         epoch = json.loads(value)["epoch"]
         if self.json_lines:
             self._write_json(
@@ -282,7 +385,10 @@ class ResultsReader:
             alert: Any = json.loads(plain)
         except ValueError:
             alert = plain.decode(errors="replace")
-        if self.json_lines:
+        if self.view is not None and self.view.show:
+            text = alert if isinstance(alert, str) else json.dumps(alert, ensure_ascii=False)
+            self.view.note(f"alert [{self.org_keys.org}] {text}")
+        elif self.json_lines:
             self._write_json(
                 {"topic": topic, "offset": offset, "org": self.org_keys.org, "alert": alert}
             )
@@ -380,6 +486,8 @@ class ResultsReader:
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
+                if self.view is not None and follow:
+                    self.view.tick()
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)
@@ -425,6 +533,185 @@ def _epoch_of(value: bytes, *, alert: bool) -> int | None:
     except (ValueError, AttributeError):
         return None
     return epoch if isinstance(epoch, int) else None
+
+
+# ----------------------------------------------------------------------------- process map
+class MapView:
+    """The process map of what a :class:`ResultsReader` verified: keeps the latest pane
+    record (highest index), the latest window record of ``window`` panes and the latest
+    withheld pane, shows the map in the terminal (``show``; live with :meth:`live`) and
+    writes it as an image (``graph``). Only released (noisy) values are used.
+
+    Parameters
+    ----------
+    show
+        Show the map (and not the records) on ``console``.
+    graph
+        Write the map to this ``.png``/``.svg`` file: at :meth:`finish`, and while following
+        at most every :attr:`graph_interval` seconds when it changed (:meth:`tick`).
+    window
+        Map the latest window record of this many panes instead of the latest pane (until
+        one is read, the latest pane, with a note).
+    min_count
+        The display threshold (``None``: from the noise, see
+        :func:`~procvault.streams.process_map.build_map`).
+    top
+        Strongest next activities listed per activity.
+    console
+        A ``rich`` console (default: stdout).
+    """
+
+    graph_interval = 2.0
+
+    def __init__(
+        self,
+        *,
+        show: bool = True,
+        graph: Path | None = None,
+        window: int | None = None,
+        min_count: int | None = None,
+        top: int = 3,
+        console: Any = None,
+    ) -> None:
+        self.show = show
+        self.graph = graph
+        self.window = window
+        self.min_count = min_count
+        self.top = top
+        self._console = console
+        self.pane: PaneRecord | None = None
+        self.window_record: WindowRecord | None = None
+        self.withheld: int | None = None
+        self.version = 0
+        self._built: tuple[int, ProcessMap | None] = (-1, None)
+        self._graph_version = 0
+        self._graph_at = float("-inf")
+        self._live: Any = None
+        self.graphs_written = 0
+
+    @property
+    def console(self) -> Any:
+        """Where the map is shown."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console()
+        return self._console
+
+    def add(self, record: Record) -> None:
+        """Take a verified record (older ones than those kept are ignored)."""
+        from procvault.monitor.privacy.records import PaneRecord, WindowRecord
+
+        if isinstance(record, PaneRecord):
+            if self.pane is None or record.pane.index >= self.pane.pane.index:
+                self.pane = record
+                self.version += 1
+        elif isinstance(record, WindowRecord):
+            if record.panes == self.window and (
+                self.window_record is None or record.last_pane >= self.window_record.last_pane
+            ):
+                self.window_record = record
+                self.version += 1
+        elif self.withheld is None or record.pane.index > self.withheld:
+            self.withheld = record.pane.index
+            self.version += 1
+
+    def current(self) -> ProcessMap | None:
+        """The map of the latest record asked for (``None`` before any pane or window)."""
+        version, built = self._built
+        if version == self.version:
+            return built
+        from procvault.streams.process_map import build_map
+
+        notes: list[str] = []
+        record: PaneRecord | WindowRecord | None = self.pane
+        last = None if self.pane is None else self.pane.pane.index
+        if self.window is not None:
+            if self.window_record is not None:
+                record, last = self.window_record, self.window_record.last_pane
+            elif self.pane is not None:
+                notes.append(
+                    f"no window record of {self.window} panes read yet: showing the latest pane"
+                )
+        if self.withheld is not None and (last is None or self.withheld > last):
+            notes.append(f"pane {self.withheld} was withheld (privacy budget)")
+        pm = None
+        if record is not None:
+            mechanisms = self.pane.mechanisms if self.pane is not None else None
+            pm = build_map(record, min_count=self.min_count, mechanisms=mechanisms, notes=notes)
+        self._built = (self.version, pm)
+        return pm
+
+    def _empty(self) -> str:
+        if self.withheld is not None:
+            return f"no pane record yet (pane {self.withheld} was withheld: privacy budget)"
+        return "no pane record yet"
+
+    def __rich__(self) -> Any:
+        from procvault.streams.process_map import render_map
+
+        return render_map(self.current(), top=self.top, empty=self._empty())
+
+    @contextlib.contextmanager
+    def live(self, follow: bool) -> Iterator[None]:
+        """While reading: with ``follow`` and ``show``, a live display refreshed twice a
+        second (records are only stored as they arrive; the map is rebuilt when shown)."""
+        if not (follow and self.show):
+            yield
+            return
+        from rich.live import Live
+
+        with Live(self, console=self.console, refresh_per_second=2) as live:
+            self._live = live
+            try:
+                yield
+            finally:
+                self._live = None
+
+    def note(self, text: str) -> None:
+        """A line printed above the map (an alert)."""
+        from rich.text import Text
+
+        self.console.print(Text(text))
+
+    def tick(self, now: float | None = None) -> None:
+        """While following: rewrite the graph if the map changed and it is time."""
+        if self.graph is None or self.version == self._graph_version:
+            return
+        now = time.monotonic() if now is None else now
+        if now - self._graph_at >= self.graph_interval and self.current() is not None:
+            self._write_graph()
+            self._graph_at = now
+
+    def _write_graph(self) -> None:
+        from procvault.streams.errors import ProcvaultError
+        from procvault.streams.process_map import write_graph
+
+        pm = self.current()
+        assert pm is not None and self.graph is not None
+        try:
+            write_graph(pm, self.graph)
+        except OSError as exc:
+            raise ProcvaultError(f"--graph: cannot write {self.graph}: {exc}") from None
+        self._graph_version = self.version
+        self.graphs_written += 1
+
+    def finish(self) -> str | None:
+        """After reading: show the map (if not shown live) and write the graph. Returns
+        why no graph could be written (no pane or window record was read), else ``None``."""
+        if self.show and self._live is None:
+            self.console.print(self)
+        if self.graph is None:
+            return None
+        if self.current() is None:
+            what = "no pane record" + (
+                f" (and no window record of {self.window} panes)" if self.window else ""
+            )
+            return f"--graph: {what} was read from results.aggregates; {self.graph} not written"
+        if self.version != self._graph_version:
+            self._write_graph()
+        print(f"process map written to {self.graph}", file=sys.stderr)
+        return None
 
 
 # ----------------------------------------------------------------------------- text rendering

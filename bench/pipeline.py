@@ -63,10 +63,22 @@ def _cli(*args: str) -> list[str]:
 
 
 class Proc:
+    """A child process with its stderr in a file (every one is killed when the bench ends)."""
+
+    running: list[Proc] = []
+
     def __init__(self, name: str, cmd: list[str], root: Path) -> None:
         self.err = root / f"{name}-{uuid.uuid4().hex[:6]}.err"
         with self.err.open("wb") as fh:
             self.popen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh)
+        Proc.running.append(self)
+
+    @classmethod
+    def kill_all(cls) -> None:
+        for p in cls.running:
+            if p.popen.poll() is None:
+                p.popen.kill()
+                p.popen.wait(10)
 
     def text(self) -> str:
         return self.err.read_text(errors="replace")
@@ -371,6 +383,7 @@ def main() -> None:
             live_run = live(bootstrap, keys, root, shares, args.repeat)
             lat = latency(bootstrap, keys, root, args.rate)
         finally:
+            Proc.kill_all()
             if broker is not None:
                 broker.stop()
     med = statistics.median

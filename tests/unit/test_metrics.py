@@ -46,8 +46,7 @@ def _drive_all() -> tuple[VaultMetrics, AgentMetrics, ReleaseMetrics]:
         vault.events_rejected(reason)
     vault.observe_engine([3e-6, 8e-6, 2e-5])
     vault.observe_engine(np.array([3_000, 80_000]), unit=1e-9)
-    for stage in LATENCY_STAGES:
-        vault.observe_latency(stage, [0.004, 0.2], unit=1.0)
+    vault.observe_latency("applied", [0.004, 0.2], unit=1.0)
     vault.set_consumer_lag(0, 12)
     vault.set_consumer_lag(7, 3)
     vault.set_active_cases(40)
@@ -68,6 +67,7 @@ def _drive_all() -> tuple[VaultMetrics, AgentMetrics, ReleaseMetrics]:
         release.released(kind)
     release.set_budget(spent=0.4, remaining=0.6)
     release.observe_release_latency(1.5)
+    release.observe_released(2.5)
     release.set_pane_values(cases={k: 3 for k in PANE_OUTCOMES}, violations={"R1": 2})
     return vault, agent, release
 
@@ -113,7 +113,7 @@ def test_an_unregistered_org_is_counted_under_one_fixed_label() -> None:
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda v, a, r: v.events_rejected("case-0042"), "reason must be one of bad_tag"),
+        (lambda v, a, r: v.events_rejected("case-0042"), "reason must be one of bad_signature, bad_tag"),
         (lambda v, a, r: v.observe_latency("ER Registration", [0.1]), "stage must be one of"),
         (lambda v, a, r: a.events_withheld("Dr. Smith"), "reason must be one of activity_denied"),
         (lambda v, a, r: r.released("pane/7"), "kind must be one of pane, window, withheld"),

@@ -37,7 +37,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "false")
 
@@ -65,7 +65,7 @@ def _cli(*args: str) -> list[str]:
 class Proc:
     """A child process with its stderr in a file (every one is killed when the bench ends)."""
 
-    running: list[Proc] = []
+    running: ClassVar[list[Proc]] = []
 
     def __init__(self, name: str, cmd: list[str], root: Path) -> None:
         self.err = root / f"{name}-{uuid.uuid4().hex[:6]}.err"

@@ -526,6 +526,37 @@ class Vault:
             self._last_seen[case_id] = state.last_seen
             self._arrivals.append((state.last_seen, case_id))
 
+    def forget(self, case_id: str) -> bool:
+        """Drop everything the vault holds on ``case_id`` (a revocation), without a result,
+        an alert or a deviation: its replay, rule states, alignment, idle tracking and its
+        place among the completed cases. Returns whether the vault knew the case.
+
+        >>> from datetime import datetime, UTC
+        >>> from procvault.monitor.compliance import Compliance, DeclareRule
+        >>> v = Vault(compliance=Compliance([DeclareRule("has_a", "existence", "A")]))
+        >>> _ = v.update(Event.create("c", "B", datetime(2024, 1, 1, tzinfo=UTC)))
+        >>> v.forget("c"), v.is_active("c"), v.flush_update()
+        (True, False, Update(deviations=(), completed=(), alerts=()))
+        """
+        known = False
+        if self._tbr is not None:
+            known = self._tbr.discard(case_id)
+        if self._counts.pop(case_id, None) is not None:
+            known = True
+        cc = self.compliance
+        if cc is not None and case_id in cc:
+            # (Compliance has no public discard yet: dropping the case's entry is all it
+            # takes; its pending deadlines skip a case they no longer find.)
+            cc._cases.pop(case_id, None)
+            known = True
+        if self._aligner is not None and self._aligner.discard(case_id):
+            known = True
+        self._last_seen.pop(case_id, None)  # (stale idle entries are skipped)
+        if case_id in self._done:
+            self._done.discard(case_id)
+            known = True
+        return known
+
     def mark_completed(self, case_id: str) -> None:
         """Remember ``case_id`` as completed (restoring a vault: its late events are reported)."""
         keep = self.settings.remember_completed

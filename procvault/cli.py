@@ -423,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands in modules of their own (imported here: they import this module's helpers).
     from procvault import (
         anonymize_cmd,
+        consent_cmd,
         monitor_cmd,
         observe_cmd,
         pipeline_cmd,
@@ -436,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     anonymize_cmd.register(sub)
     policy_cmd.register(sub)
     pipeline_cmd.register(sub)
+    consent_cmd.register(sub)
     release_cmd.register(sub)
     results_cmd.register(sub)
     observe_cmd.register(sub)

@@ -73,11 +73,20 @@ def register(sub: Any) -> None:
         description="'init DIR --orgs a,b,c' writes vault.json (the vault's state and epoch "
         "keys), org-<name>.json per organization (alert key, consortium pseudonym key) and "
         "registry.json (organizations and their alert public keys). In production each "
-        "organization makes its own file and registers only its public key.",
+        "organization makes its own file and registers only its public key. 'rotate DIR' "
+        "starts a new epoch in vault.json: vault workers started afterwards announce it, and "
+        "keep accepting the --keep newest older epochs (the grace period) until rotated again.",
     )
-    p.add_argument("action", choices=("init",))
+    p.add_argument("action", choices=("init", "rotate"))
     p.add_argument("dir", help="the keyring folder")
-    _add(p, "--orgs", required=True, help="comma-separated organization names")
+    _add(p, "--orgs", help="comma-separated organization names (init)")
+    _add(
+        p,
+        "--keep",
+        type=int,
+        default=1,
+        help="rotate: older epochs still accepted (0: retire them at once)",
+    )
     p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser(
@@ -210,9 +219,24 @@ def _bootstrap(text: str) -> str:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """``procvault keys init``."""
-    from procvault.streams.secrets import init_keyring
+    """``procvault keys init|rotate``."""
+    from procvault.streams.errors import ConfigError
+    from procvault.streams.secrets import VaultSecrets, init_keyring
 
+    if args.action == "rotate":
+        if args.keep < 0:
+            raise ConfigError("--keep must be >= 0")
+        path = Path(args.dir) / "vault.json"
+        rotated = VaultSecrets.load(path).rotate(keep=args.keep)
+        rotated.save(path)
+        print(
+            f"epoch {rotated.current_epoch} is current; accepted: {sorted(rotated.epochs)} "
+            "(restart the vault workers)",
+            file=sys.stderr,
+        )
+        return 0
+    if not args.orgs:
+        raise ConfigError("keys init needs --orgs")
     orgs = [o.strip() for o in args.orgs.split(",") if o.strip()]
     init_keyring(Path(args.dir), orgs)
     print(f"keyring for {', '.join(orgs)} written to {args.dir}", file=sys.stderr)

@@ -24,8 +24,11 @@ the shared source, or the agent's own counter); ``sent_us`` is the agent's wall 
 sent the record (for end-to-end latency). An ``EVENT`` frame's body is an encoded event
 (:mod:`.codec`); a ``HEARTBEAT`` frame's body is ``watermark_us i64 | closed u8``: the agent
 promises that no later event of its organization is older than the watermark (``closed``: no
-more events at all). Agents send heartbeats to every partition, so the vault can merge the
-organizations' streams in event-time order even where one of them is silent.
+more events at all). A ``REVOKE`` frame's body is a signed revocation (:mod:`.revocation`),
+published by ``procvault revoke`` to the case's partition (keyed by the case pseudonym) or to
+every partition; the vault applies it after everything its organization published before it
+in that partition (its ``order`` is not used). Agents send heartbeats to every partition, so
+the vault can merge the organizations' streams in event-time order even where one is silent.
 
 >>> f = encode_frame(EVENT, 7, 1_000, b"body")
 >>> decode_frame(f)
@@ -77,6 +80,7 @@ __all__ = [
     "KEYS_TOPIC",
     "PARTIALS_TOPIC",
     "PROGRESS_TOPIC",
+    "REVOKE",
     "Partial",
     "Topics",
     "alerts_topic",
@@ -99,6 +103,7 @@ AGGREGATES_TOPIC: Final = "results.aggregates"
 
 EVENT: Final = 0
 HEARTBEAT: Final = 1
+REVOKE: Final = 2
 
 _FRAME: Final = struct.Struct(">BQQ")
 _BEAT: Final = struct.Struct(">qB")
@@ -203,6 +208,9 @@ class Partial(msgspec.Struct, frozen=True):
     partition: int
     partitions: int
     aggregate: PaneAggregate
+    #: the latest agent send time (µs) of the events in it (0: unknown): the release stage
+    #: measures send → included in a release from it
+    sent_us: int = 0
 
 
 _PARTIAL_ENC: Final = msgspec.msgpack.Encoder()

@@ -33,7 +33,7 @@ True
 >>> m.events_rejected("case-42")
 Traceback (most recent call last):
 ...
-ValueError: reason must be one of bad_tag, late, malformed, ...; got 'case-42'
+ValueError: reason must be one of bad_signature, bad_tag, late, ...; got 'case-42'
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 
 #: Why the vault rejected an event (``procvault_events_rejected_total{reason}``).
 REJECT_REASONS: Final = frozenset(
-    {"malformed", "unknown_org", "unknown_epoch", "bad_tag", "replay", "late"}
+    {"malformed", "unknown_org", "unknown_epoch", "bad_tag", "replay", "late", "bad_signature"}
 )
-#: Latency stages: source send → applied in the vault / included in a release.
+#: Latency stages: source send → applied in the vault (the vault's metric) / included in a
+#: release (the release stage's).
 LATENCY_STAGES: Final = frozenset({"applied", "released"})
 #: What the release stage published per pane: a pane, a window, or a withholding.
 RELEASE_KINDS: Final = frozenset({"pane", "window", "withheld"})
@@ -306,7 +307,7 @@ class VaultMetrics:
             "Source send (agent wall clock) to applied in the vault / included in a release.",
             registry=r,
             labelname="stage",
-            labelvalues=sorted(LATENCY_STAGES),
+            labelvalues=["applied"],  # "released" is the release stage's
         )
         self._lag = Gauge(
             "procvault_consumer_lag",
@@ -362,7 +363,7 @@ class VaultMetrics:
     def observe_latency(
         self, stage: str, values: Sequence[float] | np.ndarray, *, unit: float = 1.0
     ) -> None:
-        """A batch of latencies for ``stage`` (``applied``/``released``), in ``unit`` seconds."""
+        """A batch of latencies for ``stage`` (``applied``), in ``unit`` seconds."""
         self._latency.labels(stage).observe_many(values, unit=unit)
 
     def set_consumer_lag(self, partition: int, lag: int) -> None:
@@ -498,6 +499,13 @@ class ReleaseMetrics:
             "Epsilon left over the current w-pane window (privacy ledger).",
             registry=r,
         )
+        self._e2e = Histogram(
+            "procvault_latency_seconds",
+            "Source send (agent wall clock) of a pane's latest event to the pane's release.",
+            registry=r,
+            labelname="stage",
+            labelvalues=["released"],
+        )
         self._latency = Histogram(
             "procvault_release_latency_seconds",
             "Pane close (event time watermark passed its end) to signed record published.",
@@ -530,6 +538,10 @@ class ReleaseMetrics:
         """The ledger's ε spent and remaining over the current window."""
         self._spent.set(spent)
         self._remaining.set(remaining)
+
+    def observe_released(self, seconds: float) -> None:
+        """End-to-end: a pane's latest event sent by its agent → the pane published."""
+        self._e2e.labels("released").observe(seconds)
 
     def observe_release_latency(self, seconds: float) -> None:
         """One release's latency."""

@@ -6,12 +6,16 @@ Three kinds of file, all JSON with hex-encoded raw keys, written with mode 0600:
     the state key (AES-256, seals changelog values and pane partials) and the X25519/Ed25519 keys
     of each epoch still accepted, with the current one.
 ``org-<name>.json`` (one organization's)
-    its X25519 alert key (the vault encrypts the organization's alerts and case results to it)
-    and the consortium's case-pseudonym key (shared by all agents, so that a case crossing
-    organizations gets one Kafka key and lands on one partition; the vault never needs it).
+    its X25519 alert key (the vault encrypts the organization's alerts and case results to it),
+    its Ed25519 signing key (it signs the organization's revocations) and the consortium's
+    case-pseudonym key (shared by all agents, so that a case crossing organizations gets one
+    Kafka key and lands on one partition; the vault never needs it).
 ``registry.json`` (public)
-    the registered organizations and their alert public keys: what the vault accepts events from
-    and encrypts results to.
+    the registered organizations, their alert public keys and their signing public keys: what
+    the vault accepts events from, encrypts results to and accepts revocations from.
+
+A file written before signing keys existed still loads, without one: nothing is generated
+silently (``procvault revoke`` then says how to add one).
 
 ``procvault keys init DIR --orgs a,b,c`` writes all of them for a local deployment; in
 production each organization generates its own file and registers only its public key.
@@ -22,8 +26,10 @@ production each organization generates its own file and registers only its publi
 >>> vs = VaultSecrets.load(d / "vault.json")
 >>> vs.current.epoch, sorted(Registry.load(d / "registry.json").orgs)
 (1, ['hospital', 'lab'])
->>> OrgKeys.load(d / "org-lab.json").org
+>>> lab = OrgKeys.load(d / "org-lab.json"); lab.org
 'lab'
+>>> Registry.load(d / "registry.json").signing["lab"] == lab.signing_public
+True
 >>> repr(vs)
 'VaultSecrets(epochs=[1], current=1)'
 """
@@ -33,12 +39,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .envelope import VaultKeys
@@ -157,17 +163,23 @@ class VaultSecrets:
                 for e, k in data["epochs"].items()
             }
             return cls(_hex(data, "state_key", path, 32), epochs, int(data["current_epoch"]))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except KeyError as exc:
+            raise ConfigError(f"{path}: invalid vault secrets: field {exc} is missing") from None
+        except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: invalid vault secrets ({exc})") from None
 
 
 @dataclass(frozen=True, repr=False)
 class OrgKeys:
-    """One organization's alert key and the consortium's case-pseudonym key."""
+    """One organization's alert key, its signing key and the consortium's case-pseudonym key.
+
+    ``signing`` is ``None`` for a file written before signing keys existed.
+    """
 
     org: str
     alerts: X25519PrivateKey
     pseudonym_key: bytes
+    signing: Ed25519PrivateKey | None = None
 
     def __repr__(self) -> str:
         return f"OrgKeys(org={self.org!r})"
@@ -177,17 +189,24 @@ class OrgKeys:
         """The raw X25519 public key to register."""
         return self.alerts.public_key().public_bytes(_RAW, _RAW_PUB)
 
+    @property
+    def signing_public(self) -> bytes | None:
+        """The raw Ed25519 public key to register (``None`` without a signing key)."""
+        if self.signing is None:
+            return None
+        return self.signing.public_key().public_bytes(_RAW, _RAW_PUB)
+
     def save(self, path: Path) -> None:
         """Write to ``path`` (mode 0600, atomically)."""
-        _write_secret(
-            Path(path),
-            {
-                "kind": "procvault-org-keys",
-                "org": self.org,
-                "alerts_x25519": _priv_bytes(self.alerts).hex(),
-                "pseudonym_key": self.pseudonym_key.hex(),
-            },
-        )
+        data = {
+            "kind": "procvault-org-keys",
+            "org": self.org,
+            "alerts_x25519": _priv_bytes(self.alerts).hex(),
+            "pseudonym_key": self.pseudonym_key.hex(),
+        }
+        if self.signing is not None:
+            data["signing_ed25519"] = _priv_bytes(self.signing).hex()
+        _write_secret(Path(path), data)
 
     @classmethod
     def load(cls, path: Path) -> OrgKeys:
@@ -197,30 +216,39 @@ class OrgKeys:
         org = data.get("org")
         if not isinstance(org, str) or not org:
             raise ConfigError(f"{path}: field 'org' is missing")
+        signing = None
+        if "signing_ed25519" in data:
+            signing = Ed25519PrivateKey.from_private_bytes(_hex(data, "signing_ed25519", path, 32))
         return cls(
             org,
             X25519PrivateKey.from_private_bytes(_hex(data, "alerts_x25519", path, 32)),
             _hex(data, "pseudonym_key", path, 32),
+            signing,
         )
 
 
 @dataclass(frozen=True)
 class Registry:
-    """The registered organizations and their alert public keys (public information)."""
+    """The registered organizations, their alert public keys and (when registered) their
+    Ed25519 signing public keys (public information)."""
 
     orgs: Mapping[str, bytes]
+    signing: Mapping[str, bytes] = field(default_factory=dict)
+
+    def trusted_signers(self) -> dict[str, list[Ed25519PublicKey]]:
+        """Organization -> the signing keys its revocations are verified with."""
+        return {o: [Ed25519PublicKey.from_public_bytes(k)] for o, k in self.signing.items()}
 
     def save(self, path: Path) -> None:
         """Write to ``path``."""
+        orgs: dict[str, dict[str, str]] = {}
+        for o, k in sorted(self.orgs.items()):
+            orgs[o] = {"alerts_x25519": k.hex()}
+            if o in self.signing:
+                orgs[o]["signing_ed25519"] = self.signing[o].hex()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(
-            json.dumps(
-                {
-                    "kind": "procvault-registry",
-                    "orgs": {o: {"alerts_x25519": k.hex()} for o, k in sorted(self.orgs.items())},
-                },
-                indent=1,
-            ),
+            json.dumps({"kind": "procvault-registry", "orgs": orgs}, indent=1),
             encoding="utf-8",
         )
 
@@ -232,7 +260,14 @@ class Registry:
         orgs = data.get("orgs")
         if not isinstance(orgs, dict) or not orgs:
             raise ConfigError(f"{path}: no organizations registered")
-        return cls({o: _hex(v, "alerts_x25519", path, 32) for o, v in orgs.items()})
+        return cls(
+            {o: _hex(v, "alerts_x25519", path, 32) for o, v in orgs.items()},
+            {
+                o: _hex(v, "signing_ed25519", path, 32)
+                for o, v in orgs.items()
+                if isinstance(v, dict) and "signing_ed25519" in v
+            },
+        )
 
 
 def init_keyring(directory: Path, orgs: Iterable[str]) -> None:
@@ -248,9 +283,12 @@ def init_keyring(directory: Path, orgs: Iterable[str]) -> None:
         raise ConfigError(f"{directory}: a keyring already exists here (refusing to overwrite)")
     VaultSecrets.generate().save(directory / "vault.json")
     pseudonym_key = os.urandom(32)
-    publics = {}
+    publics, signers = {}, {}
     for name in names:
-        keys = OrgKeys(name, X25519PrivateKey.generate(), pseudonym_key)
+        keys = OrgKeys(
+            name, X25519PrivateKey.generate(), pseudonym_key, Ed25519PrivateKey.generate()
+        )
         keys.save(directory / f"org-{name}.json")
         publics[name] = keys.alerts_public
-    Registry(publics).save(directory / "registry.json")
+        signers[name] = keys.signing.public_key().public_bytes(_RAW, _RAW_PUB)  # type: ignore[union-attr]
+    Registry(publics, signers).save(directory / "registry.json")

@@ -11,8 +11,8 @@ organizations' streams.
 Per batch (closed after ``batch_records`` records or ``batch_ms``), in one Kafka transaction:
 
 1. each record is opened (:class:`~.envelope.SessionOpener`) or rejected and counted by reason
-   (``malformed``, ``unknown_org``, ``unknown_epoch``, ``bad_tag``, ``replay``); a rejected
-   record is never applied;
+   (``malformed``, ``unknown_org``, ``unknown_epoch``, ``bad_tag``, ``replay``,
+   ``bad_signature``); a rejected record is never applied;
 2. events wait in their shard's merge buffer until every organization's stream has passed
    them (its last event or heartbeat), then are applied in ``(time, order, org)`` order — the
    order the organizations' shared source had; an organization silent for ``source_timeout``
@@ -25,6 +25,15 @@ Per batch (closed after ``batch_records`` records or ``batch_ms``), in one Kafka
    per organization one record of alerts, deviations and case results, signed and sealed to the
    organization; closed panes' partials sealed for the release stage — and the consumer offsets
    commit together. A crash anywhere loses nothing and counts nothing twice.
+
+**Revocations.** A ``REVOKE`` frame carries an organization's signed revocation
+(:mod:`.revocation`). The worker verifies it with the organization's registered signing key
+(``bad_signature`` otherwise), files it after everything the organization published before it
+in the partition (the organization's position in the merge when it is read) and, in merge
+order, applies it to the shard (:func:`~procvault.monitor.revocation.apply_revocation`): a
+revoked case's state is dropped (a tombstone in the changelog), later events it covers are
+dropped and counted, and the organization gets an item ``{"type": "revocation", ...}`` in its
+results. The shard's revocations are part of its sealed metadata, so a restart keeps them.
 
 Consumer offsets never pass an event that is still in a merge buffer, so what was not applied
 is read again after a crash; what was applied is recognised by the replay guard in its case.
@@ -49,14 +58,16 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from procvault.monitor.event import Event
+from procvault.monitor.revocation import Revocations, apply_revocation
 from procvault.monitor.vault import CaseResult, CaseState, Deviation, Update, Vault
 
 from . import codec
 from .envelope import RejectedRecord, SessionOpener, case_pseudonym, open_state, seal_state
-from .errors import ConfigError, KafkaSetupError
+from .errors import ConfigError, InputError, KafkaSetupError, SignatureError
 from .frames import (
     EVENT,
     HEARTBEAT,
+    REVOKE,
     Partial,
     Topics,
     decode_frame,
@@ -69,8 +80,9 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from procvault.monitor.compliance import Alert
-    from procvault.monitor.privacy.panes import PaneAccumulator
+    from procvault.monitor.privacy.panes import PaneAccumulator, PaneAggregate
 
+    from .revocation import Revocation
     from .secrets import Registry, VaultSecrets
 
 __all__ = ["Shard", "VaultWorker", "WorkerSettings", "WorkerStats"]
@@ -81,7 +93,14 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _INF: Final = (1 << 62, 1 << 64, "")
 _NEG: Final = (-(1 << 62), 0, "")
 _STATE_CONTEXT: Final = b"procvault-state-v1|"
-REASONS: Final = ("malformed", "unknown_org", "unknown_epoch", "bad_tag", "replay")
+REASONS: Final = (
+    "malformed",
+    "unknown_org",
+    "unknown_epoch",
+    "bad_tag",
+    "replay",
+    "bad_signature",
+)
 
 
 def _us(ts: datetime) -> int:
@@ -143,6 +162,8 @@ class WorkerStats:
     completed: int = 0
     alerts: int = 0
     partials: int = 0
+    revocations: int = 0  # revocations applied (one per shard they reach)
+    revoked_events: int = 0  # events dropped because a revocation covers them
     engine_ns: int = 0
     first_applied: float | None = None  # wall clock (Unix s) of the first event applied
     last_applied: float | None = None  # ... and of the last one
@@ -197,7 +218,14 @@ class Shard:
         self.cases: dict[str, _Case] = {}
         self.changed: set[str] = set()
         self.meta_changed = False
+        # per open pane, the latest agent send time of its events (for latency metrics only)
+        self.pane_sent: dict[int, int] = {}
         self.finished = False
+        # revocations applied, and those waiting for the merge: (time µs, order, org, offset,
+        # revocation), filed at the organization's position when read
+        self.revocations = Revocations()
+        self.revoking: list[tuple[int, int, str, int, Revocation]] = []
+        self.forgotten: set[str] = set()  # revoked cases whose changelog entry goes
 
     # -- input ----------------------------------------------------------------------------
     def heartbeat(self, org: str, key: tuple[int, int, str], closed: bool) -> None:
@@ -246,7 +274,13 @@ class Shard:
         for item in self.buffer:
             org, offset = item[2], item[3]
             out[org] = min(out[org], offset)
+        for rev in self.revoking:
+            out[rev[2]] = min(out[rev[2]], rev[3])
         return out
+
+    def file_revocation(self, org: str, offset: int, revocation: Revocation) -> None:
+        """Queue a verified revocation after everything ``org`` published before it."""
+        heapq.heappush(self.revoking, (*self.sources[org], offset, revocation))
 
     # -- state of cases -------------------------------------------------------------------
     def case(self, case_id: str) -> _Case:
@@ -329,6 +363,7 @@ class VaultWorker:
         self.opener = SessionOpener(dict(secrets.epochs), orgs=self.orgs, replay_window=0)
         self._pseudonym_key = secrets.state_key  # a keyed hash under the vault's own key
         self._topic_org = {settings.topics.events(o): o for o in self.orgs}
+        self._signers = registry.trusted_signers()
         self.shards: dict[int, Shard] = {}
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -429,6 +464,8 @@ class VaultWorker:
             shard.committed = dict(meta["committed"])
             shard.reread_until = dict(meta["consumed"])
             shard.finished = meta["finished"]
+            if meta.get("revocations") is not None:
+                shard.revocations = Revocations(meta["revocations"])
         vault = shard.vault
         for key, value in records.items():
             if not key.startswith(b"c") or not value:
@@ -476,6 +513,9 @@ class VaultWorker:
                 shard.heartbeat(org, (wm, order, org), closed)
                 stats.heartbeats += 1
                 return
+            if kind == REVOKE:
+                self._file_revocation(shard, org, r.offset, body)
+                return
             if kind != EVENT:
                 raise RejectedRecord("malformed", f"unknown frame kind {kind}")
             try:
@@ -487,17 +527,74 @@ class VaultWorker:
             return
         shard.offer(org, r.offset, header.session, header.sequence, order, sent_us, ev)
 
+    def _file_revocation(self, shard: Shard, org: str, offset: int, body: bytes) -> None:
+        """Verify a ``REVOKE`` frame's revocation and queue it for the merge."""
+        from .revocation import verify_revocation
+
+        try:
+            revocation = verify_revocation(body, self._signers)
+        except SignatureError as exc:
+            log.warning("refused a revocation in %s's stream: %s", org, exc)
+            raise RejectedRecord("bad_signature", str(exc)) from None
+        except InputError as exc:
+            raise RejectedRecord("malformed", str(exc)) from None
+        if revocation.org != org:
+            raise RejectedRecord("unknown_org", "revocation of another organization")
+        shard.file_revocation(org, offset, revocation)
+        shard.meta_changed = True
+
+    def _revoke(self, shard: Shard, revocation: Revocation, out: _Outputs) -> None:
+        """Apply one revocation to the shard and acknowledge it to its organization."""
+        from .revocation import to_revoked
+
+        outcome = apply_revocation(
+            to_revoked(revocation), shard.revocations, shard.vault, shard.acc
+        )
+        case = revocation.case
+        if outcome.new:
+            self.stats.revocations += 1
+            if case is not None:
+                shard.cases.pop(case, None)
+                shard.changed.discard(case)
+                shard.forgotten.add(case)
+        item: dict[str, Any] = {
+            "type": "revocation",
+            "id": revocation.id,
+            "status": "applied" if outcome.new else "repeated",
+            "partition": shard.partition,
+            "partitions": self.settings.partitions,
+            "state_dropped": outcome.forgot,
+        }
+        body = revocation.to_dict()
+        for k in ("case", "resource", "time_from", "time_to"):
+            if k in body:
+                item[k] = body[k]
+        out.add((revocation.org,), item)
+        shard.meta_changed = True
+
     def _drain(self, shard: Shard, out: _Outputs) -> None:
-        """Apply, in merge order, every buffered event the frontier lets through."""
+        """Apply, in merge order, every buffered event (and revocation) the frontier lets
+        through."""
         frontier, all_closed = shard.frontier()
+        revoking = shard.revoking
+        moved = False
+        while revoking and revoking[0][:3] <= frontier:
+            # the events that sort at or before the revocation first
+            moved = self._apply(shard, out, revoking[0][:3]) or moved
+            self._revoke(shard, heapq.heappop(revoking)[4], out)
+            moved = True
+        moved = self._apply(shard, out, frontier) or moved
+        self._after_apply(shard, out, frontier, all_closed, moved)
+
+    def _apply(self, shard: Shard, out: _Outputs, frontier: tuple[int, int, str]) -> bool:
+        """Apply the buffered events up to ``frontier`` in merge order; whether any was."""
         buf = shard.buffer
         vault, acc = shard.vault, shard.acc
         stats = self.stats
         clock = time.perf_counter_ns
         partials = out.partials
         engine, sent = out.engine_ns, out.sent_us
-        n = self.settings.partitions
-        p = shard.partition
+        drops = shard.revocations.drops if shard.revocations else None
         moved = False
         while buf and buf[0][:3] <= frontier:
             ts_us, order, org, offset, session, seq, sent_us, ev = heapq.heappop(buf)
@@ -507,6 +604,9 @@ class VaultWorker:
                 stats.late += 1
             else:
                 shard.released = key
+            if drops is not None and drops(ev):
+                stats.revoked_events += 1
+                continue
             case_id = ev.case_id
             c = shard.case(case_id)
             if seq <= c.seqs.get(session, -1):
@@ -526,9 +626,26 @@ class VaultWorker:
             stats.applied += 1
             shard.changed.add(case_id)
             if acc is not None:
-                partials.extend(Partial(p, n, pane) for pane in acc.observe(ev, up))
+                idx = acc.clock.index(ev.timestamp)
+                if sent_us > shard.pane_sent.get(idx, 0):
+                    shard.pane_sent[idx] = sent_us
+                partials.extend(self._partials(shard, acc.observe(ev, up)))
             if up:
                 self._collect(shard, up, out, sent_us)
+        return moved
+
+    def _after_apply(
+        self,
+        shard: Shard,
+        out: _Outputs,
+        frontier: tuple[int, int, str],
+        all_closed: bool,
+        moved: bool,
+    ) -> None:
+        """Move event time to the frontier: deadlines, idle cases, panes; the end."""
+        buf = shard.buffer
+        vault, acc = shard.vault, shard.acc
+        partials = out.partials
         if frontier < _INF and frontier > shard.ticked:
             shard.ticked = frontier
             moved = True
@@ -537,7 +654,7 @@ class VaultWorker:
             if up:
                 self._collect(shard, up, out)
             if acc is not None:
-                partials.extend(Partial(p, n, pane) for pane in acc.observe_tick(wm, up))
+                partials.extend(self._partials(shard, acc.observe_tick(wm, up)))
         if all_closed and not buf and not shard.finished:
             # every organization closed its stream: finish the cases and the panes
             moved = True
@@ -546,13 +663,18 @@ class VaultWorker:
             if acc is not None:
                 wm = acc.watermark
                 closed = acc.observe_tick(wm, up) if wm is not None else ()
-                partials.extend(Partial(p, n, pane) for pane in (*closed, *acc.flush()))
+                partials.extend(self._partials(shard, (*closed, *acc.flush())))
             shard.finished = True
         elif shard.finished and not all_closed:
             shard.finished = False  # an organization reopened its stream
             moved = True
         if moved:
             shard.meta_changed = True
+
+    def _partials(self, shard: Shard, panes: Iterable[PaneAggregate]) -> list[Partial]:
+        """The partials of panes the shard's accumulator closed."""
+        n, sent = self.settings.partitions, shard.pane_sent
+        return [Partial(shard.partition, n, a, sent.pop(a.index, 0)) for a in panes]
 
     def _collect(self, shard: Shard, up: Update, out: _Outputs, sent_us: int | None = None) -> None:
         """Queue an update's findings for the organizations of their cases. ``sent_us``: when
@@ -577,6 +699,9 @@ class VaultWorker:
         recs: list[tuple[int, bytes, bytes]] = []
         for shard in self.shards.values():
             vault = shard.vault
+            for case_id in shard.forgotten:
+                recs.append((shard.partition, self._case_key(case_id), None))  # type: ignore[arg-type]
+            shard.forgotten.clear()
             for case_id in shard.changed:
                 c = shard.cases[case_id]
                 state: CaseState | None = None
@@ -611,6 +736,7 @@ class VaultWorker:
                     "finished": shard.finished,
                     "watermark": _us(wm) if wm is not None else None,
                     "acc": shard.acc.snapshot() if shard.acc is not None else None,
+                    "revocations": shard.revocations.snapshot(),
                 }
                 key = self._meta_key(shard.partition)
                 recs.append((shard.partition, key, self._seal(key, meta)))
@@ -791,7 +917,7 @@ class VaultWorker:
             active += shard.vault.state().active_cases
         m.set_active_cases(active)
         if state:
-            self._record_bytes = sum(len(v) for _, _, v in state) / len(state)
+            self._record_bytes = sum(len(v or b"") for _, _, v in state) / len(state)
         m.set_state_bytes(int(self._record_bytes * active))
         self._observe_lag()
 

@@ -82,7 +82,6 @@ class _Feeder:
             v.events_rejected(rng.choice(sorted(REJECT_REASONS)))
             v.observe_engine([rng.lognormvariate(-12, 0.5) for _ in range(85)])
             v.observe_latency("applied", [rng.lognormvariate(-5, 1) for _ in range(85)])
-            v.observe_latency("released", [rng.lognormvariate(3, 0.5) for _ in range(5)])
             for p in range(3):
                 v.set_consumer_lag(p, rng.randrange(100))
             v.set_active_cases(200 + step % 50)
@@ -99,6 +98,7 @@ class _Feeder:
             r.released(sorted(RELEASE_KINDS)[step % 3])
             r.set_budget(spent=0.1 * (step % 10), remaining=1 - 0.1 * (step % 10))
             r.observe_release_latency(rng.uniform(0.01, 0.2))
+            r.observe_released(rng.lognormvariate(3, 0.5))
             r.set_pane_values(
                 cases={k: rng.randrange(1, 50) for k in sorted(PANE_OUTCOMES)},
                 violations={"R1": rng.randrange(5), "R2": rng.randrange(5)},

@@ -108,6 +108,8 @@ def test_prometheus_scrapes_a_real_run_and_every_panel_has_data(
         label_values: dict[str, list[str]] = {}
         for name in prom.api("labels"):
             label_values[name] = prom.api(f"label/{name}/values")
+        vault.stop()  # gracefully: its recorder writes what it buffered
+        release.stop()
     finally:
         if prom is not None:
             prom.stop()

@@ -108,6 +108,7 @@ def test_forged_tampered_and_replayed_records_are_refused_and_counted(
         "unknown_epoch": 1,
         "bad_tag": 2,
         "replay": 1,
+        "bad_signature": 0,
     }
     assert stats["applied"] == 3  # the genuine events only, each once
     (case,) = [r for r in results if r["type"] == "case"]

@@ -113,7 +113,10 @@ def test_an_unregistered_org_is_counted_under_one_fixed_label() -> None:
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda v, a, r: v.events_rejected("case-0042"), "reason must be one of bad_signature, bad_tag"),
+        (
+            lambda v, a, r: v.events_rejected("case-0042"),
+            "reason must be one of bad_signature, bad_tag",
+        ),
         (lambda v, a, r: v.observe_latency("ER Registration", [0.1]), "stage must be one of"),
         (lambda v, a, r: a.events_withheld("Dr. Smith"), "reason must be one of activity_denied"),
         (lambda v, a, r: r.released("pane/7"), "kind must be one of pane, window, withheld"),

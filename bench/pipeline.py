@@ -49,7 +49,7 @@ from procvault.streams.frames import Topics, open_result
 from procvault.streams.secrets import OrgKeys, VaultSecrets, init_keyring
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("PROCVAULT_SHARED_DATA", REPO.parent / "shared" / "data"))
 LOG = SHARED / "logs" / "sepsis_cases.xes.gz"
 MODEL = SHARED / "models" / "promtee" / "pnml" / "sepsis.pnml"
 RULES = REPO / "policies" / "rules" / "sepsis.yaml"

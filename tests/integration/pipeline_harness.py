@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+from conftest import SHARED_DATA
+
 from procvault.monitor.event import Event
 from procvault.streams.frames import Topics, open_result
 from procvault.streams.secrets import OrgKeys, VaultSecrets
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = SHARED_DATA
 SEPSIS_MODEL = "models/promtee/pnml/sepsis.pnml"
 REPO = Path(__file__).resolve().parents[2]
 SEPSIS_ORGS = REPO / "examples" / "sepsis_orgs.yaml"

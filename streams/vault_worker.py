@@ -48,14 +48,16 @@ import asyncio
 import contextlib
 import copy
 import heapq
-import json
 import logging
 import pickle
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
 
 from procvault.monitor.event import Event
 from procvault.monitor.revocation import Revocations, apply_revocation
@@ -93,6 +95,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _INF: Final = (1 << 62, 1 << 64, "")
 _NEG: Final = (-(1 << 62), 0, "")
 _STATE_CONTEXT: Final = b"procvault-state-v1|"
+_JSON: Final = msgspec.json.Encoder().encode
 REASONS: Final = (
     "malformed",
     "unknown_org",
@@ -209,6 +212,9 @@ class Shard:
         self.ticked: tuple[int, int, str] = _NEG
         # (time µs, order, org, offset, session, sequence, sent µs, event)
         self.buffer: list[tuple[int, int, str, int, bytes, int, int, Event]] = []
+        # per organization, the offsets of its records in the buffer, oldest first (its
+        # records leave the merge in offset order)
+        self.waiting: dict[str, deque[int]] = {o: deque() for o in self.orgs}
         # next offset consumed per organization's topic partition, and how far it was read
         # before the last restart (records below it that were applied are redeliveries)
         self.consumed: dict[str, int] = {}
@@ -247,6 +253,7 @@ class Shard:
         self.closed.discard(org)
         self.heard[org] = time.monotonic()
         heapq.heappush(self.buffer, (*key, offset, session, seq, sent_us, ev))
+        self.waiting[org].append(offset)
 
     def frontier(self) -> tuple[tuple[int, int, str], bool]:
         """The largest key every live organization has passed, and whether every organization
@@ -271,9 +278,9 @@ class Shard:
         """Per organization, the offset to read again from after a crash: the oldest record
         still waiting in the merge buffer, or the next one not read."""
         out = dict(self.consumed)
-        for item in self.buffer:
-            org, offset = item[2], item[3]
-            out[org] = min(out[org], offset)
+        for org, offsets in self.waiting.items():
+            if offsets:
+                out[org] = min(out[org], offsets[0])
         for rev in self.revoking:
             out[rev[2]] = min(out[rev[2]], rev[3])
         return out
@@ -598,6 +605,11 @@ class VaultWorker:
         moved = False
         while buf and buf[0][:3] <= frontier:
             ts_us, order, org, offset, session, seq, sent_us, ev = heapq.heappop(buf)
+            waiting = shard.waiting[org]
+            if waiting[0] == offset:
+                waiting.popleft()
+            else:  # (not expected: an organization's records leave in offset order)
+                waiting.remove(offset)
             moved = True
             key = (ts_us, order, org)
             if key <= shard.released:
@@ -864,7 +876,7 @@ class VaultWorker:
                 await send(s.topics.changelog, value, key=key, partition=partition)
             for org, items in out.per_org.items():
                 topic = s.topics.alerts(org)
-                body = json.dumps(items, separators=(",", ":")).encode()
+                body = _JSON(items)
                 sealed = seal_result(self.registry.orgs[org], body, topic=topic, keys=keys)
                 await send(topic, sealed)
             for partial in out.partials:

@@ -41,7 +41,8 @@ from procvault.monitor.event import Event
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "policies" / "orgs" / "hospital.yaml"
 FIXTURE = ROOT / "tests" / "fixtures" / "pii_freetext.jsonl"
-DEFAULT_LOG = ROOT.parent / "shared" / "data" / "logs" / "sepsis_cases.xes.gz"
+SHARED = Path(os.environ.get("PROCVAULT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DEFAULT_LOG = SHARED / "logs" / "sepsis_cases.xes.gz"
 KEY = PseudonymKey(b"bench key: 32 bytes of not-secret")
 
 

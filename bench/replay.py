@@ -36,9 +36,10 @@ from procvault.monitor.event import Event
 from procvault.streams import kafka_local
 from procvault.streams.sinks import EventSink, KafkaSink, NullSink
 
-DEFAULT_LOG = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "logs" / "sepsis_cases.xes.gz"
+SHARED = Path(
+    os.environ.get("PROCVAULT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
+DEFAULT_LOG = SHARED / "logs" / "sepsis_cases.xes.gz"
 
 
 def _median_rate(samples: list[tuple[int, float]]) -> dict[str, float]:

@@ -96,6 +96,7 @@ _INF: Final = (1 << 62, 1 << 64, "")
 _NEG: Final = (-(1 << 62), 0, "")
 _STATE_CONTEXT: Final = b"procvault-state-v1|"
 _JSON: Final = msgspec.json.Encoder().encode
+_ITEMS_PER_RECORD: Final = 500  # result items per record (a few hundred bytes each)
 REASONS: Final = (
     "malformed",
     "unknown_org",
@@ -876,9 +877,11 @@ class VaultWorker:
                 await send(s.topics.changelog, value, key=key, partition=partition)
             for org, items in out.per_org.items():
                 topic = s.topics.alerts(org)
-                body = _JSON(items)
-                sealed = seal_result(self.registry.orgs[org], body, topic=topic, keys=keys)
-                await send(topic, sealed)
+                # a batch can finish thousands of cases: records stay far below Kafka's 1 MB
+                for i in range(0, len(items), _ITEMS_PER_RECORD):
+                    body = _JSON(items[i : i + _ITEMS_PER_RECORD])
+                    sealed = seal_result(self.registry.orgs[org], body, topic=topic, keys=keys)
+                    await send(topic, sealed)
             for partial in out.partials:
                 k, v = seal_partial(self.secrets.state_key, partial)
                 await send(s.topics.partials, v, key=k)

@@ -28,6 +28,22 @@ SEPSIS_ORGS = REPO / "examples" / "sepsis_orgs.yaml"
 SEPSIS_RULES = REPO / "policies" / "rules" / "sepsis.yaml"
 ORGS = ("emergency", "lab", "ward")
 
+#: A DP release policy with weekly panes: Sepsis's 18 months give a few hundred panes.
+WEEKLY_DP = """
+version: 1
+budget: {epsilon: 1.0, window: 4, delta: 1.0e-6}
+panes: {length: 7d, allowed_lateness: 1h, max_panes_per_case: 4}
+allocation: uniform
+statistics:
+  activity:         {weight: 2, max_keys: 3}
+  directly_follows: {weight: 3, max_keys: 3}
+  cases:            {weight: 1}
+  deviation:        {weight: 1, max_keys: 2}
+  violation:        {weight: 1, max_keys: 2}
+running_totals: {statistics: [cases], levels: 16, share: 0.2}
+windows: [7d, 28d]
+"""
+
 
 def procvault(*args: str) -> list[str]:
     """The command line of ``procvault ARGS`` with this interpreter."""

@@ -15,27 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_harness import ORGS, SEPSIS_MODEL, SEPSIS_RULES, SHARED, Deployment, procvault
+from pipeline_harness import (
+    ORGS,
+    SEPSIS_MODEL,
+    SEPSIS_RULES,
+    SHARED,
+    WEEKLY_DP,
+    Deployment,
+    procvault,
+)
 from test_dashboards import QUERIES
 
 from procvault.streams.prometheus_local import LocalPrometheus, Target
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(300)]
-
-WEEKLY_DP = """
-version: 1
-budget: {epsilon: 1.0, window: 4, delta: 1.0e-6}
-panes: {length: 7d, allowed_lateness: 1h, max_panes_per_case: 4}
-allocation: uniform
-statistics:
-  activity:         {weight: 2, max_keys: 3}
-  directly_follows: {weight: 3, max_keys: 3}
-  cases:            {weight: 1}
-  deviation:        {weight: 1, max_keys: 2}
-  violation:        {weight: 1, max_keys: 2}
-running_totals: {statistics: [cases], levels: 16, share: 0.2}
-windows: [7d, 28d]
-"""
 
 
 def _endpoint(proc: Any) -> str:

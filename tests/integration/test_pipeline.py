@@ -10,6 +10,7 @@ from pipeline_harness import (
     SEPSIS_MODEL,
     SEPSIS_RULES,
     SHARED,
+    WEEKLY_DP,
     Deployment,
     in_process_results,
 )
@@ -173,22 +174,6 @@ def test_sepsis_across_three_orgs_equals_in_process_and_nothing_is_in_clear(
         blob = f.read_bytes()
         found = {n for n in data | activities if n in blob}
         assert not found, (f, sorted(found)[:5])
-
-
-WEEKLY_DP = """
-version: 1
-budget: {epsilon: 1.0, window: 4, delta: 1.0e-6}
-panes: {length: 7d, allowed_lateness: 1h, max_panes_per_case: 4}
-allocation: uniform
-statistics:
-  activity:         {weight: 2, max_keys: 3}
-  directly_follows: {weight: 3, max_keys: 3}
-  cases:            {weight: 1}
-  deviation:        {weight: 1, max_keys: 2}
-  violation:        {weight: 1, max_keys: 2}
-running_totals: {statistics: [cases], levels: 16, share: 0.2}
-windows: [7d, 28d]
-"""
 
 
 def _reference_panes(events: list, dp_path: Path) -> dict[int, object]:

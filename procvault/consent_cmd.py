@@ -168,7 +168,7 @@ async def publish_revocation(
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     """``procvault revoke``."""
-    from procvault.pipeline_cmd import _bootstrap
+    from procvault.pipeline_cmd import kafka_address
     from procvault.streams.attestation import SimulatedVerifier
     from procvault.streams.frames import Topics
     from procvault.streams.provisioning import attest_vault
@@ -177,7 +177,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     rev, key, org_keys = build_revocation(args)
     wire = sign_revocation(rev, org_keys.signing)
     topics = Topics(args.topic_prefix)
-    bootstrap = _bootstrap(args.kafka)
+    bootstrap = kafka_address(args.kafka)
     verifier = SimulatedVerifier(allow_insecure=args.allow_insecure_attestation)
 
     async def main() -> None:

@@ -209,13 +209,23 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_agent)
 
 
-def _bootstrap(text: str) -> str:
+def kafka_address(text: str) -> str:
+    """``HOST:PORT`` from a ``--kafka`` value (``kafka://`` accepted); a clear error otherwise."""
     from procvault.streams.errors import ConfigError
 
     host_port = text.removeprefix("kafka://").rstrip("/")
     if ":" not in host_port or "/" in host_port:
         raise ConfigError(f"--kafka wants HOST:PORT (or kafka://HOST:PORT), got {text!r}")
     return host_port
+
+
+def known_keys(model: Any, rules: Any) -> Any:
+    """The keys known in advance (the model's visible activities, the rules' ids): what the
+    vault workers' accumulators and the release stage must agree on."""
+    from procvault.monitor.privacy import KnownKeys
+
+    activities = {t.label for t in model.net.transitions if t.label is not None} if model else ()
+    return KnownKeys.build(activities, rules=[r.name for r in rules or ()])
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -271,20 +281,17 @@ def cmd_vault(args: argparse.Namespace) -> int:
 
     make_acc = None
     if args.dp_policy:
-        from procvault.monitor.privacy import KnownKeys, PaneAccumulator
+        from procvault.monitor.privacy import PaneAccumulator
         from procvault.streams.dp_config import load_dp_policy
 
         dp = load_dp_policy(args.dp_policy)
-        activities = (
-            {t.label for t in model.net.transitions if t.label is not None} if model else set()
-        )
-        known = KnownKeys.build(activities, rules=[r.name for r in rules or ()])
+        known = known_keys(model, rules)
 
         def make_acc(state: Any) -> PaneAccumulator:
             return PaneAccumulator(dp, known, state)
 
     topics = Topics(args.topic_prefix)
-    bootstrap = _bootstrap(args.kafka)
+    bootstrap = kafka_address(args.kafka)
     metrics = recorder = None
     if args.metrics_port is not None:
         from procvault.streams.metrics import VaultMetrics
@@ -394,7 +401,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
         transform = PolicyEngine.from_file(args.policy).apply
     topics = Topics(args.topic_prefix)
-    bootstrap = _bootstrap(args.kafka)
+    bootstrap = kafka_address(args.kafka)
     verifier = SimulatedVerifier(allow_insecure=args.allow_insecure_attestation)
     metrics = None
     if args.metrics_port is not None:

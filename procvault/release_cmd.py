@@ -9,9 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from procvault.cli import _add, _positive
-from procvault.pipeline_cmd import _add_observability_options, _serve_metrics
+from procvault.pipeline_cmd import (
+    _add_observability_options,
+    _serve_metrics,
+    kafka_address,
+    known_keys,
+)
 
-__all__ = ["known_keys", "register"]
+__all__ = ["register"]
 
 #: Testing only: SIGKILL the stage after this many durable writes, before it publishes them.
 CRASH_ENV = "PROCVAULT_TEST_RELEASE_CRASH_AFTER_PERSIST"
@@ -77,15 +82,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_release)
 
 
-def known_keys(model: Any, rules: Any) -> Any:
-    """The keys known in advance, as the vault workers build them: the model's visible
-    activities and the rules' ids."""
-    from procvault.monitor.privacy.settings import KnownKeys
-
-    activities = {t.label for t in model.net.transitions if t.label is not None} if model else ()
-    return KnownKeys.build(activities, rules=[r.name for r in rules or ()])
-
-
 def cmd_release(args: argparse.Namespace) -> int:
     """Run ``procvault release`` until SIGTERM or Ctrl-C."""
     from procvault.monitor_cmd import load_engines
@@ -97,9 +93,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     if not (args.model or args.rules):
         raise ConfigError("give --model, --rules or both (the keys known in advance)")
-    host_port = args.kafka.removeprefix("kafka://").rstrip("/")
-    if ":" not in host_port or "/" in host_port:
-        raise ConfigError(f"--kafka wants HOST:PORT (or kafka://HOST:PORT), got {args.kafka!r}")
+    host_port = kafka_address(args.kafka)
     model, _net, rules = load_engines(args.model, args.rules, args.final_marking)
     crash = os.environ.get(CRASH_ENV)
     settings = ReleaseStageSettings(

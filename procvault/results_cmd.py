@@ -124,14 +124,13 @@ def _non_negative_int(text: str) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     """Run ``procvault results``."""
+    from procvault.pipeline_cmd import kafka_address
     from procvault.streams.attestation import SimulatedVerifier
     from procvault.streams.errors import ConfigError
     from procvault.streams.frames import Topics
     from procvault.streams.secrets import OrgKeys
 
-    host_port = args.kafka.removeprefix("kafka://").rstrip("/")
-    if ":" not in host_port or "/" in host_port:
-        raise ConfigError(f"--kafka wants HOST:PORT (or kafka://HOST:PORT), got {args.kafka!r}")
+    host_port = kafka_address(args.kafka)
     view = _map_view(args)
     org_keys = None
     if args.org:

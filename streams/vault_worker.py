@@ -52,7 +52,7 @@ import logging
 import pickle
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -242,7 +242,6 @@ class Shard:
             self.closed.add(org)
         else:
             self.closed.discard(org)
-        self.heard[org] = time.monotonic()
         self.meta_changed = True
 
     def offer(
@@ -252,7 +251,6 @@ class Shard:
         key = (_us(ev.timestamp), order, org)
         self.sources[org] = max(self.sources[org], key)
         self.closed.discard(org)
-        self.heard[org] = time.monotonic()
         heapq.heappush(self.buffer, (*key, offset, session, seq, sent_us, ev))
         self.waiting[org].append(offset)
 
@@ -494,16 +492,20 @@ class VaultWorker:
         """Open, guard, merge and apply one batch; returns the outputs to publish."""
         out = _Outputs()
         stats = self.stats
+        now = time.monotonic()
         for tp, recs in records.items():
             org = self._topic_org.get(tp.topic)
             shard = self.shards.get(tp.partition)
             if org is None or shard is None:
                 continue
+            if not recs:
+                continue
             out.records_in[org] = out.records_in.get(org, 0) + len(recs)
+            stats.records += len(recs)
+            shard.consumed[org] = recs[-1].offset + 1
+            shard.heard[org] = now
+            shard.meta_changed = True
             for r in recs:
-                stats.records += 1
-                shard.consumed[org] = r.offset + 1
-                shard.meta_changed = True
                 self._open_one(shard, org, tp.topic, r)
         for shard in self.shards.values():
             self._drain(shard, out)
@@ -936,18 +938,27 @@ class VaultWorker:
         m.set_state_bytes(int(self._record_bytes * active))
         self._observe_lag()
 
-    def _observe_lag(self) -> None:
+    def _highwaters(self) -> Iterator[tuple[int, Shard, str, int | None]]:
+        """``(partition, shard, org, high watermark or None)`` of every event partition held."""
         from aiokafka import TopicPartition
 
-        consumer, m = self._consumer, self.metrics
-        if consumer is None or m is None:
+        consumer = self._consumer
+        if consumer is None:
             return
         for p, shard in self.shards.items():
-            lag = 0
             for org in self.orgs:
-                hw = consumer.highwater(TopicPartition(self.settings.topics.events(org), p))
-                if hw is not None:
-                    lag += max(0, hw - shard.consumed.get(org, 0))
+                tp = TopicPartition(self.settings.topics.events(org), p)
+                yield p, shard, org, consumer.highwater(tp)
+
+    def _observe_lag(self) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        lags: dict[int, int] = {}
+        for p, shard, org, hw in self._highwaters():
+            lag = max(0, hw - shard.consumed.get(org, 0)) if hw is not None else 0
+            lags[p] = lags.get(p, 0) + lag
+        for p, lag in lags.items():
             m.set_consumer_lag(p, lag)
 
     async def _seek_to_state(self, consumer: AIOKafkaConsumer, tps: Iterable[Any]) -> None:
@@ -967,17 +978,12 @@ class VaultWorker:
     def _mark_lagging(self) -> None:
         """An organization with records not read yet is not silent, however long ago its
         last record was read (a worker catching up must not time its sources out)."""
-        from aiokafka import TopicPartition
-
-        consumer = self._consumer
-        if consumer is None or self.settings.source_timeout is None:
+        if self.settings.source_timeout is None:
             return
         now = time.monotonic()
-        for p, shard in self.shards.items():
-            for org in self.orgs:
-                hw = consumer.highwater(TopicPartition(self.settings.topics.events(org), p))
-                if hw is None or shard.consumed.get(org, 0) < hw:
-                    shard.heard[org] = now
+        for _p, shard, org, hw in self._highwaters():
+            if hw is None or shard.consumed.get(org, 0) < hw:
+                shard.heard[org] = now
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current batch."""

@@ -168,6 +168,30 @@ class Deployment:
         p.wait_for("ready", 60)
         return p
 
+    def release(self, dp_policy: Path, *extra: str) -> Proc:
+        """The release stage (Sepsis model and rules: the keys known in advance)."""
+        return self.start(
+            "release",
+            "release",
+            "--kafka",
+            self.bootstrap,
+            "--keys",
+            str(self.keys),
+            "--topic-prefix",
+            self.prefix,
+            "--dp-policy",
+            str(dp_policy),
+            "--model",
+            str(SHARED / SEPSIS_MODEL),
+            "--rules",
+            str(SEPSIS_RULES),
+            "--data-dir",
+            str(self.root / "release-data"),
+            "--session-timeout",
+            "6",
+            *extra,
+        )
+
     def agent(self, org: str, log: Path, *extra: str) -> Proc:
         return self.start(
             f"agent-{org}",

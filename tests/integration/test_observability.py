@@ -17,9 +17,6 @@ from typing import Any
 import pytest
 from pipeline_harness import (
     ORGS,
-    SEPSIS_MODEL,
-    SEPSIS_RULES,
-    SHARED,
     WEEKLY_DP,
     Deployment,
     procvault,
@@ -49,28 +46,10 @@ def test_prometheus_scrapes_a_real_run_and_every_panel_has_data(
     run_dir = tmp_path / "run"
     dep = Deployment(kafka_bootstrap, tmp_path / "deploy")
     obs = ("--metrics-port", "0")
-    model_rules = ("--model", str(SHARED / SEPSIS_MODEL), "--rules", str(SEPSIS_RULES))
     prom = None
     try:
         vault = dep.vault("--dp-policy", str(dp), "--run-dir", str(run_dir), *obs)
-        release = dep.start(
-            "release",
-            "release",
-            "--kafka",
-            kafka_bootstrap,
-            "--keys",
-            str(dep.keys),
-            "--topic-prefix",
-            dep.prefix,
-            "--dp-policy",
-            str(dp),
-            *model_rules,
-            "--data-dir",
-            str(tmp_path / "release-data"),
-            "--session-timeout",
-            "6",
-            *obs,
-        )
+        release = dep.release(dp, *obs)
         start_at = str(time.time() + 8)
         pace = ("--repeat", "3", "--rate", "1000", "--start-at", start_at, *obs)
         agents = [dep.agent(org, sepsis_log, *pace) for org in ORGS]

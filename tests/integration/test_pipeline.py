@@ -92,26 +92,9 @@ def test_sepsis_across_three_orgs_equals_in_process_and_nothing_is_in_clear(
     dp.write_text(WEEKLY_DP)
     run_dir = tmp_path / "run"
     dep = Deployment(kafka_bootstrap, tmp_path / "deploy")
-    model_rules = ("--model", str(SHARED / SEPSIS_MODEL), "--rules", str(SEPSIS_RULES))
     try:
         vault = dep.vault("--dp-policy", str(dp), "--run-dir", str(run_dir), "--metrics-port", "0")
-        release = dep.start(
-            "release",
-            "release",
-            "--kafka",
-            kafka_bootstrap,
-            "--keys",
-            str(dep.keys),
-            "--topic-prefix",
-            dep.prefix,
-            "--dp-policy",
-            str(dp),
-            *model_rules,
-            "--data-dir",
-            str(tmp_path / "deploy" / "release-data"),
-            "--session-timeout",
-            "6",
-        )
+        release = dep.release(dp)
         agents = [dep.agent(org, patients_log) for org in ORGS]
         sent = [a.wait(300) for a in agents]
         assert sum(s["sent"] for s in sent) == 15214 + 1050

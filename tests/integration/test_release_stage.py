@@ -417,7 +417,7 @@ def _scrape(log: Path) -> dict[str, float]:
 
 def _known(model: Path) -> Any:
     from procvault.monitor_cmd import load_engines
-    from procvault.release_cmd import known_keys
+    from procvault.pipeline_cmd import known_keys
 
     m, _net, rules = load_engines(str(model), None)
     return known_keys(m, rules)

@@ -165,6 +165,20 @@ def register(sub: Any) -> None:
     _add(p, "--producer", default="agent-1", help="this agent's name within the organization")
     _add(
         p,
+        "--batch-events",
+        type=_positive(int),
+        default=1000,
+        help="events per Kafka transaction at most",
+    )
+    _add(
+        p,
+        "--batch-ms",
+        type=_positive(float),
+        default=20.0,
+        help="a transaction stays open this long at most (ms)",
+    )
+    _add(
+        p,
         "--rate",
         type=_positive(float),
         help="fixed rate of the whole log, events per second: each organization's agent "
@@ -415,7 +429,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
             bootstrap, topics, verifier, timeout=args.attestation_timeout
         )
         agent = Agent(
-            AgentSettings(bootstrap, args.partitions, topics, producer=args.producer),
+            AgentSettings(
+                bootstrap,
+                args.partitions,
+                topics,
+                producer=args.producer,
+                batch_events=args.batch_events,
+                batch_seconds=args.batch_ms / 1000,
+            ),
             org_keys,
             vault_keys,
             transform=transform,

@@ -62,6 +62,7 @@ def _one(log: CaseLog, delta: float, mode: str, seed: int, out: Path) -> dict[st
         "emd_freq": u.emd_freq,
         "emd_time": u.emd_time,
         "emd_time_sum_hours": u.emd_time_sum_hours,
+        "emd_time_mean_hours": u.emd_time_mean_hours,
         "mae_freq": u.mae_freq,
         "mae_time_hours": u.mae_time_hours,
         "cases_out": u.cases_anonymized,

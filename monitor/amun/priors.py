@@ -5,7 +5,8 @@ case start of the log; for the others, the time since the previous event of the 
 on the same DAFSA transition form a group. Within its group an event's value is min-max
 normalised to [0, 1], and its prior ``p_k`` is the share of the group's values within the
 precision ``r`` of it (the paper uses 1 day for case starts and 10 s for relative times), read
-from the group's empirical CDF: ``F(min(x + r', 1)) - F(max(x - r', 0))`` with ``r' = r / range``.
+from the group's empirical CDF: ``F(x + r') - F(x - r')`` with ``r' = r / range`` (the share of
+the group's values in ``(x - r', x + r']``).
 A group whose values are all equal gets the worst-case prior ``(1 - δ) / 2``. The event's ε_t
 then follows from Eq. (3) with sensitivity 1 (the normalised range).
 
@@ -19,13 +20,15 @@ Examples
 >>> values = np.array([0.0, 10.0, 20.0, 1000.0])
 >>> p = prior_knowledge(values, np.zeros(4, dtype=np.int64), np.full(4, 15.0), delta=0.2)
 >>> p.prior.round(3).tolist()
-[0.25, 0.5, 0.5, 0.25]
+[0.5, 0.75, 0.5, 0.25]
 >>> p.lo.tolist(), p.hi.tolist()
 ([0.0, 0.0, 0.0, 0.0], [1000.0, 1000.0, 1000.0, 1000.0])
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +37,13 @@ import numpy.typing as npt
 __all__ = [
     "AMUN_EPS_NO_GAIN",
     "AMUN_EPS_ZERO_PRIOR",
+    "CasePriors",
     "PriorTable",
     "amun_event_epsilons",
+    "case_priors",
+    "high_risk_cases",
     "prior_knowledge",
+    "relative_seconds",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -108,8 +115,11 @@ def prior_knowledge(
         x = (v - vmin) / span
         r = np.minimum(precision[idx] / span, 1.0)
         size = float(e - s)
-        cdf_plus = np.searchsorted(x, np.minimum(x + r, 1.0), side="right") / size
-        cdf_minus = np.searchsorted(x, np.maximum(x - r, 0.0), side="right") / size
+        cdf_plus = np.searchsorted(x, x + r, side="right") / size
+        # F(x - r) with F(y) = 0 below the minimum. The prototype clamps x - r at 0 and then
+        # reads F(0), which drops the group's minimum from its own neighbourhood; the paper's
+        # p_k = F(t + r) - F(t - r) counts it.
+        cdf_minus = np.searchsorted(x, x - r, side="right") / size
         prior[idx] = cdf_plus - cdf_minus
     return PriorTable(prior, lo, hi)
 
@@ -127,3 +137,100 @@ def amun_event_epsilons(prior: FloatArray, delta: float) -> FloatArray:
     out[regular] = -np.log(pr / (1.0 - pr) * (1.0 / (delta + pr) - 1.0))
     out[p == 0] = AMUN_EPS_ZERO_PRIOR
     return out
+
+
+_US = 1_000_000
+
+
+def relative_seconds(times: Sequence[Sequence[int]]) -> tuple[list[FloatArray], float]:
+    """Relative times (seconds) of each case's events, and the range of the case starts.
+
+    The first event's value is the time since the earliest case start of the log; every other
+    event's is the time since the previous event of its case.
+
+    >>> rel, starts_range = relative_seconds([(0, 30_000_000), (60_000_000, 61_000_000)])
+    >>> [r.tolist() for r in rel], starts_range
+    ([[0.0, 30.0], [60.0, 1.0]], 60.0)
+    """
+    first = min(t[0] for t in times)
+    last = max(t[0] for t in times)
+    out: list[FloatArray] = []
+    for t in times:
+        secs = np.asarray(t, dtype=np.float64) / _US
+        r = np.empty(len(secs), dtype=np.float64)
+        r[0] = secs[0] - first / _US
+        r[1:] = np.diff(secs)
+        out.append(r)
+    return out, (last - first) / _US
+
+
+@dataclass(frozen=True)
+class CasePriors:
+    """Per case, per event: the prior ``p_k`` and the range of the event's transition group.
+
+    Attributes
+    ----------
+    prior
+        One array per case, ``p_k`` of each of its events.
+    span
+        One array per case, ``max - min`` (seconds) of each event's group.
+    starts_range
+        Range (seconds) of the case starts.
+    """
+
+    prior: list[FloatArray]
+    span: list[FloatArray]
+    starts_range: float
+
+
+def case_priors(
+    times: Sequence[Sequence[int]],
+    transitions: Sequence[Sequence[int]],
+    *,
+    delta: float,
+    start_precision: float,
+    relative_precision: float,
+) -> CasePriors:
+    """Amun's prior knowledge of every event of every case (attack h2).
+
+    Parameters
+    ----------
+    times
+        Timestamps (µs) of each case's events.
+    transitions
+        DAFSA transition id of each case's events (the event's group).
+    delta
+        The guessing-advantage bound (for groups whose values are all equal).
+    start_precision, relative_precision
+        The attacker's precision (seconds) for case starts and for relative times.
+    """
+    rel, starts_range = relative_seconds(times)
+    groups = np.concatenate([np.asarray(t, dtype=np.int64) for t in transitions])
+    precision = np.concatenate(
+        [np.concatenate(([start_precision], np.full(len(r) - 1, relative_precision))) for r in rel]
+    )
+    table = prior_knowledge(np.concatenate(rel), groups, precision, delta=delta)
+    bounds = np.cumsum([0] + [len(r) for r in rel]).tolist()
+    span = table.hi - table.lo
+    return CasePriors(
+        prior=[table.prior[a:b] for a, b in itertools.pairwise(bounds)],
+        span=[span[a:b] for a, b in itertools.pairwise(bounds)],
+        starts_range=starts_range,
+    )
+
+
+def high_risk_cases(priors: Sequence[FloatArray], delta: float) -> list[bool]:
+    """Which cases Amun's filtering drops: those with an event where ``p_k + δ >= 1``.
+
+    If that is every case, only the cases with an event of ``p_k = 1`` (the prototype's rule,
+    ``guessing_advantage_partitioned.py``).
+
+    >>> high_risk_cases([np.array([0.2, 0.5]), np.array([0.3])], 0.5)
+    [True, False]
+    >>> high_risk_cases([np.array([0.6]), np.array([1.0])], 0.5)
+    [False, True]
+    """
+    risky = [bool(np.any(p + delta >= 1.0)) for p in priors]
+    if risky and all(risky):
+        risky = [bool(np.any(p >= 1.0)) for p in priors]
+    return risky

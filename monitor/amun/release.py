@@ -39,7 +39,6 @@ ValueError: delta (the guessing-advantage bound) must be in (0, 1), got 1.5
 from __future__ import annotations
 
 import enum
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from .calibration import check_delta, epsilon_worst_case
 from .cases import Case, CaseLog
 from .dafsa import Dafsa
 from .noise import OpenDPReleaser, Releaser
-from .priors import FloatArray, amun_event_epsilons, prior_knowledge
+from .priors import CasePriors, amun_event_epsilons, case_priors, high_risk_cases
 from .sampling import amun_plan, strict_plan
 from .timestamps import amun_times, strict_times
 
@@ -194,20 +193,6 @@ def _fresh_ids(n: int, taken: set[str], rng: np.random.Generator) -> list[str]:
     return out
 
 
-def _relative_seconds(cases: tuple[Case, ...]) -> tuple[list[FloatArray], float, float]:
-    """Per case: [start - earliest start, gap1, ...] in seconds; and the min/range of starts."""
-    first = min(c.times[0] for c in cases)
-    last = max(c.times[0] for c in cases)
-    rel = []
-    for c in cases:
-        t = np.asarray(c.times, dtype=np.float64) / _US
-        r = np.empty(len(t))
-        r[0] = t[0] - first / _US
-        r[1:] = np.diff(t)
-        rel.append(r)
-    return rel, first / _US, (last - first) / _US
-
-
 def anonymize(
     log: CaseLog,
     settings: AnonymizeSettings,
@@ -295,40 +280,27 @@ def _amun(
     cases = log.cases
     variant_of = list(log.variant_of)
 
-    def priors(
-        selected: tuple[Case, ...], sel_variants: list[int]
-    ) -> tuple[list[FloatArray], list[FloatArray], float]:
-        rel, _, starts_range = _relative_seconds(selected)
-        groups = np.concatenate([np.asarray(paths[v], dtype=np.int64) for v in sel_variants])
-        precision = np.concatenate(
-            [
-                np.concatenate(
-                    ([settings.start_precision], np.full(len(r) - 1, settings.relative_precision))
-                )
-                for r in rel
-            ]
+    def priors(selected: tuple[Case, ...], sel_variants: list[int]) -> CasePriors:
+        return case_priors(
+            [c.times for c in selected],
+            [paths[v] for v in sel_variants],
+            delta=delta,
+            start_precision=settings.start_precision,
+            relative_precision=settings.relative_precision,
         )
-        table = prior_knowledge(np.concatenate(rel), groups, precision, delta=delta)
-        return rel, [table.prior, table.hi - table.lo], starts_range
 
-    _, (prior, span), starts_range = priors(cases, variant_of)
+    table = priors(cases, variant_of)
     filtered = 0
     if settings.strategy is Strategy.FILTERING:
-        bounds = np.cumsum([0] + [len(c.activities) for c in cases])
-        risky = np.add.reduceat(prior + delta >= 1.0, bounds[:-1]) > 0
-        if risky.all():  # prototype: then only drop cases with a certain guess
-            risky = np.add.reduceat(prior >= 1.0, bounds[:-1]) > 0
-        keep = np.flatnonzero(~risky).tolist()
+        risky = high_risk_cases(table.prior, delta)
+        keep = [i for i, r in enumerate(risky) if not r]
         if not keep:
             raise ValueError("filtering would remove every case: no release is possible")
         filtered = len(cases) - len(keep)
         cases = tuple(cases[i] for i in keep)
         variant_of = [variant_of[i] for i in keep]
-        _, (prior, span), starts_range = priors(cases, variant_of)
-    eps_t = amun_event_epsilons(prior, delta)
-    bounds = np.cumsum([0] + [len(c.activities) for c in cases]).tolist()
-    eps_per_case = [eps_t[a:b] for a, b in itertools.pairwise(bounds)]
-    span_per_case = [span[a:b] for a, b in itertools.pairwise(bounds)]
+        table = priors(cases, variant_of)
+    eps_per_case = [amun_event_epsilons(p, delta) for p in table.prior]
 
     step("sampling")
     eps_d = epsilon_worst_case(delta)
@@ -343,13 +315,13 @@ def _amun(
     )
     step("timestamps")
     times = amun_times(
-        [c.times for c in cases], eps_per_case, span_per_case, copies, starts_range, rng
+        [c.times for c in cases], eps_per_case, table.span, copies, table.starts_range, rng
     )
     acts = [c.activities for c, k in zip(cases, copies, strict=True) for _ in range(max(k, 0))]
     extra = _Extra(
         cases_filtered=filtered,
         epsilon_control_flow=eps_d,
-        epsilon_time=float(np.median(eps_t)),
+        epsilon_time=float(np.median(np.concatenate(eps_per_case))),
         threshold=None,
         suppression_delta=None,
     )

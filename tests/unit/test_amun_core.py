@@ -21,71 +21,156 @@ from procvault.monitor.amun import (
     epsilon_worst_case,
     guessing_advantage,
 )
-from procvault.monitor.amun.priors import amun_event_epsilons, prior_knowledge
+from procvault.monitor.amun.priors import (
+    amun_event_epsilons,
+    case_priors,
+    high_risk_cases,
+    prior_knowledge,
+    relative_seconds,
+)
 from procvault.monitor.amun.timestamps import strict_times
 from procvault.monitor.event import Event
 
-R, V, B, H, D = "Register", "Visit", "Blood Test", "Hospitalize", "Discharge"
+A, B, C, D, E = "A", "B", "C", "D", "E"
+R = "R"  # an activity the running example does not have
+
+# The running example (tests/fixtures/amun_table1.xes): six cases, four variants.
+#   1: A B C      2: D A E C      3: A B C      4: D A B C      5: A E C      6: A B C
+# Relative times (seconds): a case's first event counts from the earliest case start (case 1),
+# every other event from the previous event of its case.
+START = {"1": 0, "2": 6_420, "3": 97_800, "4": 103_200, "5": 109_200, "6": 283_200}
+GAPS = {
+    "1": [1_800, 19_500],
+    "2": [5_400, 1_800, 18_000],
+    "3": [1_500, 25_200],
+    "4": [7_200, 2_400, 21_900],
+    "5": [4_500, 108_000],
+    "6": [1_620, 22_680],
+}
+# The minimal DAFSA, derived by hand: the histories "A" and "D A" have the same future
+# ({B C, E C}), and every history ending before the final C has the future {C}, so
+#   s0 -A-> s1, s0 -D-> s2, s2 -A-> s1, s1 -B-> s3, s1 -E-> s3, s3 -C-> s4 (final).
+DAFSA_EDGES = [(0, A, 1), (0, D, 2), (1, B, 3), (1, E, 3), (2, A, 1), (3, C, 4)]
+# Prior p_k of every event (1 day precision on starts, 10 s on relative times), by hand:
+#   (s0,A,s1) starts {0, 97800, 109200, 283200}: 0 and 283200 alone within a day (1/4), 97800
+#   and 109200 together (1/2); (s0,D,s2) starts {6420, 103200}: alone (1/2 of a pair);
+#   (s2,A,s1) gaps {5400, 7200}, (s1,E,s3) {1800, 4500}: 1/2; (s1,B,s3) {1800, 1500, 2400,
+#   1620}: all further apart than 10 s, 1/4; (s3,C,s4) six distinct gaps, 1/6.
+PRIORS = {
+    "1": [1 / 4, 1 / 4, 1 / 6],
+    "2": [1 / 2, 1 / 2, 1 / 2, 1 / 6],
+    "3": [1 / 2, 1 / 4, 1 / 6],
+    "4": [1 / 2, 1 / 2, 1 / 4, 1 / 6],
+    "5": [1 / 2, 1 / 2, 1 / 6],
+    "6": [1 / 4, 1 / 4, 1 / 6],
+}
 
 
 # ----------------------------------------------------------------------------- running example
+def test_running_example_is_the_papers_log() -> None:
+    log = running_example()
+    assert [c.case_id for c in log.cases] == ["1", "2", "3", "4", "5", "6"]
+    assert log.variants == ((A, B, C), (D, A, E, C), (D, A, B, C), (A, E, C))
+    assert log.variant_of == (0, 1, 0, 2, 3, 0)
+    rel, starts_range = relative_seconds([c.times for c in log.cases])
+    for case, r in zip(log.cases, rel, strict=True):
+        assert r.tolist() == [START[case.case_id], *GAPS[case.case_id]]
+    assert starts_range == 283_200
+
+
 def test_running_example_dafsa_states_and_transitions() -> None:
     log = running_example()
-    assert log.variants == ((R, V, B, D), (R, H, B, V, D), (R, V, D), (R, H, V, D))
     dafsa = Dafsa.build(log.variants)
-    # Hand-derived minimal DAFSA: suffixes "Discharge", "Visit Discharge" and the states after
-    # "Register Visit" / "Register Hospitalize Blood Test" are shared.
-    assert dafsa.n_states == 7
-    assert [tuple(t) for t in dafsa.transitions] == [
-        (0, R, 1),
-        (1, H, 2),
-        (1, V, 3),
-        (2, B, 4),
-        (2, V, 5),
-        (3, B, 5),
-        (3, D, 6),
-        (4, V, 5),
-        (5, D, 6),
-    ]
-    assert dafsa.finals == frozenset({6})
+    assert dafsa.n_states == 5
+    assert [tuple(t) for t in dafsa.transitions] == DAFSA_EDGES
+    assert dafsa.finals == frozenset({4})
     assert dafsa.count_words() == 4
+    # every event annotated with (source state, activity, target state)
+    annotated = {
+        case.case_id: [tuple(dafsa.transitions[t]) for t in dafsa.path(case.activities)]
+        for case in log.cases
+    }
+    assert annotated["2"] == [(0, D, 2), (2, A, 1), (1, E, 3), (3, C, 4)]
+    assert annotated["5"] == [(0, A, 1), (1, E, 3), (3, C, 4)]
 
 
 def test_running_example_transition_groups() -> None:
     log = running_example()
     dafsa = Dafsa.build(log.variants)
-    groups: dict[int, list[str]] = {}
-    for case, v in zip(log.cases, log.variant_of, strict=True):
-        for tid in dafsa.path(log.variants[v]):
-            groups.setdefault(tid, []).append(case.case_id)
+    groups: dict[tuple[int, str, int], list[str]] = {}
+    for case in log.cases:
+        for tid in dafsa.path(case.activities):
+            groups.setdefault(dafsa.transitions[tid], []).append(case.case_id)
     assert groups == {
-        0: ["1", "2", "3", "4", "5", "6"],  # (s0, Register, s1): every case start
-        1: ["2", "5", "6"],
-        2: ["1", "3", "4"],
-        3: ["2", "5"],
-        4: ["6"],
-        5: ["1", "3"],
-        6: ["4"],
-        7: ["2", "5"],
-        8: ["1", "2", "3", "5", "6"],  # (s5, Discharge, s6): the shared suffix
+        (0, A, 1): ["1", "3", "5", "6"],  # cases that start with A
+        (0, D, 2): ["2", "4"],
+        (2, A, 1): ["2", "4"],
+        (1, B, 3): ["1", "3", "4", "6"],  # B after A or after D A: one group
+        (1, E, 3): ["2", "5"],
+        (3, C, 4): ["1", "2", "3", "4", "5", "6"],  # the shared suffix C
     }
 
 
-def test_running_example_filtering_drops_the_cases_a_prior_already_exposes() -> None:
-    # At delta = 0.5 a case is dropped when one of its events has p_k >= 0.5. By hand: on
-    # (s3, Blood Test, s5) the relative times are 720 s (case 1) and 1800 s (case 3); within
-    # 10 s of 1800 s lies half of the group, so p = 0.5 for case 3. Likewise case 2 on
-    # (s4, Visit, s5) and case 5 on (s2, Blood Test, s4). The single-event groups of cases 4
-    # and 6 get the worst-case prior (1 - 0.5) / 2 = 0.25 and stay.
+def _priors(log: CaseLog, delta: float) -> list[list[float]]:
+    dafsa = Dafsa.build(log.variants)
+    table = case_priors(
+        [c.times for c in log.cases],
+        [dafsa.path(c.activities) for c in log.cases],
+        delta=delta,
+        start_precision=86_400.0,
+        relative_precision=10.0,
+    )
+    return [p.tolist() for p in table.prior]
+
+
+def test_running_example_priors_and_event_epsilons() -> None:
     log = running_example()
-    out = anonymize(log, AnonymizeSettings(delta=0.5, mode="amun", strategy="filtering", seed=3))
-    assert out.report.cases_filtered == 3
-    kept = {
-        log.variants[v]
-        for c, v in zip(log.cases, log.variant_of, strict=True)
-        if c.case_id in {"1", "4", "6"}
-    }
+    priors = _priors(log, 0.2)
+    assert priors == [pytest.approx(PRIORS[c.case_id]) for c in log.cases]
+    # Eq. (3) per event, r = 1 on the min-max normalised range
+    eps = amun_event_epsilons(np.array(PRIORS["4"]), 0.2)
+    assert eps.tolist() == pytest.approx([epsilon_for_prior(0.2, p) for p in PRIORS["4"]])
+    assert eps.round(4).tolist() == [0.8473, 0.8473, 0.8979, 1.0629]
+
+
+@pytest.mark.parametrize(
+    ("delta", "dropped"),
+    [
+        (0.2, set()),  # highest prior 1/2: 1/2 + 0.2 < 1
+        (0.4, set()),
+        (0.5, {"2", "3", "4", "5"}),  # every case with an event of prior 1/2
+        (0.6, {"2", "3", "4", "5"}),
+        # every case has an event with p_k >= 1/4: the prototype then drops only p_k = 1 cases
+        (0.75, set()),
+    ],
+)
+def test_running_example_case_filtering(delta: float, dropped: set[str]) -> None:
+    log = running_example()
+    risky = high_risk_cases([np.array(p) for p in _priors(log, delta)], delta)
+    assert {c.case_id for c, r in zip(log.cases, risky, strict=True) if r} == dropped
+    out = anonymize(log, AnonymizeSettings(delta=delta, mode="amun", strategy="filtering", seed=1))
+    assert out.report.cases_filtered == len(dropped)
+    kept = {log.variants[v] for c, v in zip(log.cases, log.variant_of, strict=True)}
+    if dropped:
+        kept = {c.activities for c in log.cases if c.case_id not in dropped}
+        assert kept == {(A, B, C)}  # cases 1 and 6 remain
     assert set(out.log.variants) <= kept
+
+
+@pytest.mark.parametrize("strategy", ["sampling", "filtering", "oversampling"])
+@pytest.mark.parametrize("seed", range(5))
+def test_running_example_release_r1_fresh_ids_same_seed(strategy: str, seed: int) -> None:
+    log = running_example()
+    settings = AnonymizeSettings(delta=0.3, mode="amun", strategy=strategy, seed=seed)
+    out = anonymize(log, settings)
+    assert set(out.log.variants) <= set(log.variants)  # R1
+    ids = [c.case_id for c in out.log.cases]
+    assert len(ids) == len(set(ids))
+    assert not set(ids) & {c.case_id for c in log.cases}
+    assert all(len(i) == 16 for i in ids)
+    assert anonymize(log, settings).log == out.log
+    for c in out.log.cases:
+        assert list(c.times) == sorted(c.times)
 
 
 # ----------------------------------------------------------------------------- calibration

@@ -11,11 +11,12 @@ import numpy as np
 from procvault.generators.xes import read_xes
 from procvault.monitor.amun import CaseLog
 
-RUNNING_EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "amun_running_example.xes"
+#: The paper's 6-case running example, as the authors publish it with Amun (activities A to E).
+RUNNING_EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "amun_table1.xes"
 
 
 def running_example() -> CaseLog:
-    """The 6-case running example as cases."""
+    """The 6-case running example as cases (ids "1" to "6")."""
     return CaseLog.from_events(read_xes(RUNNING_EXAMPLE).events)
 
 

@@ -96,6 +96,16 @@ def register(sub: Any) -> None:
     )
     _add(
         p,
+        "--amun-net",
+        choices=("paper", "prototype"),
+        default="paper",
+        help="amun: turn the per-transition replications/deletions into copies per variant as "
+        "the paper describes ('paper': the whole net) or as the prototype's code does "
+        "('prototype': variants only replicated or only deleted are left alone, a negative "
+        "net deletes one case); the paper's Table 6 figures come from the prototype",
+    )
+    _add(
+        p,
         "--time-share",
         type=_fraction,
         default=0.5,
@@ -192,6 +202,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             relative_precision=args.relative_precision,
             time_share=args.time_share,
             suppression_delta=args.suppression_delta,
+            amun_net=args.amun_net,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None

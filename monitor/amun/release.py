@@ -101,6 +101,12 @@ class AnonymizeSettings:
         Strict: the share of ε spent on timestamps (the rest goes to the variant counts).
     suppression_delta
         Strict: the δ of the variant threshold (probability that a variant of one case shows).
+    amun_net
+        Amun: how the per-transition replications and deletions become copies per variant.
+        ``"paper"``: every variant's net (replications minus deletions) is applied.
+        ``"prototype"``: as the prototype's pandas code does it: a variant only replicated or
+        only deleted is left alone, and a negative net deletes one case. The paper's Table 6
+        figures were produced by the prototype (see ``docs/anonymize.md``).
     """
 
     delta: float
@@ -111,6 +117,7 @@ class AnonymizeSettings:
     relative_precision: float = 10.0
     time_share: float = 0.5
     suppression_delta: float = 1e-6
+    amun_net: str = "paper"
 
     def __post_init__(self) -> None:
         check_delta(self.delta)
@@ -134,6 +141,8 @@ class AnonymizeSettings:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
         if not 0.0 < self.time_share < 1.0:
             raise ValueError(f"time_share must be in (0, 1), got {self.time_share}")
+        if self.amun_net not in ("paper", "prototype"):
+            raise ValueError(f"amun_net must be 'paper' or 'prototype', got {self.amun_net!r}")
         if not 0.0 < self.suppression_delta < 1.0:
             raise ValueError(f"suppression_delta must be in (0, 1), got {self.suppression_delta}")
         if self.mode is Mode.STRICT and self.strategy is not Strategy.SAMPLING:
@@ -312,6 +321,7 @@ def _amun(
         epsilon=eps_d,
         rng=rng,
         oversampling=settings.strategy is Strategy.OVERSAMPLING,
+        prototype_net=settings.amun_net == "prototype",
     )
     step("timestamps")
     times = amun_times(

@@ -7,10 +7,11 @@ Two plans, both returning a copy count per input case (0 = deleted):
   transition has received less positive noise than it asked for, pick one of them (weighted
   towards the least served), draw that many cases crossing it, and credit every transition of
   their variants; then the same with negative noise and deletions. The net per variant becomes
-  replicas or deletions. Faithful to the prototype, including two of its flaws (kept so that
-  the figures compare): a variant that only received duplications, or only deletions, is
-  dropped from the net (``Series.subtract`` yields NaN), and a variant with a negative net loses
-  one case, whatever the net.
+  replicas or deletions (:func:`variant_net`). By default as the paper describes it: the whole
+  net of every variant. With ``prototype_net`` as the prototype's code does it, flaws included
+  (the paper's Table 6 figures come from it): a variant that only received duplications, or only
+  deletions, is dropped from the net (``Series.subtract`` yields NaN), and a variant with a
+  negative net loses one case, whatever the net.
 * :func:`strict_plan` — each variant's count (the count of one DAFSA path: one case changes
   exactly one of them by one) goes through OpenDP's Laplace-threshold histogram; variants below
   the threshold are suppressed, the others are sampled down or replicated to their noisy count.
@@ -37,7 +38,7 @@ import numpy.typing as npt
 
 from .noise import Releaser
 
-__all__ = ["amun_plan", "spread_copies", "strict_plan", "variant_key"]
+__all__ = ["amun_plan", "spread_copies", "strict_plan", "variant_key", "variant_net"]
 
 _SEP = "\x1f"
 
@@ -71,6 +72,7 @@ def amun_plan(
     epsilon: float,
     rng: np.random.Generator,
     oversampling: bool = False,
+    prototype_net: bool = False,
 ) -> list[int]:
     """Copies per case after Amun's per-transition sampling.
 
@@ -88,6 +90,10 @@ def amun_plan(
         Source of the noise and of every sampling choice (numpy, as the prototype).
     oversampling
         Positive noise only, no deletions (the ICPM'21 "oversampling" variant).
+    prototype_net
+        Turn the replications and deletions into copies as the prototype's pandas code does
+        (see the module docstring) instead of as the paper describes (every variant's net count
+        of replications minus deletions is applied).
     """
     case_variant = np.asarray(variant_of, dtype=np.int64)
     n_cases = len(case_variant)
@@ -128,23 +134,41 @@ def amun_plan(
     for case, v in enumerate(case_variant.tolist()):
         by_variant.setdefault(v, []).append(case)
     copies = [1] * n_cases
-    if oversampling:
-        net = {v: n for v, n in duplicated.items()}
-    else:
-        # prototype semantics: pandas subtract -> NaN unless the variant is in both lists
-        net = {v: duplicated[v] - deleted[v] for v in duplicated if v in deleted}
+    net = variant_net(duplicated, deleted, prototype=prototype_net and not oversampling)
     for v in sorted(net):
         members = np.asarray(by_variant[v], dtype=np.int64)
         n = net[v]
         if n > 0:
             for case in rng.choice(members, size=n, replace=True).tolist():
                 copies[case] += 1
-        elif n < 0:
+        elif n < 0 and prototype_net:
             # prototype semantics: one deletion per under-sampled variant
-            alive = [c for c in members.tolist() if copies[c] > 0]
-            if alive:
-                copies[int(rng.choice(alive))] -= 1
+            copies[int(rng.choice(members))] -= 1
+        elif n < 0:
+            # the paper: the variant loses as many cases as its net noise asks, at most all
+            for case in rng.choice(members, size=min(-n, len(members)), replace=False).tolist():
+                copies[case] -= 1
     return copies
+
+
+def variant_net(
+    duplicated: Mapping[int, int], deleted: Mapping[int, int], *, prototype: bool
+) -> dict[int, int]:
+    """Net replications (positive) or deletions (negative) per variant.
+
+    ``prototype=False`` is the paper: replications minus deletions for every variant touched.
+    ``prototype=True`` is the prototype's ``duplicated_counts.subtract(deleted_counts)``: a
+    variant missing from either series gets NaN and is left out.
+
+    >>> variant_net({0: 3, 1: 1}, {1: 4, 2: 2}, prototype=False)
+    {0: 3, 1: -3, 2: -2}
+    >>> variant_net({0: 3, 1: 1}, {1: 4, 2: 2}, prototype=True)
+    {1: -3}
+    """
+    if prototype:
+        return {v: duplicated[v] - deleted[v] for v in sorted(duplicated) if v in deleted}
+    keys = sorted(set(duplicated) | set(deleted))
+    return {v: duplicated.get(v, 0) - deleted.get(v, 0) for v in keys}
 
 
 def spread_copies(n_members: int, target: int, rng: np.random.Generator) -> list[int]:

@@ -28,6 +28,7 @@ from procvault.monitor.amun.priors import (
     prior_knowledge,
     relative_seconds,
 )
+from procvault.monitor.amun.sampling import amun_plan
 from procvault.monitor.amun.timestamps import strict_times
 from procvault.monitor.event import Event
 
@@ -273,3 +274,32 @@ def test_compare_identity_and_r1_detection() -> None:
     report = compare_logs(log, odd)
     assert report.new_variants == 1 and not report.r1_holds
     assert report.variants_lost == 4
+
+
+# ----------------------------------------------------------------------------- sampling net
+def test_amun_net_paper_applies_the_whole_net_prototype_at_most_one_deletion() -> None:
+    variants = (("a", "b", "c"), ("a", "c"), ("b", "c"))
+    dafsa = Dafsa.build(variants)
+    paths = [dafsa.path(v) for v in variants]
+    variant_of = [i % 3 for i in range(90)]
+    most_lost = {True: 0, False: 0}
+    for seed in range(20):
+        for proto in (True, False):
+            copies = amun_plan(
+                variant_of,
+                paths,
+                len(dafsa.transitions),
+                epsilon=0.1,
+                rng=np.random.default_rng(seed),
+                prototype_net=proto,
+            )
+            zero = [v for c, v in zip(copies, variant_of, strict=True) if c == 0]
+            lost = [zero.count(k) for k in range(3)]
+            most_lost[proto] = max(most_lost[proto], *lost)
+    assert most_lost[True] <= 1  # the prototype deletes one case per under-sampled variant
+    assert most_lost[False] >= 2  # the paper deletes as many as the net asks
+
+
+def test_amun_net_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="amun_net must be 'paper' or 'prototype'"):
+        AnonymizeSettings(delta=0.2, mode="amun", amun_net="pandas")

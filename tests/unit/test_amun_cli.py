@@ -123,3 +123,14 @@ def test_log_without_timestamps_is_an_input_error(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="has no timestamp"):
         _run("anonymize", str(bad), "-o", str(tmp_path / "o.xes"))
+
+
+def test_progress_bar_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.xes"
+    argv = ["anonymize", str(RUNNING_EXAMPLE), "--mode", "amun", "-o", str(out)]
+    assert _run(*argv, "--progress", "on") == 0
+    err = capsys.readouterr().err
+    assert "anonymize amun_table1.xes" in err
+    assert "done" in err
+    assert _run(*argv, "--progress", "off") == 0
+    assert "anonymize amun_table1.xes" not in capsys.readouterr().err

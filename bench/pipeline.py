@@ -358,6 +358,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7, help="Sepsis rounds for throughput")
     ap.add_argument("--runs", type=int, default=3, help="runs per throughput figure")
     ap.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
+    ap.add_argument(
+        "--only",
+        choices=("latency", "live"),
+        help="run only this part (for tuning; the full run gives the figures)",
+    )
     args = ap.parse_args()
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
@@ -375,8 +380,14 @@ def main() -> None:
         try:
             keys = root / "keys"
             init_keyring(keys, ORGS)
+            if args.only == "latency":
+                print(json.dumps({"latency": latency(bootstrap, keys, root, args.rate)}))
+                return
             shares = _shares(args.repeat)
             total = sum(len(s) for s in shares.values())
+            if args.only == "live":
+                print(json.dumps({"live": live(bootstrap, keys, root, shares, args.repeat)}))
+                return
             one = [vault_alone(bootstrap, keys, root, shares, 1) for _ in range(args.runs)]
             two = [vault_alone(bootstrap, keys, root, shares, 2) for _ in range(args.runs)]
             faust = [faust_baseline(bootstrap, keys, root, shares) for _ in range(args.runs)]

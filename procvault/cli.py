@@ -431,12 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
         release_cmd,
         report_cmd,
         results_cmd,
+        review_cmd,
     )
 
     monitor_cmd.register(sub)
     anonymize_cmd.register(sub)
     policy_cmd.register(sub)
     pipeline_cmd.register(sub)
+    review_cmd.register(sub)
     consent_cmd.register(sub)
     release_cmd.register(sub)
     results_cmd.register(sub)

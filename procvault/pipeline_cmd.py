@@ -18,8 +18,8 @@ from procvault.cli import _add, _positive
 __all__ = ["register"]
 
 
-def _add_kafka_options(p: argparse.ArgumentParser) -> None:
-    _add(p, "--kafka", required=True, metavar="HOST:PORT", help="Kafka bootstrap server")
+def _add_kafka_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    _add(p, "--kafka", required=required, metavar="HOST:PORT", help="Kafka bootstrap server")
     _add(
         p,
         "--topic-prefix",
@@ -34,7 +34,13 @@ def _add_kafka_options(p: argparse.ArgumentParser) -> None:
         default=3,
         help="partitions of the event topics (the same for every organization and the vault)",
     )
-    _add(p, "--keys", required=True, metavar="DIR", help="the keyring folder (procvault keys init)")
+    _add(
+        p,
+        "--keys",
+        required=required,
+        metavar="DIR",
+        help="the keyring folder (procvault keys init)",
+    )
 
 
 def _add_observability_options(p: argparse.ArgumentParser) -> None:
@@ -130,6 +136,14 @@ def register(sub: Any) -> None:
     _add(p, "--batch-ms", type=_positive(int), default=20, help="batch time limit, ms")
     _add(
         p,
+        "--idle-commit-ms",
+        type=float,
+        default=500.0,
+        help="a batch that only moved merge positions (heartbeats, events still waiting) "
+        "commits once this long has passed since the last commit, ms (0: every batch)",
+    )
+    _add(
+        p,
         "--source-timeout",
         type=float,
         default=30.0,
@@ -149,20 +163,71 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "agent",
         help="an organization's agent: verify the vault, apply the policy, encrypt, publish",
-        description="Verifies the vault's attestation (challenge on vault.attest, answer on "
-        "vault.keys), then replays its organization's share of a log, applies the "
-        "organization's privacy policy, seals every event for the vault and publishes it in "
-        "Kafka transactions with its source position, so a restarted agent resumes without "
-        "re-sending or skipping. Prints its counters as JSON on stderr at the end.",
+        description="'run' (the default) verifies the vault's attestation (challenge on "
+        "vault.attest, answer on vault.keys), then replays its organization's share of a log, "
+        "applies the organization's privacy policy, seals every event for the vault and "
+        "publishes it in Kafka transactions with its source position, so a restarted agent "
+        "resumes without re-sending or skipping; it needs --kafka, --keys and --from, and "
+        "prints its counters as JSON on stderr at the end. With --review DIR its events wait "
+        "in a local queue until released with 'procvault review'. 'status' prints a running "
+        "agent's state (observing, paused, outside_hours, restricted) from its control "
+        "directory and exits 3 if no agent is running there; 'pause' and 'resume' ask it to "
+        "stop sending at the end of its current transaction, or to go on.",
     )
-    _add_kafka_options(p)
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "status", "pause", "resume"),
+        default="run",
+        help="run the agent (default), or show, pause or resume a running one",
+    )
+    _add_kafka_options(p, required=False)
     _add(p, "--org", required=True, help="this organization (its keys: DIR/org-ORG.json)")
-    _add(p, "--from", dest="source", required=True, metavar="LOG", help="the .xes(.gz) log")
+    _add(p, "--from", dest="source", metavar="LOG", help="the .xes(.gz) log (run)")
     _add(p, "--split-map", metavar="FILE", help="activity -> organization mapping of the log")
     _add(p, "--split-hash", metavar="ORGS", help="organizations chosen per case by hash")
     _add(p, "--end-markers", action="store_true", help="send an end-of-case marker per case")
     _add(p, "--policy", metavar="FILE", help="the organization's privacy policy")
     _add(p, "--producer", default="agent-1", help="this agent's name within the organization")
+    _add(
+        p,
+        "--control-dir",
+        metavar="DIR",
+        help="where the running agent keeps its state and reads pause/resume (default: "
+        "$PROCVAULT_HOME/agents/<topic prefix><org>/<producer>, PROCVAULT_HOME defaulting to "
+        "~/.cache/procvault)",
+    )
+    _add(
+        p,
+        "--review",
+        metavar="DIR",
+        help="hold the policy stage's outputs in a review queue in DIR (procvault review "
+        "list|show|redact|drop|release); the agent publishes in source order and waits at "
+        "the first item still held",
+    )
+    _add(
+        p,
+        "--hold",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="with --review: release items nobody reviewed this long after they were read",
+    )
+    _add(
+        p,
+        "--audit-log",
+        metavar="FILE",
+        help="with --review: append every review decision (reviewers' and the hold "
+        "period's) to this hash-chained audit log (recorded in the queue for procvault review)",
+    )
+    _add(p, "--json", action="store_true", help="status: print the state as JSON")
+    _add(
+        p,
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="pause/resume: how long to wait for the running agent to acknowledge",
+    )
     _add(
         p,
         "--batch-events",
@@ -174,7 +239,7 @@ def register(sub: Any) -> None:
         p,
         "--batch-ms",
         type=_positive(float),
-        default=20.0,
+        default=10.0,
         help="a transaction stays open this long at most (ms)",
     )
     _add(
@@ -324,6 +389,7 @@ def cmd_vault(args: argparse.Namespace) -> int:
             worker_id=args.worker_id,
             batch_records=args.batch_records,
             batch_ms=args.batch_ms,
+            idle_commit_s=args.idle_commit_ms / 1000,
             source_timeout=args.source_timeout or None,
             session_timeout_ms=int(args.session_timeout * 1000),
         ),
@@ -376,9 +442,73 @@ def cmd_vault(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control_dir(args: argparse.Namespace) -> Path:
+    from procvault.generators.control import default_control_dir
+
+    if args.control_dir:
+        return Path(args.control_dir)
+    return default_control_dir(args.org, args.producer, args.topic_prefix)
+
+
+def cmd_agent_control(args: argparse.Namespace) -> int:
+    """``procvault agent status|pause|resume``: exit 0 if a running agent answered, 3 if none
+    runs (no state, or its process is gone)."""
+    from procvault.generators.control import ControlDir, pid_alive
+
+    control = ControlDir(_control_dir(args))
+    if args.action in ("pause", "resume"):
+        paused = args.action == "pause"
+        seq = control.request(paused=paused)
+        status = control.read_state()
+        if status is None or not status.running or not pid_alive(status.pid):
+            print(
+                f"procvault agent: no agent is running with control directory {control.path}; "
+                f"recorded: an agent started there {'starts paused' if paused else 'runs'}",
+                file=sys.stderr,
+            )
+            return 3
+        deadline = time.monotonic() + max(0.0, args.wait)
+        while True:
+            status = control.read_state()
+            acked = status is not None and status.command_seq >= seq
+            if acked and status is not None and (status.state == "paused") == paused:
+                break
+            if status is None or not pid_alive(status.pid) or time.monotonic() > deadline:
+                from procvault.streams.errors import ProcvaultError
+
+                raise ProcvaultError(
+                    f"the agent (pid {status.pid if status else '?'}) did not "
+                    f"{'pause' if paused else 'resume'} within {args.wait:g} s "
+                    f"(the request stays in {control.command_file})"
+                )
+            time.sleep(0.1)
+        print(status.describe(alive=True))
+        return 0
+    status = control.read_state()
+    if status is None:
+        print(
+            f"procvault agent: no agent state in {control.path} (is an agent running with "
+            f"--org {args.org} --producer {args.producer}"
+            + (f" --topic-prefix {args.topic_prefix}" if args.topic_prefix else "")
+            + "?)",
+            file=sys.stderr,
+        )
+        return 3
+    alive = status.running and pid_alive(status.pid)
+    if args.json:
+        print(json.dumps({**status.to_dict(), "alive": alive}))
+    else:
+        print(status.describe(alive=alive))
+    return 0 if alive else 3
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     """``procvault agent``."""
+    if args.action != "run":
+        return cmd_agent_control(args)
+    from procvault.cli import _fail_usage
     from procvault.generators.agent import Agent, AgentSettings, ordered_share
+    from procvault.generators.control import AgentControl
     from procvault.generators.pacing import parse_pacing
     from procvault.generators.split import ActivityMapping, CaseHash, assign
     from procvault.generators.xes import read_xes
@@ -388,8 +518,17 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from procvault.streams.provisioning import attest_vault
     from procvault.streams.secrets import OrgKeys
 
+    missing = [
+        f
+        for f, v in (("--kafka", args.kafka), ("--keys", args.keys), ("--from", args.source))
+        if not v
+    ]
+    if missing:
+        _fail_usage(f"agent run needs {', '.join(missing)}")
     if args.split_map and args.split_hash:
         raise ConfigError("choose one of --split-map and --split-hash")
+    if (args.hold is not None or args.audit_log) and not args.review:
+        raise ConfigError("--hold and --audit-log belong to review: give --review DIR too")
     org_keys = OrgKeys.load(Path(args.keys) / f"org-{args.org}.json")
     if org_keys.org != args.org:
         raise ConfigError(f"the keys file is for {org_keys.org!r}, not {args.org!r}")
@@ -410,10 +549,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if log.events:
         pacing.due(0, log.events[0])  # the log's clock starts at its first event
     transform = None
+    policy = None
     if args.policy:
         from procvault.generators.policy import PolicyEngine
 
-        transform = PolicyEngine.from_file(args.policy).apply
+        engine = PolicyEngine.from_file(args.policy)
+        policy = engine.policy
+        transform = engine.apply
     topics = Topics(args.topic_prefix)
     bootstrap = kafka_address(args.kafka)
     verifier = SimulatedVerifier(allow_insecure=args.allow_insecure_attestation)
@@ -422,6 +564,26 @@ def cmd_agent(args: argparse.Namespace) -> int:
         from procvault.streams.metrics import AgentMetrics
 
         metrics = AgentMetrics()
+    control = AgentControl(
+        _control_dir(args),
+        org=args.org,
+        producer=args.producer,
+        restricted=policy is not None and policy.mode == "allowlist",
+        windows=policy.windows if policy is not None else (),
+        metrics=metrics,
+        on_change=lambda state: print(f"procvault agent: {state}", file=sys.stderr),
+    )
+    review = None
+    if args.review:
+        from procvault.generators.review import ReviewQueue
+
+        review = ReviewQueue.create(
+            args.review,
+            org=args.org,
+            producer=args.producer,
+            hold=args.hold,
+            audit_log=args.audit_log,
+        )
     server = _serve_metrics(args, metrics, "agent")
 
     async def main() -> Any:
@@ -442,12 +604,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
             transform=transform,
             metrics=metrics,
             start_at=args.start_at,
+            control=control,
+            review=review,
         )
         return await agent.run(share, pacing)
 
     try:
         stats = asyncio.run(main())
     finally:
+        if review is not None:
+            review.close()
         if server is not None:
             server.close()
     print(json.dumps({"org": args.org, **stats.as_dict()}), file=sys.stderr)

@@ -58,6 +58,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 __all__ = [
+    "AGENT_STATES",
     "AGENT_WITHHELD_REASONS",
     "LATENCY_BUCKETS",
     "LATENCY_STAGES",
@@ -92,7 +93,8 @@ LATENCY_STAGES: Final = frozenset({"applied", "released"})
 #: What the release stage published per pane: a pane, a window, or a withholding.
 RELEASE_KINDS: Final = frozenset({"pane", "window", "withheld"})
 #: Why an agent withheld an event: the policy's event-level reason codes (lower case; see
-#: ``procvault.generators.policy.reserved.Reason``) and ``revoked`` (a signed revocation).
+#: ``procvault.generators.policy.reserved.Reason``), ``review_dropped`` (a reviewer dropped it,
+#: ``procvault review drop``) and ``revoked`` (a signed revocation).
 AGENT_WITHHELD_REASONS: Final = frozenset(
     {
         "activity_denied",
@@ -100,9 +102,12 @@ AGENT_WITHHELD_REASONS: Final = frozenset(
         "value_denied",
         "outside_window",
         "other_org",
+        "review_dropped",
         "revoked",
     }
 )
+#: An agent's states (``procvault_agent_state{state}``; see ``procvault.generators.control``).
+AGENT_STATES: Final = ("observing", "paused", "outside_hours", "restricted")
 #: Keys of the released ``cases`` statistic (noisy values of the last released pane).
 PANE_OUTCOMES: Final = frozenset(
     {"started", "completed_fit", "completed_unfit", "completed_unchecked"}
@@ -428,6 +433,14 @@ class AgentMetrics:
             "procvault_agent_heartbeats_total", "Watermark heartbeats sent.", registry=r
         )
         self._paused = Gauge("procvault_agent_paused", "1 while the agent is paused.", registry=r)
+        state = Gauge(
+            "procvault_agent_state",
+            "The agent's state: 1 for the current one, 0 for the others.",
+            ["state"],
+            registry=r,
+        )
+        self._state = {k: state.labels(state=k) for k in AGENT_STATES}
+        self._state["observing"].set(1)
         self._send = Histogram(
             "procvault_agent_send_seconds",
             "Wall time per send (one event or one batch, as the agent reports it).",
@@ -458,6 +471,19 @@ class AgentMetrics:
     def set_paused(self, paused: bool) -> None:
         """Whether the agent is paused."""
         self._paused.set(1 if paused else 0)
+
+    def set_state(self, state: str) -> None:
+        """The agent's state (one of :data:`AGENT_STATES`); also sets the paused gauge.
+
+        >>> m = AgentMetrics()
+        >>> m.set_state("paused")
+        >>> 'procvault_agent_state{state="paused"} 1.0' in exposition(m.registry)
+        True
+        """
+        _check("state", state, frozenset(AGENT_STATES))
+        for name, child in self._state.items():
+            child.set(1 if name == state else 0)
+        self._paused.set(1 if state == "paused" else 0)
 
     def observe_send(self, seconds: float) -> None:
         """One send's wall time."""

@@ -15,6 +15,7 @@ from prometheus_client import Histogram as ClientHistogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from procvault.streams.metrics import (
+    AGENT_STATES,
     AGENT_WITHHELD_REASONS,
     LATENCY_BUCKETS,
     LATENCY_STAGES,
@@ -80,6 +81,7 @@ def test_every_label_value_comes_from_an_enumeration_or_the_configuration() -> N
         "kind": set(RELEASE_KINDS),
         "outcome": set(PANE_OUTCOMES),
         "rule": set(RULES),
+        "state": set(AGENT_STATES),
     }
     reasons = {
         "procvault_events_rejected_total": set(REJECT_REASONS),
@@ -98,7 +100,17 @@ def test_every_label_value_comes_from_an_enumeration_or_the_configuration() -> N
                 assert value in reasons[sample], (sample, value)
             else:
                 assert value in allowed[label], (sample, label, value)
-    assert seen == {"le", "partition", "reason", "org", "stage", "kind", "outcome", "rule"}
+    assert seen == {
+        "le",
+        "partition",
+        "reason",
+        "org",
+        "stage",
+        "kind",
+        "outcome",
+        "rule",
+        "state",
+    }
 
 
 def test_an_unregistered_org_is_counted_under_one_fixed_label() -> None:

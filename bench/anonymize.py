@@ -13,8 +13,26 @@
   cases repeated under fresh ids, timestamps shifted per round), one run per mode.
 
     .venv/bin/python bench/anonymize.py [--seeds 10] [--large-events 250000]
+    .venv/bin/python bench/anonymize.py --probes [--seeds 30]
 
 Strict-mode noise comes from OpenDP and is not seeded: its seeds only fix sampling and ids.
+
+``--probes`` prints only the checks behind the "Paper, prototype and amun mode" section of
+``docs/anonymize.md`` (Sepsis, amun mode, prototype net unless said otherwise; median, min and max
+of EMD freq over the seeds):
+
+* ``spread``: the standard input, to place the paper's Table 6 figures within our seed range.
+* ``sepsis_t``: the input preprocessed as the authors' ``lifecycle_transition.py`` builds their
+  ``*_t.xes`` logs: one event per (case, activity), the last one, in timestamp order.
+* ``prefilter_pk1``: every case with an event of prior ``p_k = 1`` dropped before sampling, in
+  every strategy, as an earlier state of ``guessing_advantage_partitioned.py`` does; with the
+  paper's precisions (10 s, 1 day) and with the prototype's "10 units" read as 10 minutes and
+  10 weeks (an approximation: the prototype truncates to whole minutes and days).
+* ``postfilter_duration``: after the release, every case whose duration lies beyond the mean
+  plus or minus two standard deviations of the released durations dropped, as
+  ``postprocessing.filtering_postprocessing`` does in one stored state of
+  ``event_log_anonymization.py`` (durations from amun mode's noisy timestamps, an approximation
+  of the prototype's summed anonymized relative times).
 """
 
 from __future__ import annotations
@@ -31,9 +49,21 @@ from typing import Any
 
 os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "false")
 
+import numpy as np
+
 from procvault.generators.xes import read_xes
 from procvault.generators.xes_write import write_xes
-from procvault.monitor.amun import AnonymizeSettings, Case, CaseLog, anonymize, compare_logs
+from procvault.monitor.amun import (
+    AnonymizeSettings,
+    Case,
+    CaseLog,
+    Dafsa,
+    anonymize,
+    compare_logs,
+    epsilon_worst_case,
+)
+from procvault.monitor.amun.priors import case_priors
+from procvault.monitor.amun.sampling import amun_plan
 
 SHARED = Path(
     os.environ.get("PROCVAULT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -108,11 +138,131 @@ def _synthetic(base: CaseLog, events: int) -> CaseLog:
     return CaseLog.from_cases(cases)
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
+def _last_per_activity(log: CaseLog) -> CaseLog:
+    """One event per (case, activity), the last one, in timestamp order (ties: activity name)."""
+    cases: list[Case] = []
+    for c in log.cases:
+        last: dict[str, int] = {}
+        for a, t in zip(c.activities, c.times, strict=True):
+            last[a] = max(t, last.get(a, t))
+        items = sorted(last.items(), key=lambda kv: (kv[1], kv[0]))
+        cases.append(Case(c.case_id, tuple(a for a, _ in items), tuple(t for _, t in items)))
+    return CaseLog.from_cases(cases)
+
+
+def _freq_runs(log: CaseLog, delta: float, net: str, seeds: int) -> dict[str, Any]:
+    freq: list[float] = []
+    cases: list[int] = []
+    for seed in range(seeds):
+        settings = AnonymizeSettings(delta=delta, mode="amun", seed=seed, amun_net=net)
+        u = compare_logs(log, anonymize(log, settings).log)
+        freq.append(u.emd_freq)
+        cases.append(u.cases_anonymized)
+    return {"emd_freq": _spread(freq), "cases_out_median": statistics.median(cases)}
+
+
+def _postfiltered_runs(log: CaseLog, delta: float, seeds: int) -> dict[str, Any]:
+    freq: list[float] = []
+    cases: list[int] = []
+    for seed in range(seeds):
+        settings = AnonymizeSettings(delta=delta, mode="amun", seed=seed, amun_net="prototype")
+        released = anonymize(log, settings).log.cases
+        duration = np.array([c.times[-1] - c.times[0] for c in released], dtype=np.float64)
+        mean, sd = float(duration.mean()), float(duration.std(ddof=1))
+        kept = [
+            c
+            for c, d in zip(released, duration.tolist(), strict=True)
+            if mean - 2 * sd <= d <= mean + 2 * sd
+        ]
+        freq.append(compare_logs(log, CaseLog.from_cases(kept)).emd_freq)
+        cases.append(len(kept))
+    return {"emd_freq": _spread(freq), "cases_out_median": statistics.median(cases)}
+
+
+def _prefiltered_runs(
+    log: CaseLog, delta: float, precisions: tuple[float, float], seeds: int
+) -> dict[str, Any]:
+    dafsa = Dafsa.build(log.variants)
+    paths = [dafsa.path(v) for v in log.variants]
+    table = case_priors(
+        [c.times for c in log.cases],
+        [paths[v] for v in log.variant_of],
+        delta=delta,
+        start_precision=precisions[0],
+        relative_precision=precisions[1],
+    )
+    keep = [i for i, p in enumerate(table.prior) if not np.any(p >= 1.0)]
+    variant_of = [log.variant_of[i] for i in keep]
+    freq: list[float] = []
+    cases: list[int] = []
+    for seed in range(seeds):
+        copies = amun_plan(
+            variant_of,
+            paths,
+            len(dafsa.transitions),
+            epsilon=epsilon_worst_case(delta),
+            rng=np.random.default_rng(seed),
+            prototype_net=True,
+        )
+        out = [log.cases[i] for i, k in zip(keep, copies, strict=True) for _ in range(max(k, 0))]
+        freq.append(compare_logs(log, CaseLog.from_cases(out)).emd_freq)
+        cases.append(len(out))
+    return {
+        "cases_kept": len(keep),
+        "emd_freq": _spread(freq),
+        "cases_out_median": statistics.median(cases),
+    }
+
+
+def probes(seeds: int) -> dict[str, Any]:
+    """The checks listed under ``--probes`` in the module docstring."""
+    sepsis = _load("sepsis_cases")
+    collapsed = _last_per_activity(sepsis)
+    out: dict[str, Any] = {
+        "seeds": seeds,
+        "paper_amun_s_emd_freq": {str(d): PAPER[d]["emd_freq"] for d in PAPER},
+        "sepsis_t_input": {
+            "events": collapsed.n_events,
+            "cases": len(collapsed.cases),
+            "variants": len(collapsed.variants),
+        },
+    }
+    paper_prec = (86_400.0, 10.0)
+    proto_prec = (10 * 7 * 86_400.0, 600.0)
+    for delta in PAPER:
+        out[str(delta)] = {
+            "spread": _freq_runs(sepsis, delta, "prototype", seeds),
+            "sepsis_t": {net: _freq_runs(collapsed, delta, net, seeds) for net in RUNS_NET},
+            "prefilter_pk1": {
+                "paper_precision": _prefiltered_runs(sepsis, delta, paper_prec, seeds),
+                "prototype_precision": _prefiltered_runs(sepsis, delta, proto_prec, seeds),
+            },
+            "postfilter_duration": _postfiltered_runs(sepsis, delta, seeds),
+        }
+        print(f"probes delta={delta} done", file=sys.stderr)
+    return out
+
+
+RUNS_NET = ("prototype", "paper")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--large-events", type=int, default=250_000)
+    ap.add_argument("--probes", action="store_true", help="only the checks (see the docstring)")
     args = ap.parse_args()
+    if args.probes:
+        print(json.dumps(probes(args.seeds), indent=1))
+        return 0
     result: dict[str, Any] = {"seeds": args.seeds}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.xes.gz"

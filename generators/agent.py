@@ -38,18 +38,20 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from procvault.monitor.event import Event
+import msgspec
+
+from procvault.monitor.event import Event, EventKind
 from procvault.streams import codec
 from procvault.streams.envelope import ProducerSession, VaultPublicKeys, case_pseudonym
 from procvault.streams.errors import ConfigError, KafkaSetupError
 from procvault.streams.frames import EVENT, Topics, encode_frame, encode_heartbeat
 
 from .pacing import AsFastAsPossible, Pacing
-from .policy.reserved import PLACEHOLDER_ACTIVITY
 
 if TYPE_CHECKING:
     from procvault.streams.secrets import OrgKeys
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Agent", "AgentSettings", "AgentStats", "ordered_share"]
 
+_PLACEHOLDER = EventKind.PLACEHOLDER
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_ORDER = 2**64 - 1
 _ROUTE_CACHE = 100_000  # cases whose key and partition are remembered
 _REVIEW_AHEAD = 10_000  # items admitted to review ahead of the one published next
@@ -129,6 +133,32 @@ def _us(ev: Event) -> int:
     return int(ts.timestamp()) * 1_000_000 + ts.microsecond
 
 
+def _floor(us: int, granularity: int, last_out: int) -> int:
+    """The earliest time an output for an input at ``us`` can carry: the transform may
+    coarsen times to ``granularity`` µs, and outputs never go below the last one sent."""
+    return max(us - us % granularity, last_out)
+
+
+def _monotone(outs: Iterable[Event], last_out: int) -> Sequence[Event]:
+    """``outs`` with no time below ``last_out`` (µs) or the one before: an output whose time
+    the transform coarsened below an earlier output's (a placeholder rounded to the hour after
+    an exact event, say) carries that earlier, already published, time instead. The vault
+    merges organizations by time, and an organization's records and heartbeats promise that
+    nothing of it sorts earlier."""
+    fixed: list[Event] | None = None
+    items = outs if isinstance(outs, Sequence) else list(outs)
+    for i, out in enumerate(items):
+        t = _us(out)
+        if t < last_out:
+            if fixed is None:
+                fixed = list(items)
+            at = _EPOCH + timedelta(microseconds=last_out)
+            fixed[i] = msgspec.structs.replace(out, timestamp=at)
+        else:
+            last_out = t
+    return items if fixed is None else fixed
+
+
 def _below(key: tuple[int, int]) -> tuple[int, int]:
     """The largest merge key below ``key``: what may be promised before the item at ``key``."""
     ts_us, order = key
@@ -150,8 +180,12 @@ class Agent:
         start_at: float | None = None,
         control: AgentControl | None = None,
         review: ReviewQueue | None = None,
+        time_granularity_us: int = 1,
     ) -> None:
+        if time_granularity_us < 1:
+            raise ConfigError("time_granularity_us must be >= 1")
         self.settings = settings
+        self.granularity = time_granularity_us
         self.start_at = start_at
         self.org = keys.org
         self.keys = keys
@@ -299,6 +333,7 @@ class Agent:
                 break
         position = resumed
         last_key = (-1, 0)  # (timestamp µs, order) of the last event sent
+        g = self.granularity
         beat_key = (-2, 0)  # ... and of the last heartbeat
         pending: tuple[int, Event] | None = next(items, None)
         # The schedule: event ``order`` is due at ``start + pacing.due(order)`` (wall clock).
@@ -324,7 +359,7 @@ class Agent:
                     wait = start + pacing.due(order, ev) - time.time()
                     if wait > 0:
                         # nothing sorts below the next event any more: promise that much
-                        promise = (_us(ev), order - 1) if order else (_us(ev) - 1, _MAX_ORDER)
+                        promise = _below((_floor(_us(ev), g, last_key[0]), order))
                         if n == 0 and promise > beat_key:
                             break  # commit the promise now, then wait
                         if n and clock() + wait - batch_start > s.batch_seconds:
@@ -332,8 +367,10 @@ class Agent:
                         await asyncio.sleep(wait)
                 stats.read += 1
                 outs = transform(ev) if transform is not None else (ev,)
-                await self._send(producer, seal, order, ev.case_id, outs, route, withheld)
-                promise = last_key = (_us(ev), order)
+                out_us = await self._send(
+                    producer, seal, order, ev.case_id, outs, route, withheld, last_key[0]
+                )
+                promise = last_key = (out_us, order)
                 position += 1
                 n += 1
                 pending = next(items, None)
@@ -382,9 +419,10 @@ class Agent:
             if start is None:
                 start = time.time() - (pacing.due(pending[0], pending[1]) if pending else 0.0)
             n = 0
+            last_out = -1  # the time of the last output admitted (outputs never go back)
             while pending is not None:
                 order, ev = pending
-                key = (_us(ev), order)
+                key = (_floor(_us(ev), self.granularity, last_out), order)
                 if not self.paused.is_set():
                     review.flush()
                     await self.paused.wait()
@@ -399,8 +437,12 @@ class Agent:
                         continue
                 upcoming[0] = None
                 stats.read += 1
-                self.stream_us = key[0]
-                review.admit(order, transform(ev) if transform is not None else (ev,))
+                self.stream_us = _us(ev)
+                outs = _monotone(transform(ev) if transform is not None else (ev,), last_out)
+                if outs:
+                    last_out = _us(outs[-1])
+                    key = (last_out, order)
+                review.admit(order, outs)
                 if admitted.full():
                     review.flush()
                 await admitted.put((order, key, ev.case_id))
@@ -461,7 +503,9 @@ class Agent:
                 published = -1
                 while outs is not None and head is not None and head is not _END:
                     order, key, case_id = head
-                    await self._send(producer, seal, order, case_id, outs, route, withheld)
+                    await self._send(
+                        producer, seal, order, case_id, outs, route, withheld, last_key[0]
+                    )
                     last_key = key
                     published = order
                     position += 1
@@ -500,22 +544,27 @@ class Agent:
         outs: Iterable[Event],
         route: dict[str, tuple[bytes, int]],
         withheld: dict[str, int],
-    ) -> None:
+        last_out: int,
+    ) -> int:
         """Seal and send one source item's outputs (events or placeholders) to the case's
-        partition, in the open transaction; placeholders are counted per reason."""
+        partition, in the open transaction; placeholders are counted per reason. Returns the
+        time (µs) of the last output sent: outputs never go below ``last_out``, the time of
+        the one before (see :func:`_monotone`)."""
         stats, topic = self.stats, self.topic
         sent_us = time.time_ns() // 1000
         routed = route.get(case_id)
         if routed is None:
             routed = self._route(route, case_id)
+        outs = _monotone(outs, last_out)
         for out in outs:
-            if out.activity == PLACEHOLDER_ACTIVITY:
+            if out.kind == _PLACEHOLDER:
                 reason = str(out.attr("pv:reason") or "withheld").lower()
                 withheld[reason] = withheld.get(reason, 0) + 1
                 stats.withheld += 1
             frame = encode_frame(EVENT, order, sent_us, codec.encode(out))
             await producer.send(topic, seal(frame, topic=topic), key=routed[0], partition=routed[1])
             stats.sent += 1
+        return _us(outs[-1]) if outs else last_out
 
     async def _commit(
         self,

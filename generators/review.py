@@ -692,7 +692,15 @@ def _placeholder(ev: Event, position: int, reason: str, actor: str) -> Event:
         value = ev.attr(key)
         if value is not None:
             attrs.append((key, value))
-    return Event(ev.case_id, PLACEHOLDER_ACTIVITY, ev.timestamp, ev.org, None, _sorted_attrs(attrs))
+    return Event(
+        ev.case_id,
+        PLACEHOLDER_ACTIVITY,
+        ev.timestamp,
+        ev.org,
+        None,
+        _sorted_attrs(attrs),
+        EventKind.PLACEHOLDER,
+    )
 
 
 def _redacted(ev: Event, fields: Sequence[str], actor: str) -> Event:

@@ -20,7 +20,17 @@ from typing import Any, Final
 
 import msgspec
 
-__all__ = ["AttrValue", "Event", "EventKind", "normalize_attributes", "to_utc"]
+__all__ = [
+    "PLACEHOLDER_ACTIVITY",
+    "AttrValue",
+    "Event",
+    "EventKind",
+    "normalize_attributes",
+    "to_utc",
+]
+
+#: The activity of a placeholder (an event an organization's policy or reviewer withheld).
+PLACEHOLDER_ACTIVITY: Final = "pv:withheld"
 
 #: Values an attribute may hold. Dates are normalised to UTC like event timestamps.
 AttrValue = str | int | float | bool | datetime | None
@@ -35,6 +45,12 @@ class EventKind(enum.IntEnum):
     ACTIVITY = 0
     #: A marker: the case has no further events.
     CASE_END = 1
+    #: A placeholder: an event of the case was withheld at its source (activity
+    #: :data:`PLACEHOLDER_ACTIVITY`; why, by whom and under which policy in ``pv:``
+    #: attributes). It fires no transition, is no deviation, is not seen by compliance rules
+    #: and touches no case state; the DP release counts it per pane as activity
+    #: ``pv:withheld``.
+    PLACEHOLDER = 2
 
 
 def to_utc(ts: datetime) -> datetime:
@@ -167,8 +183,9 @@ class Event(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     @property
     def is_marker(self) -> bool:
-        """True for control markers such as the end of a case."""
-        return self.kind != EventKind.ACTIVITY
+        """True for control markers such as the end of a case (not for placeholders: they
+        stand for events)."""
+        return self.kind == EventKind.CASE_END
 
     def attr(self, key: str, default: AttrValue = None) -> AttrValue:
         """The value of attribute ``key``, or ``default``."""

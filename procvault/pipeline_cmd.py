@@ -550,12 +550,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
         pacing.due(0, log.events[0])  # the log's clock starts at its first event
     transform = None
     policy = None
+    granularity = 1  # µs: the times the agent may promise (the policy's coarsest truncation)
     if args.policy:
         from procvault.generators.policy import PolicyEngine
 
         engine = PolicyEngine.from_file(args.policy)
         policy = engine.policy
         transform = engine.apply
+        granularity = engine.time_granularity_us
     topics = Topics(args.topic_prefix)
     bootstrap = kafka_address(args.kafka)
     verifier = SimulatedVerifier(allow_insecure=args.allow_insecure_attestation)
@@ -606,6 +608,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             start_at=args.start_at,
             control=control,
             review=review,
+            time_granularity_us=granularity,
         )
         return await agent.run(share, pacing)
 

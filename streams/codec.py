@@ -42,7 +42,11 @@ _decoder: Final = msgspec.msgpack.Decoder(Event)
 _json_encoder: Final = msgspec.json.Encoder()
 _json_decoder: Final = msgspec.json.Decoder()
 
-_KIND_NAMES: Final = {EventKind.ACTIVITY: "activity", EventKind.CASE_END: "case_end"}
+_KIND_NAMES: Final = {
+    EventKind.ACTIVITY: "activity",
+    EventKind.CASE_END: "case_end",
+    EventKind.PLACEHOLDER: "placeholder",
+}
 _KINDS_BY_NAME: Final = {v: k for k, v in _KIND_NAMES.items()}
 
 

@@ -69,6 +69,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from procvault.monitor.event import PLACEHOLDER_ACTIVITY
+
 if TYPE_CHECKING:
     from procvault.monitor.privacy.records import MechanismInfo, PaneRecord, WindowRecord
 
@@ -189,6 +191,8 @@ class ProcessMap:
     violations: tuple[RuleRate, ...] = ()
     totals: tuple[tuple[Key, int], ...] = ()
     notes: tuple[str, ...] = ()
+    #: Released count of placeholders (events withheld at their source), if published.
+    withheld: int | None = None
 
     def outgoing(self, name: str, top: int | None = None) -> list[Edge]:
         """The shown edges leaving ``name`` (self-loop included), strongest first."""
@@ -306,6 +310,7 @@ def build_map(
         key=lambda e: (-e.count, e.source, e.target),
     )
     acts = _values(record, "activity") or {}
+    withheld = acts.pop((PLACEHOLDER_ACTIVITY,), None)  # no step of the process: not a node
     devs = _values(record, "deviation")
     endpoints = {e.source for e in edges} | {e.target for e in edges}
     names = {k[0] for k in acts if len(k) == 1} | {
@@ -372,6 +377,7 @@ def build_map(
         violations=tuple(violations),
         totals=totals,
         notes=tuple(notes),
+        withheld=None if withheld is None else withheld[0],
     )
 
 
@@ -533,6 +539,8 @@ def render_map(pm: ProcessMap | None, *, top: int = 3, empty: str = "no pane rec
         if c.missing is not None and c.remaining is not None:
             line += f"; tokens per checked case: {c.missing:.2f} missing, {c.remaining:.2f} left"
         parts.append(Text(line))
+    if pm.withheld is not None and pm.withheld >= pm.node_min_count:
+        parts.append(Text(f"withheld at the source (placeholders): {pm.withheld:,}"))
     if pm.violations:
         viol = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
         viol.add_column("rule")

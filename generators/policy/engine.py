@@ -75,6 +75,7 @@ from .windows import CollectionWindow, week_mask
 __all__ = ["Decision", "PolicyEngine", "PolicyStats", "truncate_timestamp"]
 
 _ACTIVITY: Final = EventKind.ACTIVITY
+_PLACEHOLDER: Final = EventKind.PLACEHOLDER
 _PROBE: Final = (RESERVED_PREFIX,)
 #: Cached per-activity plans and per-resource verdicts before the caches stop growing.
 _CACHE_LIMIT: Final = 1 << 16
@@ -99,6 +100,16 @@ _Check = Callable[[str], _Withhold | None]
 _Action = None | str | int | Callable[[Any], Any]
 _KEEP_TRUNC: Final = 1
 _KEEP_SCRUB: Final = 2
+
+
+#: Each timestamp level's unit in microseconds (UTC truncation is flooring to it).
+_LEVEL_US: Final = {
+    "exact": 1,
+    "second": 1_000_000,
+    "minute": 60_000_000,
+    "hour": 3_600_000_000,
+    "day": 86_400_000_000,
+}
 
 
 def truncate_timestamp(ts: datetime, level: TimeLevel) -> datetime:
@@ -401,6 +412,21 @@ class PolicyEngine:
         self._field_sets.clear()
 
     @property
+    def time_granularity_us(self) -> int:
+        """The coarsest unit (µs) the policy truncates emitted times to (events or
+        placeholders): an output for an input at ``t`` is never earlier than ``t`` floored to
+        it. The agent promises the vault times at that granularity, no finer.
+
+        >>> from procvault.generators.policy import parse_policy
+        >>> doc = {"policy": "p", "version": 1, "org": "o", "mode": "denylist",
+        ...        "consent": {"scope": "s"}, "generalise": {"timestamps": "minute"}}
+        >>> PolicyEngine(parse_policy(doc), key=None).time_granularity_us  # placeholders: hour
+        3600000000
+        """
+        p = self.policy
+        return max(_LEVEL_US[p.generalise.timestamps], _LEVEL_US[p.placeholder_timestamps])
+
+    @property
     def stats(self) -> PolicyStats:
         """Counts of the decisions so far (a fresh snapshot)."""
         self._fold_fields()
@@ -563,7 +589,7 @@ class PolicyEngine:
             (ATTR_REASON, reason.value),
             self._consent[2],
         )
-        out = Event(case, PLACEHOLDER_ACTIVITY, ts, self._org or ev.org, None, attrs, _ACTIVITY)
+        out = Event(case, PLACEHOLDER_ACTIVITY, ts, self._org or ev.org, None, attrs, _PLACEHOLDER)
         self._last = (reason, (), (), position)
         return [out]
 

@@ -17,17 +17,17 @@ attribute           on
 ``pv:actor``        a placeholder: who withheld it (the policy stage, later a reviewer)
 =================== ===================================================================
 
-A *placeholder* is an ordinary :class:`~procvault.monitor.event.Event` of kind ``ACTIVITY``
+A *placeholder* is an :class:`~procvault.monitor.event.Event` of kind ``PLACEHOLDER``
 whose activity is :data:`PLACEHOLDER_ACTIVITY` (``pv:withheld``), whose case id is the case's
 pseudonym (or id), whose resource is ``None`` and whose attributes are only the reserved ones
 above: it says *that* something was withheld, where and why, never what.
 
 >>> from datetime import datetime, UTC
->>> from procvault.monitor.event import Event
+>>> from procvault.monitor.event import Event, EventKind
 >>> ph = Event.create("c_1", PLACEHOLDER_ACTIVITY, datetime(2024, 1, 1, tzinfo=UTC),
 ...                   attributes={ATTR_REASON: "OUTSIDE_WINDOW", ATTR_POSITION: 3,
 ...                               ATTR_ACTOR: "policy", ATTR_POLICY: "p", ATTR_POLICY_VERSION: 1,
-...                               ATTR_SCOPE: "monitoring"})
+...                               ATTR_SCOPE: "monitoring"}, kind=EventKind.PLACEHOLDER)
 >>> is_placeholder(ph), consent_of(ph)
 (True, ConsentContext(policy='p', version=1, scope='monitoring'))
 """
@@ -38,7 +38,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from procvault.monitor.event import Event, EventKind
+from procvault.monitor.event import PLACEHOLDER_ACTIVITY, Event, EventKind
 
 __all__ = [
     "ATTR_ACTOR",
@@ -59,8 +59,6 @@ __all__ = [
 
 #: Attribute keys (and the placeholder activity) with this prefix are procvault's.
 RESERVED_PREFIX: Final = "pv:"
-#: The activity of a placeholder event.
-PLACEHOLDER_ACTIVITY: Final = "pv:withheld"
 ATTR_POLICY: Final = "pv:policy"
 ATTR_POLICY_VERSION: Final = "pv:policy_version"
 ATTR_SCOPE: Final = "pv:scope"
@@ -103,7 +101,7 @@ class ConsentContext:
 
 def is_placeholder(event: Event) -> bool:
     """True for a placeholder standing in for a withheld event."""
-    return event.kind == EventKind.ACTIVITY and event.activity == PLACEHOLDER_ACTIVITY
+    return event.kind == EventKind.PLACEHOLDER
 
 
 def consent_of(event: Event) -> ConsentContext | None:

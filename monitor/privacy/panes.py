@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import msgspec
 
 from ..compliance.model import STATE_NAMES, VIOLATED
-from ..event import Event
+from ..event import PLACEHOLDER_ACTIVITY, Event, EventKind
 from .settings import KnownKeys, PaneSettings, PrivacySettings
 
 if TYPE_CHECKING:
@@ -386,6 +386,8 @@ class PaneAccumulator:
         if not event.kind and applied and self._event(event, us):
             for dev in devs:
                 self.observe_deviation(dev)
+        elif event.kind == EventKind.PLACEHOLDER:
+            self._placeholder(event, us)
         self._update(update, violations, event.timestamp)
         return self._advance(us)
 
@@ -421,6 +423,8 @@ class PaneAccumulator:
         us = (event.timestamp - self._origin) // _US
         if not event.kind:
             self._event(event, us)
+        elif event.kind == EventKind.PLACEHOLDER:
+            self._placeholder(event, us)
         return self._advance(us)
 
     def _event(self, event: Event, us: int) -> bool:
@@ -457,6 +461,27 @@ class PaneAccumulator:
         elif us < cs.first_us:
             cs.first_us = us
         return True
+
+    def _placeholder(self, event: Event, us: int) -> None:
+        """Count a placeholder under activity ``pv:withheld``, within its case's caps (its
+        first event starts the case as any event does). It is no step of the case's path:
+        directly-follows pairs and durations skip it."""
+        idx = us // self._len
+        nc = self._next_close
+        if nc is None:
+            nc = self._start(us)
+        if idx < nc:
+            self._late_events += 1
+            return
+        pane = self._open.get(idx)
+        if pane is None:
+            pane = self._open_pane(idx)
+        case_id = event.case_id
+        cs = self._cases.get(case_id)
+        if cs is None:
+            cs = self._cases[case_id] = _Case(us)
+            self._add(pane, case_id, cs, "cases", _STARTED, 1)
+        self._add(pane, case_id, cs, "activity", (PLACEHOLDER_ACTIVITY,), 1)
 
     def observe_deviation(self, deviation: Deviation) -> None:
         """Count a ``missing_tokens`` deviation under its activity (other kinds are ignored:

@@ -37,8 +37,10 @@ Examples
 >>> [r.kind for r in rel.release(agg(1, 7))]  # 0.6 + 0.6 > 1.0 over 2 panes
 ['withheld', 'window']
 >>> pane, window = rel.release(agg(2, 1))
->>> pane.statistics[0].known, window.statistics[0].known, window.withheld_panes
-((Entry(key=('A',), value=1),), (Entry(key=('A',), value=1),), 1)
+>>> pane.statistics[0].known[0], window.statistics[0].known[0], window.withheld_panes
+(Entry(key=('A',), value=1), Entry(key=('A',), value=1), 1)
+>>> pane.statistics[0].known[1]  # placeholders: always a known key of ``activity``
+Entry(key=('pv:withheld',), value=0)
 >>> rel.release(agg(2, 99))[0] == pane  # a stored pane is republished as it was
 True
 """

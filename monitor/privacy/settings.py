@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal, cast
 
+from ..event import PLACEHOLDER_ACTIVITY
 from .budget import Budget
 
 __all__ = [
@@ -427,6 +428,8 @@ class KnownKeys:
     def keys(self, statistic: str) -> tuple[Key, ...]:
         """The known keys of ``statistic``, sorted."""
         spec = STATISTICS[statistic]
+        if statistic == "activity":  # placeholders count as their own public key
+            return tuple((a,) for a in sorted({*self.activities, PLACEHOLDER_ACTIVITY}))
         if spec.keys == "labels":
             return tuple((a,) for a in self.activities)
         if spec.keys == "pairs":

@@ -67,7 +67,7 @@ def test_denied_activity_becomes_a_placeholder_without_content() -> None:
     ph = _one(engine, _ev("Refund", resource="Anna", attributes={"amount": 5, "why": "x"}))
     assert is_placeholder(ph)
     assert ph.activity == PLACEHOLDER_ACTIVITY
-    assert ph.kind == EventKind.ACTIVITY
+    assert ph.kind == EventKind.PLACEHOLDER
     assert ph.resource is None
     assert ph.case_id == engine.pseudonym_case("o-1") != "o-1"
     assert ph.org == "shop"

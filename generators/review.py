@@ -16,6 +16,10 @@ review. ``procvault review list|show|redact|drop|release`` is the person's side:
   the case, the consent context; the time as emitted); the content is deleted from the queue;
 * **release** held items (by id, by case or all): they go out as they are (redactions applied).
 
+Once the agent has committed an item to Kafka, the queue deletes its content and keeps the
+decision record (state, who, when, why, which fields), so it does not grow into a second copy of
+everything sent (SQLite's ``secure_delete`` overwrites the freed pages).
+
 Items with nothing to review (end-of-case markers, the policy stage's own placeholders) are
 released as they are admitted. With a hold period (``--hold SECONDS``) the agent releases
 unreviewed items that long after their admission (actor ``hold-timer``, reason
@@ -72,6 +76,7 @@ from .policy.reserved import (
     ATTR_WITHHELD,
     PLACEHOLDER_ACTIVITY,
     RESERVED_PREFIX,
+    Reason,
 )
 
 __all__ = [
@@ -93,9 +98,9 @@ QUEUE_FILE: Final = "review.sqlite"
 #: Item states.
 STATES: Final = ("held", "released", "dropped")
 #: Placeholder reason of an item a reviewer dropped (``pv:reason``).
-REVIEW_DROPPED: Final = "REVIEW_DROPPED"
+REVIEW_DROPPED: Final = Reason.REVIEW_DROPPED
 #: Reason of a field a reviewer redacted (in ``pv:withheld`` and the redaction value).
-REVIEW_REDACTED: Final = "REVIEW_REDACTED"
+REVIEW_REDACTED: Final = Reason.REVIEW_REDACTED
 #: Reason of a release because the hold period ran out.
 HOLD_EXPIRED: Final = "HOLD_EXPIRED"
 #: The actor of releases by the hold period.
@@ -162,11 +167,17 @@ def redaction_value(policy_version: Any, actor: str) -> str:
     return f"{REDACTED_PREFIX}reason={REVIEW_REDACTED};policy_version={version};actor={actor}"
 
 
+#: The content of a published item (deleted from the queue once it has left).
+_GONE: Final = b""
+
+
 def _encode(events: Sequence[Event]) -> bytes:
     return _list_encoder.encode([codec.encode(e) for e in events])
 
 
 def _decode(blob: bytes) -> list[Event]:
+    if blob == _GONE:
+        return []
     return [codec.decode(b) for b in _list_decoder.decode(blob)]
 
 
@@ -201,7 +212,8 @@ class ReviewItem:
     redacted: tuple[str, ...]
     #: Whether the agent has published it (committed in its Kafka transaction).
     published: bool
-    #: The events that leave for it (as they are now: redactions applied, placeholders).
+    #: The events that leave for it (as they are now: redactions applied, placeholders);
+    #: empty once published (the queue deletes the content of what has left).
     events: tuple[Event, ...]
 
     def summary(self) -> dict[str, Any]:
@@ -278,6 +290,7 @@ class ReviewQueue:
         self._in_tx = False
         self._closed = False
         self._positions: dict[str, int] = {}
+        self._published_upto: int | None = None
         self.meta: dict[str, str] = dict(self._db.execute("SELECT key, value FROM meta"))
 
     # ------------------------------------------------------------------ opening
@@ -439,11 +452,21 @@ class ReviewQueue:
         return _decode(blob)
 
     def mark_published(self, up_to: int) -> None:
-        """Record that every item up to ``up_to`` (source position) is published."""
+        """Record that every item up to ``up_to`` (source position) is published, and delete
+        their content: the queue keeps the decision record (who released or dropped what,
+        when), not a second copy of what left. Only the items since the last call are touched.
+        """
         self.flush()
+        if self._published_upto is None:
+            row = self._db.execute("SELECT MAX(ord) FROM items WHERE published = 1").fetchone()
+            self._published_upto = -1 if row[0] is None else int(row[0])
+        if up_to <= self._published_upto:
+            return
         self._db.execute(
-            "UPDATE items SET published = 1 WHERE published = 0 AND ord <= ?", (up_to,)
+            "UPDATE items SET published = 1, events = ? WHERE ord > ? AND ord <= ?",
+            (_GONE, self._published_upto, up_to),
         )
+        self._published_upto = up_to
 
     def _expire(self, admitted_before: float) -> None:
         def decide(rows: list[tuple[Any, ...]], now: float) -> list[dict[str, Any]]:

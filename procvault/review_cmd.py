@@ -175,6 +175,8 @@ def cmd_review(args: argparse.Namespace) -> int:
                 )
                 for ev in it.events:
                     print(json.dumps(_event_dict(ev), indent=2))
+                if it.published and not it.events:
+                    print("published: the queue no longer keeps its content")
             return 0
         if action == "redact":
             it = queue.redact(args.id, args.fields, actor=args.actor)

@@ -88,6 +88,10 @@ class Reason(enum.StrEnum):
     MINIMISED = "MINIMISED"
     #: Field: the key uses the reserved ``pv:`` prefix.
     RESERVED = "RESERVED"
+    #: Event: a reviewer dropped it from the review queue (``procvault review drop``).
+    REVIEW_DROPPED = "REVIEW_DROPPED"
+    #: Field: a reviewer redacted it (``procvault review redact``).
+    REVIEW_REDACTED = "REVIEW_REDACTED"
 
 
 @dataclass(frozen=True)

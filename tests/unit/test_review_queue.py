@@ -13,6 +13,7 @@ from procvault.cli import main
 from procvault.generators.policy import PolicyEngine, parse_policy, verify_audit_log
 from procvault.generators.review import (
     HOLD_TIMER,
+    QUEUE_FILE,
     REVIEW_DROPPED,
     ReviewQueue,
 )
@@ -274,3 +275,27 @@ def test_review_cli_lists_shows_and_decides(
     report = verify_audit_log(audit)
     assert report.outcomes == {"redacted": 1, "dropped": 1, "released": 3}
     assert "secret" not in audit.read_text()
+
+
+def test_published_items_lose_their_content_and_keep_the_decision(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "r" / QUEUE_FILE
+    with ReviewQueue.create(tmp_path / "r", org="shop", producer="a", clock=clock) as q:
+        _fill(q)
+        q.redact(0, ["note"], actor="alice")
+        q.release([0, 2], actor="alice")
+    assert b"secret" in path.read_bytes()  # held content is on disk until it has left
+    with ReviewQueue.create(tmp_path / "r", org="shop", producer="a", clock=clock) as q:
+        q.mark_published(0)
+        gone = q.item(0)
+        assert gone.published and gone.events == () and gone.redacted == ("note",)
+        assert gone.state == "released" and gone.actor == "alice"
+        assert q.item(2).events and not q.item(2).published
+        q.mark_published(0)  # nothing new
+        assert not q.item(2).published
+    with ReviewQueue.open(tmp_path / "r") as q:  # a new handle finds where marking stopped
+        q.mark_published(2)
+        assert [it.published for it in q.items(state=None)] == [True, True, False, False, False]
+        assert q.item(3).events[0].attr("note") == "x"
+    assert b"secret" not in path.read_bytes()  # overwritten, not just unlinked (secure_delete)

@@ -193,6 +193,10 @@ class Deployment:
         )
 
     def agent(self, org: str, log: Path, *extra: str) -> Proc:
+        # the agent's state file stays in the test's folder, not in ~/.cache/procvault
+        control = (
+            () if "--control-dir" in extra else ("--control-dir", str(self.root / "agents" / org))
+        )
         return self.start(
             f"agent-{org}",
             "agent",
@@ -205,6 +209,7 @@ class Deployment:
             str(SEPSIS_ORGS),
             "--end-markers",
             "--allow-insecure-attestation",
+            *control,
             *extra,
         )
 

@@ -492,7 +492,7 @@ class VaultWorker:
             c.seqs, c.orgs, c.done = dict(seqs), set(orgs), done
             if done:
                 vault.mark_completed(case_id)
-            else:
+            elif state is not None:
                 vault.restore_case(state)
         if meta is not None and meta["watermark"] is not None:
             vault.tick(_from_us(meta["watermark"]))
@@ -735,10 +735,11 @@ class VaultWorker:
             for case_id in shard.changed:
                 c = shard.cases[case_id]
                 state: CaseState | None = None
-                if not c.done:
-                    if not vault.is_active(case_id):
-                        continue  # (an event that did not reach the vault's state)
+                if not c.done and vault.is_active(case_id):
                     state = vault.snapshot_case(case_id)
+                # else only the replay guard: a completed case, or one the vault keeps no state
+                # for (so far only placeholders: they count in the panes, so a re-read after a
+                # restart must find them applied)
                 key = self._case_key(case_id)
                 recs.append(
                     (

@@ -487,7 +487,9 @@ class VaultWorker:
         for key, value in records.items():
             if not key.startswith(b"c") or not value:
                 continue
-            case_id, state, seqs, orgs, done = self._unseal(key, value)
+            case_id, state, seqs, orgs, done, share = self._unseal(key, value)
+            if share is not None and shard.acc is not None:
+                shard.acc.restore_case(case_id, share)
             c = shard.case(case_id)
             c.seqs, c.orgs, c.done = dict(seqs), set(orgs), done
             if done:
@@ -728,7 +730,7 @@ class VaultWorker:
         """``(partition, key, sealed value)`` for every changed case and shard metadata."""
         recs: list[tuple[int, bytes, bytes]] = []
         for shard in self.shards.values():
-            vault = shard.vault
+            vault, acc = shard.vault, shard.acc
             for case_id in shard.forgotten:
                 recs.append((shard.partition, self._case_key(case_id), None))  # type: ignore[arg-type]
             shard.forgotten.clear()
@@ -740,14 +742,12 @@ class VaultWorker:
                 # else only the replay guard: a completed case, or one the vault keeps no state
                 # for (so far only placeholders: they count in the panes, so a re-read after a
                 # restart must find them applied)
+                # the case's share of the pane accumulator lives here, not in the shard's
+                # metadata: a batch writes what it touched, not every active case
+                share = acc.case_state(case_id) if acc is not None else None
                 key = self._case_key(case_id)
-                recs.append(
-                    (
-                        shard.partition,
-                        key,
-                        self._seal(key, (case_id, state, c.seqs, sorted(c.orgs), c.done)),
-                    )
-                )
+                value = (case_id, state, c.seqs, sorted(c.orgs), c.done, share)
+                recs.append((shard.partition, key, self._seal(key, value)))
                 if c.done:
                     del shard.cases[case_id]
             shard.changed.clear()
@@ -766,7 +766,7 @@ class VaultWorker:
                     "committed": shard.committed,
                     "finished": shard.finished,
                     "watermark": _us(wm) if wm is not None else None,
-                    "acc": shard.acc.snapshot() if shard.acc is not None else None,
+                    "acc": acc.shared_snapshot() if acc is not None else None,
                     "revocations": shard.revocations.snapshot(),
                 }
                 key = self._meta_key(shard.partition)

@@ -19,6 +19,7 @@ from .mechanisms import DeterministicReleaser, OpenDPReleaser, PrivacyProofError
 from .panes import (
     AccumulatorCounters,
     AccumulatorState,
+    CaseAccState,
     Pane,
     PaneAccumulator,
     PaneAggregate,
@@ -52,6 +53,7 @@ __all__ = [
     "AccumulatorState",
     "BinaryTreeCounter",
     "Budget",
+    "CaseAccState",
     "DeterministicReleaser",
     "KnownKeys",
     "Ledger",

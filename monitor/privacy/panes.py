@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AccumulatorCounters",
     "AccumulatorState",
+    "CaseAccState",
     "CaseSnapshot",
     "Entries",
     "OpenPaneSnapshot",
@@ -252,6 +253,16 @@ class CaseSnapshot(msgspec.Struct, frozen=True, array_like=True):
     last_activity: str | None
     panes: tuple[int, ...]
     life: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]
+
+
+class CaseAccState(msgspec.Struct, frozen=True, array_like=True):
+    """One case's share of an accumulator's state (:meth:`PaneAccumulator.case_state`): its
+    bookkeeping while active, and the keys it has counted in each open pane (which cap what it
+    may still count there, also after it completed)."""
+
+    case: CaseSnapshot | None
+    #: ``(pane index, statistic, keys)`` for every open pane and statistic the case counted in.
+    seen: tuple[tuple[int, str, tuple[tuple[str, ...], ...]], ...]
 
 
 class OpenPaneSnapshot(msgspec.Struct, frozen=True, array_like=True):
@@ -663,17 +674,43 @@ class PaneAccumulator:
 
     def snapshot(self) -> AccumulatorState:
         """The whole state as a frozen value (names cases: seal it before storing)."""
-        cases = tuple(
-            CaseSnapshot(
-                cid,
-                c.first_us,
-                c.max_us,
-                c.prev_us,
-                c.last_activity,
-                tuple(c.panes),
-                tuple((s, tuple(sorted(keys))) for s, keys in sorted(c.life.items())),
-            )
-            for cid, c in self._cases.items()
+        return self._snapshot(with_cases=True)
+
+    def shared_snapshot(self) -> AccumulatorState:
+        """The state without any case's share (:meth:`case_state`): watermark, counters and
+        the open panes' aggregates. Its size does not grow with the number of active cases.
+
+        A store that keeps this and, per case, the :meth:`case_state` written whenever the case
+        was last observed restores the whole accumulator: pass this to the constructor, then
+        every stored case state to :meth:`restore_case`. A case state taken before some of its
+        panes closed is fine: the closed panes' part is ignored.
+
+        >>> from datetime import UTC, datetime, timedelta
+        >>> from procvault.monitor.event import Event
+        >>> from procvault.monitor.privacy.budget import Budget
+        >>> from procvault.monitor.privacy.settings import KnownKeys, PaneSettings, PrivacySettings
+        >>> settings = PrivacySettings(Budget(1.0, window=4), PaneSettings(timedelta(hours=1)))
+        >>> known = KnownKeys.build(["A", "B"])
+        >>> acc = PaneAccumulator(settings, known)
+        >>> t0 = datetime(2024, 1, 1, tzinfo=UTC)
+        >>> _ = acc.observe_event(Event.create("c1", "A", t0))
+        >>> c1 = acc.case_state("c1")
+        >>> _ = acc.observe_event(Event.create("c2", "B", t0 + timedelta(minutes=1)))
+        >>> c2 = acc.case_state("c2")
+        >>> back = PaneAccumulator(settings, known, acc.shared_snapshot())
+        >>> back.restore_case("c1", c1); back.restore_case("c2", c2)
+        >>> back.snapshot() == acc.snapshot()
+        True
+        """
+        return self._snapshot(with_cases=False)
+
+    def _snapshot(self, *, with_cases: bool) -> AccumulatorState:
+        # canonical order (sorted), so that equal states give equal snapshots however they
+        # were built
+        cases = (
+            tuple(_case_snapshot(cid, c) for cid, c in sorted(self._cases.items()))
+            if with_cases
+            else ()
         )
         panes = tuple(
             OpenPaneSnapshot(
@@ -682,11 +719,13 @@ class PaneAccumulator:
                 tuple(
                     (
                         stat,
-                        tuple((cid, tuple(sorted(keys))) for cid, keys in by_case.items()),
+                        tuple((cid, tuple(sorted(keys))) for cid, keys in sorted(by_case.items())),
                     )
-                    for stat, by_case in p.seen.items()
+                    for stat, by_case in sorted(p.seen.items())
                     if by_case
-                ),
+                )
+                if with_cases
+                else (),
                 _freeze(p.firsts),
             )
             for p in sorted(self._open.values(), key=lambda p: p.index)
@@ -702,6 +741,32 @@ class PaneAccumulator:
             panes,
         )
 
+    def case_state(self, case_id: str) -> CaseAccState | None:
+        """The case's share of the state (see :meth:`shared_snapshot`), ``None`` if it has
+        none. O(open panes * statistics): take it for the cases an update touched."""
+        cs = self._cases.get(case_id)
+        seen = tuple(
+            (p.index, stat, tuple(sorted(keys)))
+            for p in sorted(self._open.values(), key=lambda p: p.index)
+            for stat, by_case in sorted(p.seen.items())
+            if (keys := by_case.get(case_id))
+        )
+        if cs is None and not seen:
+            return None
+        return CaseAccState(None if cs is None else _case_snapshot(case_id, cs), seen)
+
+    def restore_case(self, case_id: str, state: CaseAccState) -> None:
+        """Put back a case's share taken with :meth:`case_state` (after building the
+        accumulator from a :meth:`shared_snapshot`); entries of panes that have closed since
+        are ignored."""
+        snap = state.case
+        if snap is not None:
+            self._cases[case_id] = _case_from(snap)
+        for idx, stat, keys in state.seen:
+            pane = self._open.get(idx)
+            if pane is not None:
+                pane.seen.setdefault(stat, {})[case_id] = set(keys)
+
     def _restore(self, state: AccumulatorState) -> None:
         if state.version != 1:
             raise ValueError(f"unsupported accumulator state version {state.version}")
@@ -714,11 +779,7 @@ class PaneAccumulator:
         self._capped = state.capped
         self._orphans = state.orphans
         for snap in state.cases:
-            c = _Case(snap.first_us)
-            c.max_us, c.prev_us, c.last_activity = snap.max_us, snap.prev_us, snap.last_activity
-            c.panes = list(snap.panes)
-            c.life = {s: set(keys) for s, keys in snap.life}
-            self._cases[snap.case_id] = c
+            self._cases[snap.case_id] = _case_from(snap)
         for ps in state.panes:
             p = self._open_pane(ps.index)
             for stat, entries in ps.counts:
@@ -727,6 +788,26 @@ class PaneAccumulator:
                 p.seen[stat] = {cid: set(keys) for cid, keys in by_case}
             for stat, entries in ps.firsts:
                 p.firsts[stat] = dict(entries)
+
+
+def _case_snapshot(case_id: str, c: _Case) -> CaseSnapshot:
+    return CaseSnapshot(
+        case_id,
+        c.first_us,
+        c.max_us,
+        c.prev_us,
+        c.last_activity,
+        tuple(c.panes),
+        tuple((s, tuple(sorted(keys))) for s, keys in sorted(c.life.items())),
+    )
+
+
+def _case_from(snap: CaseSnapshot) -> _Case:
+    c = _Case(snap.first_us)
+    c.max_us, c.prev_us, c.last_activity = snap.max_us, snap.prev_us, snap.last_activity
+    c.panes = list(snap.panes)
+    c.life = {s: set(keys) for s, keys in snap.life}
+    return c
 
 
 def _freeze(section: dict[str, dict[Key, int]]) -> tuple[tuple[str, Entries], ...]:

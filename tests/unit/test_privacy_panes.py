@@ -388,3 +388,75 @@ def test_vault_with_rules_only_feeds_violations_and_unchecked_completions() -> N
     assert p1.statistic("violation") == {("iv_within_1h",): 1}  # counted at the deadline
     assert p1.statistic("cases") == {("completed_unchecked",): 2}
     assert p0.statistic("directly_follows") == {("Triage", "IV"): 1}
+
+
+_stream = st.lists(
+    st.tuples(
+        st.sampled_from(["c1", "c2", "c3", "c4"]),
+        st.sampled_from(["A", "B", "C", "end", "withheld"]),
+        st.integers(0, 5 * 60),
+        st.booleans(),  # the batch ends after this item
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=60, deadline=timedelta(seconds=2))
+@given(_stream, st.integers(0, 80))
+def test_a_shared_snapshot_and_the_touched_cases_states_restore_the_whole(
+    raw: list[tuple[str, str, int, bool]], cut: int
+) -> None:
+    """What the vault worker stores: per batch the shared snapshot, and the state of each case
+    the batch touched (its events, its completions) — earlier case states are not rewritten.
+    Restarting from that store at any batch boundary gives the panes of a run without one."""
+    from procvault.monitor.compliance import Compliance, DeclareRule
+    from procvault.monitor.event import PLACEHOLDER_ACTIVITY, EventKind
+
+    s = _settings(panes=PaneSettings(HOUR, timedelta(minutes=15)))
+    vault = Vault(compliance=Compliance([DeclareRule("R1", "existence", "B")]))
+    steps = []  # (event, the vault's update, ends a batch)
+    for case, act, minute, ends in raw:
+        ts = T0 + timedelta(minutes=minute)
+        if act == "end":
+            ev = Event.case_end(case, ts)
+        elif act == "withheld":
+            ev = Event.create(case, PLACEHOLDER_ACTIVITY, ts, kind=EventKind.PLACEHOLDER)
+        else:
+            ev = Event.create(case, act, ts)
+        steps.append((ev, vault.update(ev), ends))
+
+    def run(acc: PaneAccumulator, part: list[Any]) -> list[PaneAggregate]:
+        return [p for ev, up, _ in part for p in acc.observe(ev, up)]
+
+    ref_acc = PaneAccumulator(s, KNOWN)
+    reference = [*run(ref_acc, steps), *ref_acc.flush()]
+
+    acc = PaneAccumulator(s, KNOWN)
+    shared = acc.shared_snapshot()
+    cases: dict[str, Any] = {}
+    touched: set[str] = set()
+    out: list[PaneAggregate] = []
+    cut_at = 0
+    for i, (ev, up, ends) in enumerate(steps):
+        out.extend(acc.observe(ev, up))
+        touched.add(ev.case_id)
+        touched.update(a.case_id for a in up.alerts)
+        touched.update(r.case_id for r in up.completed)
+        if ends or i == len(steps) - 1:
+            blob = msgspec.msgpack.encode(acc.shared_snapshot())
+            shared = msgspec.msgpack.decode(blob, type=AccumulatorState)
+            for case in touched:
+                cases[case] = acc.case_state(case)
+            touched.clear()
+            cut_at = i + 1
+            if i + 1 >= cut:
+                break
+    assert shared.cases == () and all(not p.seen for p in shared.panes)
+    back = PaneAccumulator(s, KNOWN, shared)
+    for case, state in cases.items():
+        if state is not None:
+            back.restore_case(case, state)
+    assert back.snapshot() == acc.snapshot()
+    out.extend(run(back, steps[cut_at:]))
+    out.extend(back.flush())
+    assert out == reference

@@ -275,9 +275,12 @@ class Vault:
     def update(self, event: Event) -> Update:
         """Apply one event (or marker) and return what it revealed."""
         case_id = event.case_id
-        if event.kind:  # a marker (EventKind.ACTIVITY is 0)
+        if event.kind:  # a marker or a placeholder (EventKind.ACTIVITY is 0)
             # (a vault without a model never gets here: it uses _update_with_rules)
-            if event.kind != EventKind.CASE_END or case_id not in self._tbr:  # type: ignore[operator]
+            if event.kind != EventKind.CASE_END:
+                return NOTHING
+            if case_id not in self._tbr:  # type: ignore[operator]
+                self.mark_completed(case_id)  # nothing shared so far: it ends all the same
                 return NOTHING
             return Update((), (self._complete(case_id, "end_marker"),))
         if case_id in self._done:
@@ -300,7 +303,10 @@ class Vault:
         """:meth:`update` when the vault also checks compliance rules."""
         case_id = event.case_id
         if event.kind:
-            if event.kind != EventKind.CASE_END or not self.is_active(case_id):
+            if event.kind != EventKind.CASE_END:
+                return NOTHING
+            if not self.is_active(case_id):
+                self.mark_completed(case_id)  # nothing shared so far: it ends all the same
                 return NOTHING
             alerts: list[Alert] = []
             done = self._complete(case_id, "end_marker", alerts, event.timestamp)
@@ -558,7 +564,9 @@ class Vault:
         return known
 
     def mark_completed(self, case_id: str) -> None:
-        """Remember ``case_id`` as completed (restoring a vault: its late events are reported)."""
+        """Remember ``case_id`` as completed, without a result: its later events are reported
+        as ``after_completion``. Used when restoring a vault, and by an end-of-case marker of
+        a case the vault holds no state for (one that only had placeholders so far)."""
         keep = self.settings.remember_completed
         if keep and case_id not in self._done:
             self._done.add(case_id)

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from procvault.monitor.event import Event
+from procvault.monitor.event import Event, EventKind
 from procvault.monitor.revocation import Revocations, apply_revocation
 from procvault.monitor.vault import CaseResult, CaseState, Deviation, Update, Vault
 
@@ -96,6 +96,7 @@ _INF: Final = (1 << 62, 1 << 64, "")
 _NEG: Final = (-(1 << 62), 0, "")
 _STATE_CONTEXT: Final = b"procvault-state-v1|"
 _JSON: Final = msgspec.json.Encoder().encode
+_CASE_END: Final = EventKind.CASE_END
 _ITEMS_PER_RECORD: Final = 500  # result items per record (a few hundred bytes each)
 REASONS: Final = (
     "malformed",
@@ -660,6 +661,8 @@ class VaultWorker:
                 partials.extend(self._partials(shard, acc.observe(ev, up)))
             if up:
                 self._collect(shard, up, out, sent_us)
+            if ev.kind == _CASE_END and not c.done and not vault.is_active(case_id):
+                c.done = True  # ended without a result (only placeholders): as the vault has it
         return moved
 
     def _after_apply(

@@ -400,6 +400,10 @@ class PaneAccumulator:
         elif event.kind == EventKind.PLACEHOLDER:
             self._placeholder(event, us)
         self._update(update, violations, event.timestamp)
+        if event.kind == EventKind.CASE_END:
+            # a case the vault completed is gone by now; one it held no state for (only
+            # placeholders) ends at its marker all the same, without a completion to count
+            self._cases.pop(event.case_id, None)
         return self._advance(us)
 
     def observe_tick(

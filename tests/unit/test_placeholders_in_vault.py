@@ -93,11 +93,27 @@ def test_a_placeholder_changes_no_verdict() -> None:
     assert not any(f[0] == "dev" for f in _results(withheld))
 
 
-def test_a_case_of_placeholders_only_has_no_state_in_the_vault() -> None:
-    vault = Vault(NET, compliance=Compliance(RULES))
-    assert not vault.update(_placeholder("ghost", T0))
-    assert not vault.is_active("ghost")
-    assert vault.state().active_cases == 0
+def test_a_case_of_placeholders_only_has_no_state_in_the_vault_and_ends_at_its_marker() -> None:
+    for vault in (Vault(NET, compliance=Compliance(RULES)), Vault(NET)):
+        assert not vault.update(_placeholder("ghost", T0))
+        assert not vault.is_active("ghost")
+        assert vault.state().active_cases == 0
+        # its marker ends it without a result; what comes later is after its completion
+        assert not vault.update(Event.case_end("ghost", T0 + timedelta(minutes=1)))
+        assert vault.state().remembered_completed == 1
+        late = vault.update(Event.create("ghost", "A", T0 + timedelta(minutes=2)))
+        assert [d.kind for d in late.deviations] == ["after_completion"]
+        assert not vault.is_active("ghost")
+
+
+def test_the_accumulator_forgets_a_placeholder_only_case_at_its_marker() -> None:
+    acc = PaneAccumulator(SETTINGS, KnownKeys.build(NET.labels))
+    vault = Vault(NET)
+    for ev in (_placeholder("ghost", T0), Event.case_end("ghost", T0 + timedelta(minutes=1))):
+        acc.observe(ev, vault.update(ev))
+        if ev.kind == EventKind.PLACEHOLDER:
+            assert acc.counters().active_cases == 1
+    assert acc.counters().active_cases == 0
 
 
 def test_panes_count_placeholders_and_draw_no_pair_through_them() -> None:

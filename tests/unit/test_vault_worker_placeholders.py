@@ -100,3 +100,43 @@ def test_a_placeholder_only_case_is_not_counted_twice_after_a_restart(tmp_path: 
     assert straight.stats.applied == 3
     assert [p.aggregate for p in out.partials] == [p.aggregate for p in ref.partials]
     assert _withheld(ref.partials) >= 1
+
+
+def test_a_placeholder_only_case_ends_at_its_marker_in_memory_and_in_the_changelog(
+    tmp_path: Path,
+) -> None:
+    init_keyring(tmp_path, ["lab"])
+    worker = _worker(tmp_path)
+    session = ProducerSession(worker.secrets.current.public(), org="lab", producer="a")
+    topic = TOPICS.events("lab")
+    attrs = {"pv:reason": "ACTIVITY_DENIED", "pv:position": 1}
+    events = [
+        Event.create(
+            "hidden",
+            PLACEHOLDER_ACTIVITY,
+            T0,
+            org="lab",
+            attributes=attrs,
+            kind=EventKind.PLACEHOLDER,
+        ),
+        Event.case_end("hidden", T0 + timedelta(minutes=1), org="lab"),
+    ]
+    values = [
+        *(
+            session.seal(encode_frame(EVENT, i, 0, codec.encode(e)), topic=topic)
+            for i, e in enumerate(events)
+        ),
+        session.seal(encode_heartbeat(9, 0, 1 << 60, closed=True), topic=topic),
+    ]
+    worker.process({TopicPartition(topic, 0): [Rec(i, v) for i, v in enumerate(values)]})
+    shard = worker.shards[0]
+    assert worker.stats.applied == 2
+    assert shard.acc is not None and shard.acc.counters().active_cases == 0
+    changelog = {k: v for _, k, v in worker.state_records()}
+    assert "hidden" not in shard.cases  # nothing kept in memory once written
+    key = worker._case_key("hidden")
+    case_id, state, seqs, _, done, _ = worker._unseal(key, changelog[key])
+    assert (case_id, state, done) == ("hidden", None, True) and seqs
+    back = _worker(tmp_path)._rebuild(0, changelog)
+    assert back.vault.state().remembered_completed == 1  # as in the uninterrupted worker
+    assert shard.vault.state().remembered_completed == 1

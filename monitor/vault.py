@@ -585,6 +585,11 @@ class Vault:
             watermark=self._watermark,
         )
 
+    def is_completed(self, case_id: str) -> bool:
+        """Whether the vault remembers ``case_id`` as completed (the last
+        ``remember_completed`` cases)."""
+        return case_id in self._done
+
     def is_active(self, case_id: str) -> bool:
         """Whether ``case_id`` has events and has not completed."""
         if self._tbr is not None:

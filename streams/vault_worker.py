@@ -740,8 +740,11 @@ class VaultWorker:
             for case_id in shard.changed:
                 c = shard.cases[case_id]
                 state: CaseState | None = None
-                if not c.done and vault.is_active(case_id):
-                    state = vault.snapshot_case(case_id)
+                if not c.done:
+                    if vault.is_active(case_id):
+                        state = vault.snapshot_case(case_id)
+                    elif vault.is_completed(case_id):
+                        c.done = True  # an event after its completion: the case stays ended
                 # else only the replay guard: a completed case, or one the vault keeps no state
                 # for (so far only placeholders: they count in the panes, so a re-read after a
                 # restart must find them applied)

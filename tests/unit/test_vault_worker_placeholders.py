@@ -140,3 +140,35 @@ def test_a_placeholder_only_case_ends_at_its_marker_in_memory_and_in_the_changel
     back = _worker(tmp_path)._rebuild(0, changelog)
     assert back.vault.state().remembered_completed == 1  # as in the uninterrupted worker
     assert shard.vault.state().remembered_completed == 1
+
+
+def test_an_event_after_its_case_completed_keeps_it_completed_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    init_keyring(tmp_path, ["lab"])
+    worker = _worker(tmp_path)
+    tp = TopicPartition(TOPICS.events("lab"), 0)
+    first = ProducerSession(worker.secrets.current.public(), org="lab", producer="a")
+    second = ProducerSession(worker.secrets.current.public(), org="lab", producer="a")
+
+    def seal(session: ProducerSession, order: int, ev: Event) -> bytes:
+        frame = encode_frame(EVENT, order, 0, codec.encode(ev))
+        return session.seal(frame, topic=tp.topic)
+
+    done = [
+        seal(first, 0, Event.create("c", "B", T0, org="lab")),
+        seal(first, 1, Event.case_end("c", T0 + timedelta(minutes=1), org="lab")),
+    ]
+    worker.process({tp: [Rec(i, v) for i, v in enumerate(done)]})
+    worker.state_records()
+    # a later agent session sends an event of the case: after its completion
+    late = seal(second, 2, Event.create("c", "B", T0 + timedelta(minutes=2), org="lab"))
+    out = worker.process({tp: [Rec(2, late)]})
+    assert [i["kind"] for i in out.per_org["lab"] if i["type"] == "deviation"] == [
+        "after_completion"
+    ]
+    changelog = {k: v for _, k, v in worker.state_records()}
+    key = worker._case_key("c")
+    assert worker._unseal(key, changelog[key])[4] is True  # still ended
+    back = _worker(tmp_path)._rebuild(0, changelog)
+    assert back.vault.is_completed("c")

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from procvault.streams.errors import ConfigError
+from procvault.streams.kafka_local import pid_alive
 
 from .policy.windows import CollectionWindow
 
@@ -110,19 +111,6 @@ def default_control_dir(org: str, producer: str, topic_prefix: str = "") -> Path
     env = os.environ.get("PROCVAULT_HOME")
     home = Path(env).expanduser() if env else Path.home() / ".cache" / "procvault"
     return home / "agents" / f"{topic_prefix}{org}" / producer
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (signal 0)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass

@@ -589,7 +589,7 @@ class LocalKafka:
             except subprocess.TimeoutExpired:
                 return False
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid):
+        while pid_alive(pid):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
@@ -605,7 +605,7 @@ class LocalKafka:
             pid = int(self._pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if _pid_alive(pid) and self._is_our_broker(pid):
+        if pid_alive(pid) and self._is_our_broker(pid):
             return pid
         return None
 
@@ -642,7 +642,11 @@ class LocalKafka:
         self.stop()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (signal 0; ids below 1 never: ``kill(0, 0)``
+    would address the caller's own process group)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -442,17 +442,23 @@ class PaneAccumulator:
             self._placeholder(event, us)
         return self._advance(us)
 
-    def _event(self, event: Event, us: int) -> bool:
+    def _pane_at(self, us: int) -> _Pane | None:
+        """The open pane of time ``us`` (opened if need be), or ``None`` when it has closed
+        (the observation is late: counted)."""
         idx = us // self._len
         nc = self._next_close
         if nc is None:
             nc = self._start(us)
         if idx < nc:
             self._late_events += 1
-            return False
+            return None
         pane = self._open.get(idx)
+        return pane if pane is not None else self._open_pane(idx)
+
+    def _event(self, event: Event, us: int) -> bool:
+        pane = self._pane_at(us)
         if pane is None:
-            pane = self._open_pane(idx)
+            return False
         case_id = event.case_id
         act = event.activity
         cs = self._cases.get(case_id)
@@ -481,16 +487,9 @@ class PaneAccumulator:
         """Count a placeholder under activity ``pv:withheld``, within its case's caps (its
         first event starts the case as any event does). It is no step of the case's path:
         directly-follows pairs and durations skip it."""
-        idx = us // self._len
-        nc = self._next_close
-        if nc is None:
-            nc = self._start(us)
-        if idx < nc:
-            self._late_events += 1
-            return
-        pane = self._open.get(idx)
+        pane = self._pane_at(us)
         if pane is None:
-            pane = self._open_pane(idx)
+            return
         case_id = event.case_id
         cs = self._cases.get(case_id)
         if cs is None:

@@ -204,6 +204,8 @@ def test_agent_refuses_simulated_evidence_without_opt_in(
             "lab",
             "--from",
             str(sepsis_log),
+            "--control-dir",
+            str(tmp_path / "agent-noopt"),
         )
         assert agent.popen.wait(60) == 1
         assert "simulated-INSECURE evidence refused" in agent.stderr()

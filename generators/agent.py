@@ -366,11 +366,9 @@ class Agent:
                             break  # close the batch rather than hold it open while waiting
                         await asyncio.sleep(wait)
                 stats.read += 1
-                outs = transform(ev) if transform is not None else (ev,)
-                out_us = await self._send(
-                    producer, seal, order, ev.case_id, outs, route, withheld, last_key[0]
-                )
-                promise = last_key = (out_us, order)
+                outs = _monotone(transform(ev) if transform is not None else (ev,), last_key[0])
+                await self._send(producer, seal, order, ev.case_id, outs, route, withheld)
+                promise = last_key = (_us(outs[-1]) if outs else last_key[0], order)
                 position += 1
                 n += 1
                 pending = next(items, None)
@@ -503,9 +501,8 @@ class Agent:
                 published = -1
                 while outs is not None and head is not None and head is not _END:
                     order, key, case_id = head
-                    await self._send(
-                        producer, seal, order, case_id, outs, route, withheld, last_key[0]
-                    )
+                    # (admission made the outputs monotone: see admit)
+                    await self._send(producer, seal, order, case_id, outs, route, withheld)
                     last_key = key
                     published = order
                     position += 1
@@ -544,18 +541,15 @@ class Agent:
         outs: Iterable[Event],
         route: dict[str, tuple[bytes, int]],
         withheld: dict[str, int],
-        last_out: int,
-    ) -> int:
-        """Seal and send one source item's outputs (events or placeholders) to the case's
-        partition, in the open transaction; placeholders are counted per reason. Returns the
-        time (µs) of the last output sent: outputs never go below ``last_out``, the time of
-        the one before (see :func:`_monotone`)."""
+    ) -> None:
+        """Seal and send one source item's outputs (events or placeholders, already made
+        monotone by :func:`_monotone`) to the case's partition, in the open transaction;
+        placeholders are counted per reason."""
         stats, topic = self.stats, self.topic
         sent_us = time.time_ns() // 1000
         routed = route.get(case_id)
         if routed is None:
             routed = self._route(route, case_id)
-        outs = _monotone(outs, last_out)
         for out in outs:
             if out.kind == _PLACEHOLDER:
                 reason = str(out.attr("pv:reason") or "withheld").lower()
@@ -564,7 +558,6 @@ class Agent:
             frame = encode_frame(EVENT, order, sent_us, codec.encode(out))
             await producer.send(topic, seal(frame, topic=topic), key=routed[0], partition=routed[1])
             stats.sent += 1
-        return _us(outs[-1]) if outs else last_out
 
     async def _commit(
         self,

@@ -13,14 +13,14 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from test_agent_review_path import Reader, RecordingProducer
+from test_agent_review_path import Reader, RecordingProducer, frames
 
 from procvault.generators.agent import Agent, AgentSettings, _monotone
 from procvault.generators.pacing import AsFastAsPossible, FixedRate
 from procvault.generators.policy import PolicyEngine, PseudonymKey, is_placeholder, parse_policy
 from procvault.monitor.event import Event
 from procvault.streams import codec
-from procvault.streams.frames import EVENT, decode_frame, decode_heartbeat
+from procvault.streams.frames import EVENT, decode_heartbeat
 from procvault.streams.secrets import OrgKeys, VaultSecrets, init_keyring
 
 T0 = datetime(2024, 1, 1, 10, tzinfo=UTC)
@@ -62,18 +62,13 @@ def _stream(producer: RecordingProducer, reader: Reader) -> list[Record]:
     """The committed records in order: ``("event", (time, order), event, False)`` or
     ``("beat", key, None, closed)``."""
     out: list[Record] = []
-    for txn in producer.committed:
-        for topic, value, _ in txn:
-            if topic.endswith("agent.progress"):
-                continue
-            _, plain = reader.opener.open(value, topic=topic)
-            kind, order, _, body = decode_frame(plain)
-            if kind == EVENT:
-                ev = codec.decode(body)
-                out.append(("event", (_us(ev.timestamp), order), ev, False))
-            else:
-                wm, closed = decode_heartbeat(body)
-                out.append(("beat", (wm, order), None, closed))
+    for kind, order, body in frames(reader, producer):
+        if kind == EVENT:
+            ev = codec.decode(body)
+            out.append(("event", (_us(ev.timestamp), order), ev, False))
+        else:
+            wm, closed = decode_heartbeat(body)
+            out.append(("beat", (wm, order), None, closed))
     return out
 
 

@@ -142,7 +142,8 @@ async def test_head_of_line_heartbeats_and_restart(tmp_path: Path) -> None:
     assert ph[0].activity == "pv:withheld" and ph[0].attr("pv:reason") == "REVIEW_DROPPED"
 
 
-def _decoded(reader: Reader, producer: RecordingProducer) -> list[tuple[int, Event]]:
+def frames(reader: Reader, producer: RecordingProducer) -> list[tuple[int, int, bytes]]:
+    """``(kind, order, body)`` of every committed event and heartbeat frame, in order."""
     out = []
     for txn in producer.committed:
         for topic, value, _ in txn:
@@ -150,6 +151,9 @@ def _decoded(reader: Reader, producer: RecordingProducer) -> list[tuple[int, Eve
                 continue
             _, plain = reader.opener.open(value, topic=topic)
             kind, order, _, body = decode_frame(plain)
-            if kind == EVENT:
-                out.append((order, codec.decode(body)))
+            out.append((kind, order, body))
     return out
+
+
+def _decoded(reader: Reader, producer: RecordingProducer) -> list[tuple[int, Event]]:
+    return [(o, codec.decode(b)) for k, o, b in frames(reader, producer) if k == EVENT]

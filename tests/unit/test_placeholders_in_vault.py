@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pm4py.objects.petri_net.obj import Marking, PetriNet
-from pm4py.objects.petri_net.utils.petri_utils import add_arc_from_to
+from seqnet import sequence_net
 
 from procvault.generators.policy import PolicyEngine, PseudonymKey, is_placeholder, parse_policy
 from procvault.monitor.compliance import Compliance, DeclareRule
 from procvault.monitor.event import PLACEHOLDER_ACTIVITY, Event, EventKind
-from procvault.monitor.petri import CompiledNet, compile_net
 from procvault.monitor.privacy import (
     Budget,
     KnownKeys,
@@ -36,20 +34,7 @@ SETTINGS = PrivacySettings(
 RULES = [DeclareRule("a_then_b", "response", "A", "B")]
 
 
-def _net() -> CompiledNet:
-    net = PetriNet("ab")
-    places = [PetriNet.Place(f"p{i}") for i in range(3)]
-    for p in places:
-        net.places.add(p)
-    for i, label in enumerate("AB"):
-        t = PetriNet.Transition(label, label)
-        net.transitions.add(t)
-        add_arc_from_to(places[i], t, net)
-        add_arc_from_to(t, places[i + 1], net)
-    return compile_net(net, Marking({places[0]: 1}), Marking({places[-1]: 1}))
-
-
-NET = _net()
+NET = sequence_net("AB")
 
 
 def _placeholder(case: str, ts: datetime) -> Event:

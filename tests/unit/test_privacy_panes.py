@@ -10,9 +10,9 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from seqnet import sequence_net
 
 from procvault.monitor.event import Event
-from procvault.monitor.petri import compile_net
 from procvault.monitor.privacy import (
     AccumulatorState,
     Budget,
@@ -117,19 +117,7 @@ def test_directly_follows_and_durations_per_case() -> None:
 
 
 def test_vault_wiring_counts_deviations_completions_and_violations() -> None:
-    from pm4py.objects.petri_net.obj import Marking, PetriNet
-    from pm4py.objects.petri_net.utils.petri_utils import add_arc_from_to
-
-    net = PetriNet("seq")
-    places = [PetriNet.Place(f"p{i}") for i in range(4)]
-    for p in places:
-        net.places.add(p)
-    for i, label in enumerate("ABC"):
-        t = PetriNet.Transition(label, label)
-        net.transitions.add(t)
-        add_arc_from_to(places[i], t, net)
-        add_arc_from_to(t, places[i + 1], net)
-    cn = compile_net(net, Marking({places[0]: 1}), Marking({places[-1]: 1}))
+    cn = sequence_net("ABC")
     vault = Vault(cn)
     acc = PaneAccumulator(_settings(), KnownKeys.build(cn.labels, rules=["R1"]))
     stream = [

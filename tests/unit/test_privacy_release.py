@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from seqnet import sequence_net
 
 from procvault.monitor.event import Event
 from procvault.monitor.privacy import (
@@ -296,22 +297,9 @@ def test_a_restart_mid_pane_republishes_exactly_the_drawn_values() -> None:
     """Vault + accumulator + release stage with OpenDP noise; the worker crashes in the middle
     of a pane after its last commit. The restarted stage republishes the stored records byte
     for byte, draws no new noise for them, and charges no pane twice."""
-    from pm4py.objects.petri_net.obj import Marking, PetriNet
-    from pm4py.objects.petri_net.utils.petri_utils import add_arc_from_to
-
-    from procvault.monitor.petri import compile_net
     from procvault.monitor.vault import Vault
 
-    net = PetriNet("seq")
-    places = [PetriNet.Place(f"p{i}") for i in range(4)]
-    for p in places:
-        net.places.add(p)
-    for i, label in enumerate("ABC"):
-        t = PetriNet.Transition(label, label)
-        net.transitions.add(t)
-        add_arc_from_to(places[i], t, net)
-        add_arc_from_to(t, places[i + 1], net)
-    cn = compile_net(net, Marking({places[0]: 1}), Marking({places[-1]: 1}))
+    cn = sequence_net("ABC")
     settings = _settings(windows=(2 * HOUR,))
     known = KnownKeys.build(cn.labels)
     plan = ReleasePlan.build(settings, known)

@@ -8,13 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-from pm4py.objects.petri_net.obj import Marking, PetriNet
-from pm4py.objects.petri_net.utils.petri_utils import add_arc_from_to
+from seqnet import sequence_net
 
 from procvault.monitor.compliance import Compliance, DeclareRule
 from procvault.monitor.compliance.model import Correlation
 from procvault.monitor.event import Event
-from procvault.monitor.petri import CompiledNet, compile_net
 from procvault.monitor.privacy import (
     Budget,
     DeterministicReleaser,
@@ -46,20 +44,7 @@ SETTINGS = PrivacySettings(
 )
 
 
-def _net() -> CompiledNet:
-    net = PetriNet("abc")
-    places = [PetriNet.Place(f"p{i}") for i in range(4)]
-    for p in places:
-        net.places.add(p)
-    for i, label in enumerate("ABC"):
-        t = PetriNet.Transition(label, label)
-        net.transitions.add(t)
-        add_arc_from_to(places[i], t, net)
-        add_arc_from_to(t, places[i + 1], net)
-    return compile_net(net, Marking({places[0]: 1}), Marking({places[-1]: 1}))
-
-
-NET = _net()
+NET = sequence_net("ABC")
 KNOWN = KnownKeys.build(NET.labels, rules=[FOUR_EYES.name])
 PLAN = ReleasePlan.build(SETTINGS, KNOWN)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from seqnet import sequence_petri
 
 from procvault.cli import main
 from procvault.generators._pm4py import import_pm4py
@@ -22,25 +23,9 @@ pm4py = import_pm4py()
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def _seq_net(labels: str = "ABC") -> tuple[Any, Any, Any]:
-    from pm4py.objects.petri_net.obj import Marking, PetriNet
-    from pm4py.objects.petri_net.utils.petri_utils import add_arc_from_to
-
-    net = PetriNet("seq")
-    places = [PetriNet.Place(f"p{i}") for i in range(len(labels) + 1)]
-    for p in places:
-        net.places.add(p)
-    for i, label in enumerate(labels):
-        t = PetriNet.Transition(label, label)
-        net.transitions.add(t)
-        add_arc_from_to(places[i], t, net)
-        add_arc_from_to(t, places[i + 1], net)
-    return net, Marking({places[0]: 1}), Marking({places[-1]: 1})
-
-
 @pytest.fixture
 def seq() -> CompiledNet:
-    return compile_net(*_seq_net())
+    return compile_net(*sequence_petri())
 
 
 def _ev(case: str, act: str, minutes: float = 0) -> Event:
@@ -137,7 +122,7 @@ def test_snapshot_restore_round_trip(seq: CompiledNet) -> None:
 def test_models_we_refuse(mutate: str, match: str) -> None:
     from pm4py.objects.petri_net.obj import Marking
 
-    net, im, fm = _seq_net()
+    net, im, fm = sequence_petri()
     if mutate == "weight":
         next(iter(net.arcs)).weight = 2
     elif mutate == "empty_im":

@@ -40,8 +40,8 @@ from typing import Any
 
 from _timing import latency_summary, rate_summary  # bench/_timing.py
 
+from procvault.config.models import LoadedModel, load_model
 from procvault.generators._pm4py import import_pm4py
-from procvault.generators.models import LoadedModel, load_model
 from procvault.generators.xes import read_xes
 from procvault.monitor.alignments import PrefixAlignments
 from procvault.monitor.petri import CompiledNet, compile_net

@@ -157,7 +157,7 @@ def _rego_folder(n: int, root: Path) -> Path:
 
 def _rego_child(folder: str, n_events: int) -> None:
     """Child process: time the Rego path on the first ``n_events`` of the stream; print JSON."""
-    from procvault.streams.promtee import RegoEvaluator, load_manifest, load_promtee_rules
+    from procvault.reference.promtee import RegoEvaluator, load_manifest, load_promtee_rules
 
     rules = load_promtee_rules(folder)
     ev = RegoEvaluator(rules, load_manifest(DATA / "manifests" / "extraction_manifest_sepsis.json"))

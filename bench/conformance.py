@@ -39,8 +39,8 @@ from typing import Any
 import msgspec
 from _timing import latency_summary, rate_summary  # bench/_timing.py
 
+from procvault.config.models import LoadedModel, load_model
 from procvault.generators._pm4py import import_pm4py
-from procvault.generators.models import LoadedModel, load_model
 from procvault.generators.simulate import Simulator
 from procvault.generators.xes import read_xes
 from procvault.monitor.event import Event

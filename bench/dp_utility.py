@@ -50,8 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from procvault.config.dp import load_dp_policy
+from procvault.config.models import load_model
 from procvault.generators._pm4py import import_pm4py
-from procvault.generators.models import load_model
 from procvault.generators.xes import read_xes
 from procvault.monitor.event import Event
 from procvault.monitor.petri import CompiledNet, compile_net
@@ -68,7 +69,6 @@ from procvault.monitor.privacy import (
     ReleasePlan,
 )
 from procvault.monitor.vault import Vault
-from procvault.streams.dp_config import load_dp_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("PROCVAULT_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -33,8 +33,8 @@ from stdnum import luhn
 from stdnum.nl import bsn as std_bsn
 from stdnum.us import ssn as std_ssn
 
-from procvault.generators.policy import PolicyEngine, Scrubber, ScrubSettings, parse_policy
 from procvault.monitor.event import Event
+from procvault.organization.policy import PolicyEngine, Scrubber, ScrubSettings, parse_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "pii_freetext.jsonl"

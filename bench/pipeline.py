@@ -41,9 +41,9 @@ from typing import Any, ClassVar
 
 os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "false")
 
-from procvault.generators.agent import Agent, AgentSettings, ordered_share
 from procvault.generators.split import ActivityMapping, assign
 from procvault.generators.xes import read_xes
+from procvault.organization.agent import Agent, AgentSettings, ordered_share
 from procvault.streams import kafka_local
 from procvault.streams.frames import Topics, open_result
 from procvault.streams.secrets import OrgKeys, VaultSecrets, init_keyring

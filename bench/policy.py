@@ -34,9 +34,9 @@ import msgspec
 
 os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "false")
 
-from procvault.generators.policy import PolicyEngine, PseudonymKey, load_policy
 from procvault.generators.xes import read_xes
 from procvault.monitor.event import Event
+from procvault.organization.policy import PolicyEngine, PseudonymKey, load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "policies" / "orgs" / "hospital.yaml"

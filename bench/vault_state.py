@@ -30,15 +30,15 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from procvault.cli.monitor import load_engines
+from procvault.cli.pipeline import known_keys
+from procvault.config.dp import load_dp_policy
 from procvault.generators.xes import read_xes
 from procvault.monitor.compliance import Compliance
 from procvault.monitor.event import Event
 from procvault.monitor.privacy import PaneAccumulator
 from procvault.monitor.vault import Vault
-from procvault.monitor_cmd import load_engines
-from procvault.pipeline_cmd import known_keys
 from procvault.streams import codec
-from procvault.streams.dp_config import load_dp_policy
 from procvault.streams.envelope import ProducerSession
 from procvault.streams.frames import EVENT, Topics, encode_frame, encode_heartbeat
 from procvault.streams.secrets import Registry, VaultSecrets, init_keyring

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from procvault.generators.models import LoadedModel
+from procvault.config.models import LoadedModel
+from procvault.monitor.errors import ConfigError
 from procvault.monitor.event import Event
-from procvault.streams.errors import ConfigError
 
 __all__ = ["NOISE_KINDS", "SimulationRun", "SimulationStats", "Simulator"]
 
@@ -251,7 +251,7 @@ class Simulator:
     Parameters
     ----------
     model
-        The net to simulate, from :func:`~procvault.generators.models.load_model`.
+        The net to simulate, from :func:`~procvault.config.models.load_model`.
     seed
         Seeds every random choice.
     arrival_rate

@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 import yaml
 
+from procvault.monitor.errors import ConfigError, InputError
 from procvault.monitor.event import Event
-from procvault.streams.errors import ConfigError, InputError
 
 __all__ = ["ActivityMapping", "CaseHash", "OrgAssigner", "assign", "split"]
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import msgspec
 
+from procvault.monitor.errors import InputError
 from procvault.monitor.event import Event
-from procvault.streams.errors import InputError
 
 from ._pm4py import import_pm4py
 
@@ -161,7 +161,7 @@ def read_xes(path: str | os.PathLike[str]) -> XesLog:
     >>> read_xes("no/such.xes")
     Traceback (most recent call last):
     ...
-    procvault.streams.errors.InputError: no/such.xes: file not found
+    procvault.monitor.errors.InputError: no/such.xes: file not found
     """
     p = Path(path)
     if not p.exists():

@@ -7,7 +7,7 @@ places through silent transitions (the table pm4py's token-based replay walks) a
 once, here, with pm4py's own routine so that the online replay makes the very same choices.
 
 The net comes in as pm4py objects (``PetriNet``, initial and final ``Marking``); reading files
-is the caller's job (``procvault.generators.models.load_model``), so this module does no I/O.
+is the caller's job (``procvault.config.models.load_model``), so this module does no I/O.
 
 Examples
 --------
@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .errors import ModelError
+
 __all__ = ["CompiledNet", "ModelError", "compile_net"]
 
 #: pm4py's recursion depth for the shortest paths through silent transitions
@@ -39,10 +41,6 @@ __all__ = ["CompiledNet", "ModelError", "compile_net"]
 SILENT_PATH_DEPTH: Final = 50
 
 Marking = tuple[int, ...]
-
-
-class ModelError(ValueError):
-    """The net cannot be monitored as given (the message says why)."""
 
 
 @dataclass(frozen=True, eq=False)

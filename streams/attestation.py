@@ -35,8 +35,9 @@ from typing import Any, Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from procvault.monitor.errors import SecurityError
+
 from .envelope import VaultKeys, VaultPublicKeys, verify_signature
-from .errors import SecurityError
 
 __all__ = [
     "AttestationError",

@@ -27,9 +27,8 @@ from typing import Any, Final
 
 import msgspec
 
+from procvault.monitor.errors import CodecError
 from procvault.monitor.event import Event, EventKind, to_utc
-
-from .errors import CodecError
 
 __all__ = ["FORMAT_VERSION", "decode", "encode", "from_json", "to_json"]
 

@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import SecurityError
+from procvault.monitor.errors import SecurityError
 
 __all__ = [
     "ENVELOPE_VERSION",

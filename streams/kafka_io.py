@@ -21,10 +21,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
 
+from procvault.monitor.errors import ConfigError, KafkaSetupError
 from procvault.monitor.event import Event
 
 from . import codec
-from .errors import ConfigError, KafkaSetupError
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -69,7 +69,7 @@ def topic_for(template: str, org: str) -> str:
     >>> topic_for("events-{org}", "")
     Traceback (most recent call last):
     ...
-    procvault.streams.errors.ConfigError: topic template 'events-{org}' needs the event's org, ...
+    procvault.monitor.errors.ConfigError: topic template 'events-{org}' needs the event's org, ...
     """
     if ORG_PLACEHOLDER not in template:
         return template
@@ -97,7 +97,7 @@ def parse_kafka_url(url: str) -> tuple[str, str]:
     >>> parse_kafka_url("kafka://127.0.0.1/events")
     Traceback (most recent call last):
     ...
-    procvault.streams.errors.ConfigError: Kafka URL 'kafka://127.0.0.1/events' lacks a port; ...
+    procvault.monitor.errors.ConfigError: Kafka URL 'kafka://127.0.0.1/events' lacks a port; ...
     """
     expected = "write it as kafka://HOST:PORT/TOPIC"
     if not isinstance(url, str):

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
-from .errors import ConfigError, KafkaSetupError
+from procvault.monitor.errors import ConfigError, KafkaSetupError
 
 __all__ = [
     "LocalKafka",

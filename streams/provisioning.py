@@ -16,9 +16,10 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from procvault.monitor.errors import KafkaSetupError
+
 from .attestation import AttestationError, KeyAnnouncement, Provider, Verifier
 from .envelope import VaultPublicKeys
-from .errors import KafkaSetupError
 from .frames import Topics
 
 if TYPE_CHECKING:

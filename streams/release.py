@@ -34,6 +34,7 @@ import json
 from collections.abc import Mapping
 from typing import Final
 
+from procvault.monitor.errors import SecurityError
 from procvault.monitor.privacy.records import (
     PaneRecord,
     Record,
@@ -44,7 +45,6 @@ from procvault.monitor.privacy.records import (
 )
 
 from .envelope import VaultKeys, VaultPublicKeys, verify_signature
-from .errors import SecurityError
 
 __all__ = ["ReleaseSignatureError", "record_key", "sign_record", "verify_record"]
 

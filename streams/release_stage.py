@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
+from procvault.monitor.errors import ConfigError
 from procvault.monitor.privacy.ledger import LedgerState
 from procvault.monitor.privacy.mechanisms import Releaser
 from procvault.monitor.privacy.panes import PaneAggregate, PaneClock
@@ -84,16 +85,15 @@ from procvault.monitor.privacy.release import PaneReleaser, ReleaseState
 from procvault.monitor.privacy.tree import TreeState
 
 from .envelope import RejectedRecord, open_state, seal_state
-from .errors import ConfigError
 from .frames import Partial, Topics, open_partial
 from .release import record_key, sign_record
 
 if TYPE_CHECKING:
+    from procvault.metrics.exporters import ReleaseMetrics
     from procvault.monitor.privacy.plan import ReleasePlan
     from procvault.monitor.privacy.settings import KnownKeys, PrivacySettings
+    from procvault.reports.recorder import RunRecorder
 
-    from .metrics import ReleaseMetrics
-    from .recorder import RunRecorder
     from .secrets import VaultSecrets
 
 __all__ = [

@@ -6,7 +6,7 @@ like an event in a ``REVOKE`` frame, see :mod:`.frames`); the vault worker verif
 the registry and honours it (:mod:`procvault.monitor.revocation`). A :class:`Revocation` names
 *what* is revoked
 in the terms the vault knows: a case or a resource by the pseudonym the policy stage emitted
-(:meth:`~procvault.generators.policy.engine.PolicyEngine.pseudonym_case`), or a time range of the
+(:meth:`~procvault.organization.policy.engine.PolicyEngine.pseudonym_case`), or a time range of the
 organization's events. The organization signs it with its Ed25519 key; the vault accepts it only
 from a key it trusts for that organization.
 
@@ -30,7 +30,7 @@ True
 >>> verify_revocation(wire.replace(b"c_5f0c2a", b"c_000000"), {"hospital": [org_key.public_key()]})
 Traceback (most recent call last):
 ...
-procvault.streams.errors.SignatureError: revocation ...: bad signature (key ...)
+procvault.monitor.errors.SignatureError: revocation ...: bad signature (key ...)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .errors import InputError, SignatureError
+from procvault.monitor.errors import InputError, SignatureError
 
 if TYPE_CHECKING:
     from procvault.monitor.revocation import Revoked
@@ -272,8 +272,8 @@ def verify_revocation(
     trusted
         Organization -> its trusted Ed25519 public keys (several during a key rotation).
 
-    Raises :class:`~procvault.streams.errors.InputError` for a malformed record and
-    :class:`~procvault.streams.errors.SignatureError` for an unknown key or a bad signature;
+    Raises :class:`~procvault.monitor.errors.InputError` for a malformed record and
+    :class:`~procvault.monitor.errors.SignatureError` for an unknown key or a bad signature;
     either way one line, naming the revocation id when it can be read.
     """
     try:

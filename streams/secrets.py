@@ -47,8 +47,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from procvault.monitor.errors import ConfigError
+
 from .envelope import VaultKeys
-from .errors import ConfigError
 
 __all__ = ["OrgKeys", "Registry", "VaultSecrets", "init_keyring"]
 

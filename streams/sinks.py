@@ -23,10 +23,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol, Self
 
+from procvault.monitor.errors import ConfigError
 from procvault.monitor.event import Event
 
 from . import codec
-from .errors import ConfigError
 
 __all__ = ["EventSink", "JsonLinesSink", "NullSink", "open_sink"]
 

@@ -59,13 +59,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+from procvault.monitor.errors import ConfigError, InputError, KafkaSetupError, SignatureError
 from procvault.monitor.event import Event, EventKind
 from procvault.monitor.revocation import Revocations, apply_revocation
 from procvault.monitor.vault import CaseResult, CaseState, Deviation, Update, Vault
 
 from . import codec
 from .envelope import RejectedRecord, SessionOpener, case_pseudonym, open_state, seal_state
-from .errors import ConfigError, InputError, KafkaSetupError, SignatureError
 from .frames import (
     EVENT,
     HEARTBEAT,

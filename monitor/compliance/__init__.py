@@ -3,7 +3,7 @@
 The rule model (:mod:`.model`) holds frozen values; :class:`Compliance` (:mod:`.engine`)
 compiles them once into per-activity dispatch tables and evaluates events one at a time with
 O(1) work per rule touched. Rule files are parsed outside ``monitor/`` (by
-:mod:`procvault.generators.rules`).
+:mod:`procvault.config.rules`).
 """
 
 from .engine import CaseSnapshot, Compliance, RuleCounters

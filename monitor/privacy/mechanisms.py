@@ -35,6 +35,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import PrivacyProofError
+
 if TYPE_CHECKING:
     from .plan import MechanismSpec, ReleasePlan
 
@@ -45,10 +47,6 @@ __all__ = [
     "Releaser",
     "opendp",
 ]
-
-
-class PrivacyProofError(ValueError):
-    """OpenDP could not prove that a mechanism meets its share of the budget."""
 
 
 def opendp() -> Any:

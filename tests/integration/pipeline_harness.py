@@ -275,9 +275,9 @@ def in_process_results(
     events: Iterable[Event], model: Path, rules: Path | None
 ) -> dict[str, dict[str, Any]]:
     """What ``procvault monitor`` computes in-process, per case."""
+    from procvault.cli.monitor import load_engines
     from procvault.monitor.compliance import Compliance
     from procvault.monitor.vault import Vault
-    from procvault.monitor_cmd import load_engines
 
     _, net, rule_list = load_engines(str(model), str(rules) if rules else None)
     vault = Vault(net, compliance=Compliance(rule_list) if rule_list is not None else None)

@@ -38,9 +38,9 @@ LIMIT = 400
 
 def _source(log: Path, limit: int) -> list[Event]:
     """The events every agent reads, with their organizations (as ``procvault agent`` does)."""
+    from procvault.cli.pipeline import _first
     from procvault.generators.split import ActivityMapping, assign
     from procvault.generators.xes import read_xes
-    from procvault.pipeline_cmd import _first
 
     mapping = ActivityMapping.from_file(SEPSIS_ORGS)
     return list(_first(assign(read_xes(log).replay(end_markers=True), mapping), limit))
@@ -84,9 +84,9 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 def test_review_holds_drops_redacts_and_releases_and_the_vault_agrees(
     kafka_bootstrap: str, tmp_path: Path, sepsis_log: Path
 ) -> None:
-    from procvault.generators.agent import ordered_share
-    from procvault.generators.policy import verify_audit_log
-    from procvault.generators.review import ReviewQueue
+    from procvault.organization.agent import ordered_share
+    from procvault.organization.policy import verify_audit_log
+    from procvault.organization.review import ReviewQueue
 
     events = _source(sepsis_log, LIMIT)
     share = list(ordered_share(events, "emergency"))

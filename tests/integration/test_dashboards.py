@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from procvault.streams.metrics import (
+from procvault.metrics.exporters import (
     AGENT_WITHHELD_REASONS,
     PANE_OUTCOMES,
     REJECT_REASONS,
@@ -30,7 +30,7 @@ from procvault.streams.metrics import (
     VaultMetrics,
     serve,
 )
-from procvault.streams.prometheus_local import LocalPrometheus, Target
+from procvault.metrics.prometheus import LocalPrometheus, Target
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(120)]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from procvault.monitor.errors import ConfigError, KafkaSetupError
 from procvault.monitor.event import Event
 from procvault.streams import codec
-from procvault.streams.errors import ConfigError, KafkaSetupError
 from procvault.streams.kafka_io import EventPublisher, ensure_topics, parse_kafka_url, read_topic
 from procvault.streams.kafka_local import (
     LocalKafka,

@@ -23,7 +23,7 @@ from pipeline_harness import (
 )
 from test_dashboards import QUERIES
 
-from procvault.streams.prometheus_local import LocalPrometheus, Target
+from procvault.metrics.prometheus import LocalPrometheus, Target
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(300)]
 

@@ -161,11 +161,11 @@ def test_sepsis_across_three_orgs_equals_in_process_and_nothing_is_in_clear(
 
 def _reference_panes(events: list, dp_path: Path) -> dict[int, object]:
     """The exact pane aggregates of an uninterrupted in-process run (non-empty panes)."""
+    from procvault.cli.monitor import load_engines
+    from procvault.config.dp import load_dp_policy
     from procvault.monitor.compliance import Compliance
     from procvault.monitor.privacy import KnownKeys, PaneAccumulator
     from procvault.monitor.vault import Vault
-    from procvault.monitor_cmd import load_engines
-    from procvault.streams.dp_config import load_dp_policy
 
     model, net, rules = load_engines(str(SHARED / SEPSIS_MODEL), str(SEPSIS_RULES))
     vault = Vault(net, compliance=Compliance(rules))

@@ -20,7 +20,7 @@ from pipeline_harness import (
     in_process_results,
 )
 
-from procvault import consent_cmd
+from procvault.cli import consent as consent_cmd
 
 pytestmark = pytest.mark.timeout(600)
 

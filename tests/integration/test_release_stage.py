@@ -27,14 +27,14 @@ from typing import Any
 import pytest
 import yaml
 
-from procvault import results_cmd
+from procvault.cli import results as results_cmd
+from procvault.cli.release import CRASH_ENV
+from procvault.config.dp import load_dp_policy, parse_dp_policy
 from procvault.monitor.privacy.mechanisms import OpenDPReleaser
 from procvault.monitor.privacy.panes import PaneAggregate, PaneClock
 from procvault.monitor.privacy.plan import ReleasePlan
 from procvault.monitor.privacy.records import PaneRecord, WithheldRecord
-from procvault.release_cmd import CRASH_ENV
 from procvault.streams.attestation import KeyAnnouncement, SimulatedProvider
-from procvault.streams.dp_config import load_dp_policy, parse_dp_policy
 from procvault.streams.envelope import VaultKeys
 from procvault.streams.frames import Partial, Topics, seal_partial, seal_result
 from procvault.streams.kafka_io import ensure_topics, read_topic
@@ -416,8 +416,8 @@ def _scrape(log: Path) -> dict[str, float]:
 
 
 def _known(model: Path) -> Any:
-    from procvault.monitor_cmd import load_engines
-    from procvault.pipeline_cmd import known_keys
+    from procvault.cli.monitor import load_engines
+    from procvault.cli.pipeline import known_keys
 
     m, _net, rules = load_engines(str(model), None)
     return known_keys(m, rules)

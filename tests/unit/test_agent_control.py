@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from procvault.cli import main
-from procvault.generators.control import (
+from procvault.metrics.exporters import AgentMetrics, exposition
+from procvault.monitor.errors import ConfigError
+from procvault.organization.control import (
     AgentControl,
     AgentStatus,
     CommandWatcher,
@@ -23,9 +25,7 @@ from procvault.generators.control import (
     decide_state,
     default_control_dir,
 )
-from procvault.generators.policy import parse_policy
-from procvault.streams.errors import ConfigError
-from procvault.streams.metrics import AgentMetrics, exposition
+from procvault.organization.policy import parse_policy
 
 OFFICE = parse_policy(
     {

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from test_agent_review_path import Reader, RecordingProducer, frames
 
-from procvault.generators.agent import Agent, AgentSettings, _monotone
 from procvault.generators.pacing import AsFastAsPossible, FixedRate
-from procvault.generators.policy import PolicyEngine, PseudonymKey, is_placeholder, parse_policy
 from procvault.monitor.event import Event
+from procvault.organization.agent import Agent, AgentSettings, _monotone
+from procvault.organization.policy import PolicyEngine, PseudonymKey, is_placeholder, parse_policy
 from procvault.streams import codec
 from procvault.streams.frames import EVENT, decode_heartbeat
 from procvault.streams.secrets import OrgKeys, VaultSecrets, init_keyring

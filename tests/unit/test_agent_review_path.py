@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from procvault.generators.agent import Agent, AgentSettings
 from procvault.generators.pacing import AsFastAsPossible
-from procvault.generators.review import ReviewQueue
 from procvault.monitor.event import Event
+from procvault.organization.agent import Agent, AgentSettings
+from procvault.organization.review import ReviewQueue
 from procvault.streams import codec
 from procvault.streams.envelope import SessionOpener
 from procvault.streams.frames import EVENT, decode_frame, decode_heartbeat

@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from random_nets import ALPHABET, process_tree, trees
 
+from procvault.config.models import LoadedModel, load_model
 from procvault.generators._pm4py import import_pm4py
-from procvault.generators.models import LoadedModel, load_model
 from procvault.generators.xes import read_xes
 from procvault.monitor.alignments import AlignmentResult, PrefixAlignments, PrefixStep
 from procvault.monitor.petri import CompiledNet, compile_net

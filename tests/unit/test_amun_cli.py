@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from test_amun_support import RUNNING_EXAMPLE, running_example
 
-from procvault.anonymize_cmd import register
+from procvault.cli.anonymize import register
 from procvault.generators.xes import read_xes
 from procvault.generators.xes_write import write_xes
 from procvault.monitor.amun import CaseLog
-from procvault.streams.errors import ConfigError, InputError
+from procvault.monitor.errors import ConfigError, InputError
 
 
 def _run(*argv: str) -> int:

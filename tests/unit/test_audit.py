@@ -11,16 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from procvault.generators.policy import (
+from procvault.monitor.errors import ConfigError, SecurityError, TamperError
+from procvault.monitor.event import Event
+from procvault.organization.policy import (
     AuditLog,
     PolicyEngine,
     PseudonymKey,
     parse_policy,
     verify_audit_log,
 )
-from procvault.generators.policy.audit import GENESIS, entry_hash
-from procvault.monitor.event import Event
-from procvault.streams.errors import ConfigError, SecurityError, TamperError
+from procvault.organization.policy.audit import GENESIS, entry_hash
 
 T0 = datetime(2024, 5, 6, 9, tzinfo=UTC)
 KEY = PseudonymKey(b"audit test key of thirty-two b's")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from procvault.cli import main
-from procvault.generators.rules import load_rules, parse_duration
+from procvault.config.rules import load_rules, parse_duration
 from procvault.monitor.compliance import (
     AttrTest,
     Compliance,
@@ -19,9 +19,9 @@ from procvault.monitor.compliance import (
     DeclareRule,
     Window,
 )
+from procvault.monitor.errors import ConfigError
 from procvault.monitor.event import Event
 from procvault.monitor.vault import Vault
-from procvault.streams.errors import ConfigError
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -259,7 +259,7 @@ def test_bad_rules_fail_at_load_with_file_line_and_reason(
 
 
 def test_shipped_rule_files_load_against_their_models_activities(shared_data: Path) -> None:
-    from procvault.generators.models import load_model
+    from procvault.config.models import load_model
 
     repo = Path(__file__).resolve().parents[2]
     for rules, model in (

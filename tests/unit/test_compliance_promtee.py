@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from procvault.generators.rules import load_rules
+from procvault.config.rules import load_rules
 from procvault.generators.xes import read_xes
 from procvault.monitor.compliance import Compliance
+from procvault.monitor.errors import ConfigError
 from procvault.monitor.event import Event
 from procvault.monitor.vault import Vault
-from procvault.streams.errors import ConfigError
-from procvault.streams.promtee import (
+from procvault.reference.promtee import (
     RegoEvaluator,
     evaluate_cases,
     load_manifest,

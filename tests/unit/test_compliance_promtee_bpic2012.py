@@ -29,11 +29,11 @@ from typing import Any
 
 import pytest
 
-from procvault.generators.rules import load_rules
+from procvault.config.rules import load_rules
 from procvault.monitor.compliance import Compliance
 from procvault.monitor.event import Event
 from procvault.monitor.vault import Vault
-from procvault.streams.promtee import (
+from procvault.reference.promtee import (
     RegoEvaluator,
     evaluate_cases,
     load_manifest,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from procvault.generators.rules import load_rules
+from procvault.config.rules import load_rules
 from procvault.monitor.compliance import Compliance
+from procvault.monitor.errors import ConfigError
 from procvault.monitor.event import Event
-from procvault.streams.errors import ConfigError
 
 T0 = datetime(2024, 1, 1, 9, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from procvault.streams.prometheus_local import default_config
+from procvault.metrics.prometheus import default_config
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from procvault.monitor.errors import CodecError
 from procvault.monitor.event import Event, EventKind
 from procvault.streams import codec
-from procvault.streams.errors import CodecError
 
 _text = st.text(min_size=1, max_size=20)
 _ts = st.datetimes(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from procvault.streams.errors import ConfigError
+from procvault.monitor.errors import ConfigError
 from procvault.streams.kafka_io import parse_kafka_url, topic_for
 
 

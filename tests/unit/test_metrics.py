@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Histogram as ClientHistogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from procvault.streams.metrics import (
+from procvault.metrics.exporters import (
     AGENT_STATES,
     AGENT_WITHHELD_REASONS,
     LATENCY_BUCKETS,
@@ -143,7 +143,7 @@ def test_values_outside_an_enumeration_are_refused(call, match) -> None:  # type
 
 
 def test_agent_accepts_every_event_level_policy_reason() -> None:
-    from procvault.generators.policy.reserved import Reason
+    from procvault.organization.policy.reserved import Reason
 
     event_level = {
         Reason.ACTIVITY_DENIED,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from procvault.generators.models import LoadedModel, load_model
-from procvault.streams.errors import ConfigError, InputError
+from procvault.config.models import LoadedModel, load_model
+from procvault.monitor.errors import ConfigError, InputError
 
 MODELS = Path("/work/shared/data/models")
 SEPSIS_PNML = MODELS / "promtee/pnml/sepsis.pnml"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from procvault.generators.policy import Scrubber, ScrubSettings
+from procvault.organization.policy import Scrubber, ScrubSettings
 
 REPO = Path(__file__).resolve().parents[2]
 

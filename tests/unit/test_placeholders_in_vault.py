@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 from seqnet import sequence_net
 
-from procvault.generators.policy import PolicyEngine, PseudonymKey, is_placeholder, parse_policy
 from procvault.monitor.compliance import Compliance, DeclareRule
 from procvault.monitor.event import PLACEHOLDER_ACTIVITY, Event, EventKind
 from procvault.monitor.privacy import (
@@ -23,6 +22,7 @@ from procvault.monitor.privacy import (
     PrivacySettings,
 )
 from procvault.monitor.vault import Vault
+from procvault.organization.policy import PolicyEngine, PseudonymKey, is_placeholder, parse_policy
 from procvault.streams import codec
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

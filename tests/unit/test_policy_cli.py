@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from procvault import policy_cmd
-from procvault.streams.errors import ConfigError, InputError, ProcvaultError
+from procvault.cli import policy as policy_cmd
+from procvault.monitor.errors import ConfigError, InputError, ProcvaultError
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "cli-test-key-never-printed-0123456789"

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from procvault.generators.policy import (
+from procvault.generators.xes import read_xes
+from procvault.monitor.errors import ConfigError
+from procvault.monitor.event import Event, EventKind
+from procvault.organization.policy import (
     PLACEHOLDER_ACTIVITY,
     ConsentContext,
     PolicyEngine,
@@ -19,9 +22,6 @@ from procvault.generators.policy import (
     load_policy,
     parse_policy,
 )
-from procvault.generators.xes import read_xes
-from procvault.monitor.event import Event, EventKind
-from procvault.streams.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = PseudonymKey(b"test key: thirty-two bytes long!")

@@ -16,7 +16,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from procvault.generators.policy import (
+from procvault.monitor.event import Event, EventKind
+from procvault.organization.policy import (
     PLACEHOLDER_ACTIVITY,
     PolicyEngine,
     Pseudonymizer,
@@ -25,9 +26,8 @@ from procvault.generators.policy import (
     is_placeholder,
     parse_policy,
 )
-from procvault.generators.policy.patterns import Pattern, value_text
-from procvault.generators.policy.schema import Policy
-from procvault.monitor.event import Event, EventKind
+from procvault.organization.policy.patterns import Pattern, value_text
+from procvault.organization.policy.schema import Policy
 
 ACTIVITIES = ["A", "B", "Pay", "Release A", "Release B", "Ship"]
 RESOURCES = ["r1", "r2", "clerk-1", "clerk-22", "driver-2"]

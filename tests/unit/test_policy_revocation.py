@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from procvault.generators.policy import (
+from procvault.monitor.errors import InputError, SecurityError, SignatureError
+from procvault.monitor.event import Event
+from procvault.organization.policy import (
     PolicyEngine,
     PseudonymKey,
     Revocation,
@@ -17,9 +19,7 @@ from procvault.generators.policy import (
     sign_revocation,
     verify_revocation,
 )
-from procvault.generators.policy.revocation import public_key_id
-from procvault.monitor.event import Event
-from procvault.streams.errors import InputError, SecurityError, SignatureError
+from procvault.organization.policy.revocation import public_key_id
 
 NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)
 HOSPITAL = Ed25519PrivateKey.generate()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from procvault.generators.policy import load_policy, parse_policy
-from procvault.generators.policy.schema import Bucket, Policy
-from procvault.streams.errors import ConfigError
+from procvault.monitor.errors import ConfigError
+from procvault.organization.policy import load_policy, parse_policy
+from procvault.organization.policy.schema import Bucket, Policy
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "policies" / "orgs").glob("*.yaml"))

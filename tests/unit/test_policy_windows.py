@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from procvault.generators.policy import PolicyEngine, is_placeholder, parse_policy
-from procvault.generators.policy.windows import CollectionWindow, parse_days, week_mask
 from procvault.monitor.event import Event
+from procvault.organization.policy import PolicyEngine, is_placeholder, parse_policy
+from procvault.organization.policy.windows import CollectionWindow, parse_days, week_mask
 
 AMS = "Europe/Amsterdam"
 NYC = "America/New_York"

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from procvault.config.dp import load_dp_policy, parse_dp_policy
+from procvault.monitor.errors import ConfigError
 from procvault.monitor.privacy import (
     DeterministicReleaser,
     KnownKeys,
@@ -18,9 +20,7 @@ from procvault.monitor.privacy import (
     ReleasePlan,
     epsilon_from_advantage,
 )
-from procvault.streams.dp_config import load_dp_policy, parse_dp_policy
 from procvault.streams.envelope import VaultKeys
-from procvault.streams.errors import ConfigError
 from procvault.streams.release import ReleaseSignatureError, record_key, sign_record, verify_record
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies" / "dp"

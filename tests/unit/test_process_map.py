@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from procvault import cli, results_cmd
+from procvault import cli
+from procvault.cli import results as results_cmd
 from procvault.monitor.privacy import (
     Budget,
     DeterministicReleaser,
@@ -38,8 +39,7 @@ from procvault.monitor.privacy.records import (
     StatisticRelease,
     WithheldRecord,
 )
-from procvault.streams.envelope import VaultKeys
-from procvault.streams.process_map import (
+from procvault.processmap.draw import (
     ProcessMap,
     build_map,
     graph_format,
@@ -48,6 +48,7 @@ from procvault.streams.process_map import (
     render_map,
     write_graph,
 )
+from procvault.streams.envelope import VaultKeys
 from procvault.streams.release import record_key, sign_record
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from procvault.monitor.errors import ConfigError
 from procvault.monitor.privacy.budget import Budget
 from procvault.monitor.privacy.mechanisms import OpenDPReleaser
 from procvault.monitor.privacy.panes import PaneAggregate, PaneClock
@@ -18,7 +19,6 @@ from procvault.monitor.privacy.settings import (
     PrivacySettings,
     RunningTotals,
 )
-from procvault.streams.errors import ConfigError
 from procvault.streams.frames import Partial, seal_partial
 from procvault.streams.release import record_key, verify_record
 from procvault.streams.release_stage import PaneCombiner, ReleaseCore

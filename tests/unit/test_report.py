@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from procvault import report_cmd
-from procvault.streams.errors import InputError
-from procvault.streams.recorder import RunRecorder
-from procvault.streams.run_report import LATENCY_HEADER, SUMMARY_HEADER, write_report
+from procvault.cli import report as report_cmd
+from procvault.monitor.errors import InputError
+from procvault.reports.recorder import RunRecorder
+from procvault.reports.run_report import LATENCY_HEADER, SUMMARY_HEADER, write_report
 
 T0_US = 1_700_000_000_000_000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from procvault.cli import main
-from procvault.generators.policy import PolicyEngine, parse_policy, verify_audit_log
-from procvault.generators.review import (
+from procvault.monitor.errors import ConfigError, InputError
+from procvault.monitor.event import Event
+from procvault.organization.policy import PolicyEngine, parse_policy, verify_audit_log
+from procvault.organization.review import (
     HOLD_TIMER,
     QUEUE_FILE,
     REVIEW_DROPPED,
     ReviewQueue,
 )
-from procvault.monitor.event import Event
-from procvault.streams.errors import ConfigError, InputError
 
 T0 = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from procvault.cli import main
+from procvault.monitor.errors import ConfigError
 from procvault.streams.envelope import ProducerSession, RejectedRecord, SessionOpener
-from procvault.streams.errors import ConfigError
 from procvault.streams.secrets import OrgKeys, Registry, VaultSecrets, init_keyring
 
 

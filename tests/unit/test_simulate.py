@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from procvault.generators.models import LoadedModel, load_model
+from procvault.config.models import LoadedModel, load_model
 from procvault.generators.simulate import SimulationStats, Simulator
+from procvault.monitor.errors import ConfigError
 from procvault.monitor.event import Event, EventKind
-from procvault.streams.errors import ConfigError
 
 MODELS = Path("/work/shared/data/models")
 

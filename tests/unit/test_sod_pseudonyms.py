@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from procvault.generators.policy import PolicyEngine, PseudonymKey, parse_policy
 from procvault.monitor.compliance import Compliance, DeclareRule
 from procvault.monitor.compliance.model import Correlation
 from procvault.monitor.event import Event
+from procvault.organization.policy import PolicyEngine, PseudonymKey, parse_policy
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 RULES = (

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from procvault.cli import main
 from procvault.generators.split import ActivityMapping, CaseHash, assign, split
 from procvault.generators.xes import read_xes
+from procvault.monitor.errors import ConfigError, InputError
 from procvault.monitor.event import Event
 from procvault.streams import codec
-from procvault.streams.errors import ConfigError, InputError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from random_nets import ALPHABET, process_tree, trees
 
+from procvault.config.models import load_model
 from procvault.generators._pm4py import import_pm4py
-from procvault.generators.models import load_model
 from procvault.generators.xes import read_xes
 from procvault.monitor.event import Event
 from procvault.monitor.petri import compile_net

@@ -11,8 +11,8 @@ import pytest
 from seqnet import sequence_petri
 
 from procvault.cli import main
+from procvault.config.models import load_model
 from procvault.generators._pm4py import import_pm4py
-from procvault.generators.models import load_model
 from procvault.generators.xes import read_xes
 from procvault.monitor.event import Event
 from procvault.monitor.petri import CompiledNet, ModelError, compile_net

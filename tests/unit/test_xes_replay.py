@@ -12,7 +12,7 @@ import pytest
 
 from procvault.cli import main
 from procvault.generators.xes import read_xes
-from procvault.streams.errors import InputError
+from procvault.monitor.errors import InputError
 
 
 def _xes(traces: list[tuple[str | None, list[dict[str, str]]]]) -> str:

@@ -1,0 +1,261 @@
+"""``procvault monitor``: replay a log through the conformance and compliance engines in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from procvault.cli.options import add_option as _add
+from procvault.cli.options import positive as _positive
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``monitor`` subcommand to the CLI's subparsers."""
+    p = sub.add_parser(
+        "monitor",
+        help="check a log against a model and/or compliance rules, event by event, in-process",
+        description="Replay an XES log as a stream (with end-of-case markers) through the "
+        "online conformance engine (--model) and/or the compliance engine (--rules, native; "
+        "--promtee-rules with --manifest, ProMTEE's Rego rules through regopy, a slow "
+        "reference path evaluated trace by trace in worker processes). events_per_second and "
+        "latency_us measure the native engines alone over the replay loop (the log is parsed, "
+        "the model and rules compiled before timing starts); seconds is the whole run.",
+    )
+    p.add_argument("log", help="the .xes or .xes.gz file")
+    _add(p, "--model", help="the .pnml or .bpmn model")
+    _add(p, "--rules", metavar="FILE_OR_DIR", help="native compliance rules (YAML file or folder)")
+    _add(
+        p,
+        "--promtee-rules",
+        metavar="DIR",
+        help="a ProMTEE rule folder (.rego + .yaml), evaluated with regopy (needs --manifest)",
+    )
+    _add(p, "--manifest", metavar="FILE", help="ProMTEE extraction manifest (with --promtee-rules)")
+    _add(
+        p,
+        "--final-marking",
+        metavar="PLACE",
+        help="final place when the model has none (default: the unique sink place)",
+    )
+    _add(
+        p,
+        "--mode",
+        choices=("tbr", "alignments"),
+        default="tbr",
+        help="'tbr': token replay; 'alignments': token replay plus incremental prefix "
+        "alignments (alignment_cost per case)",
+    )
+    _add(
+        p,
+        "--window",
+        type=int,
+        metavar="EVENTS",
+        help="alignments: how many recent events may be revised (default: unbounded, optimal)",
+    )
+    _add(p, "--case-results", metavar="FILE", help="write one JSON line per completed case")
+    _add(p, "--json", action="store_true", help="print the summary as JSON on stdout")
+    _add(
+        p,
+        "--complete-on-final-marking",
+        action="store_true",
+        help="complete a case when it reaches the final marking (later events are late)",
+    )
+    _add(
+        p,
+        "--idle-timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="complete a case after this much event time without events",
+    )
+    p.set_defaults(func=cmd_monitor)
+
+
+def load_engines(
+    model_path: str | None, rules_path: str | None, final_marking: str | None = None
+) -> tuple[Any, Any, list[Any] | None]:
+    """``(model, compiled net, rules)`` from a model file and a rule file or folder (each
+    optional; ``None`` where not given). Rules are checked against the model's activities."""
+    from procvault.config.models import load_model
+    from procvault.monitor.errors import InputError
+    from procvault.monitor.petri import ModelError, compile_net
+
+    model = net = None
+    if model_path:
+        model = load_model(model_path, final_marking=final_marking)
+        try:
+            net = compile_net(model.net, model.initial_marking, model.final_marking)
+        except ModelError as exc:
+            raise InputError(f"{model_path}: {exc}") from None
+    rules = None
+    if rules_path:
+        from procvault.config.rules import load_rules
+
+        labels = {t.label for t in model.net.transitions if t.label is not None} if model else None
+        rules = list(load_rules(rules_path, activities=labels))
+    return model, net, rules
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Run ``procvault monitor``."""
+    started = time.perf_counter()
+    from procvault.generators.xes import read_xes
+    from procvault.monitor.errors import ConfigError
+    from procvault.monitor.vault import Vault, VaultSettings
+
+    if args.mode == "alignments" and not args.model:
+        raise ConfigError("--mode alignments needs --model")
+    if not (args.model or args.rules or args.promtee_rules):
+        raise ConfigError("give --model, --rules or --promtee-rules (or a model and rules)")
+    if args.rules and args.promtee_rules:
+        raise ConfigError("--rules and --promtee-rules are exclusive: run them one at a time")
+    if bool(args.promtee_rules) != bool(args.manifest):
+        raise ConfigError("--promtee-rules and --manifest go together")
+    model, net, rules = load_engines(args.model, args.rules, args.final_marking)
+    compliance = None
+    if rules is not None:
+        from procvault.monitor.compliance import Compliance
+
+        compliance = Compliance(rules)
+    promtee = None
+    if args.promtee_rules:
+        from procvault.reference.promtee import load_manifest, load_promtee_rules
+
+        promtee = load_promtee_rules(args.promtee_rules, skip_invalid=True)
+        for name, reason in promtee.skipped:
+            print(f"warning: ProMTEE rule {name} left out: {reason}", file=sys.stderr)
+        load_manifest(args.manifest)  # fail now, not in a worker
+    log = read_xes(args.log)
+    events = list(log.replay(end_markers=True))
+    settings = VaultSettings(
+        complete_on_final_marking=args.complete_on_final_marking,
+        idle_timeout=None if args.idle_timeout is None else timedelta(seconds=args.idle_timeout),
+    )
+    aligner = None
+    if args.mode == "alignments" and net is not None:
+        from procvault.monitor.alignments import PrefixAlignments
+
+        aligner = PrefixAlignments(net, window=args.window)
+    vault = (
+        Vault(net, settings, compliance=compliance, alignments=aligner)
+        if net is not None or compliance is not None
+        else None
+    )
+    results = []
+    deviations = 0
+    alerts = 0
+    lat = [0] * len(events)
+    clock = time.perf_counter_ns
+    loop_start = clock()
+    if vault is not None:
+        update = vault.update
+        for i, ev in enumerate(events):
+            t0 = clock()
+            up = update(ev)
+            lat[i] = clock() - t0
+            if up:
+                deviations += len(up.deviations)
+                alerts += len(up.alerts)
+                results.extend(up.completed)
+    loop_ns = clock() - loop_start
+    if vault is not None:
+        results.extend(vault.flush())
+    if promtee is not None:
+        results = _with_promtee(args, log, results)
+
+    if args.case_results:
+        try:
+            with Path(args.case_results).open("w", encoding="utf-8") as fh:
+                for r in results:
+                    fh.write(json.dumps(r.to_dict()) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"{args.case_results}: cannot write: {exc.strerror}") from None
+
+    lat.sort()
+    n_events = sum(r.events for r in results)
+    rule_states: dict[str, dict[str, int]] = {}
+    for r in results:
+        for name, state in (r.rules or {}).items():
+            counts = rule_states.setdefault(name, {})
+            counts[state] = counts.get(state, 0) + 1
+    summary = {
+        "log": str(args.log),
+        "model": str(args.model) if args.model else None,
+        "final_marking_source": model.final_marking_source if model else None,
+        "mode": args.mode,
+        "events": n_events,
+        "cases": len(results),
+        "fitting_cases": sum(r.is_fit for r in results) if net else None,
+        "mean_fitness": round(sum(r.fitness for r in results) / len(results), 6)
+        if results and net
+        else None,
+        "deviations": deviations,
+        "rules": args.rules or args.promtee_rules,
+        "alerts": alerts,
+        "rule_states": rule_states,
+        "seconds": round(time.perf_counter() - started, 3),
+        "events_per_second": round(len(events) / (loop_ns / 1e9))
+        if loop_ns and vault is not None
+        else None,
+        "latency_us": {
+            "p50": round(lat[len(lat) // 2] / 1000, 3),
+            "p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000, 3),
+        },
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        parts = [f"{summary['events']:,} events, {summary['cases']:,} cases"]
+        if net is not None and model is not None:
+            parts.append(
+                f"{summary['fitting_cases']:,} fitting, mean fitness {summary['mean_fitness']}, "
+                f"{deviations:,} deviations; final marking from {model.final_marking_source}"
+            )
+        if rule_states:
+            violated = sum(c.get("Violated", 0) for c in rule_states.values())
+            parts.append(f"{len(rule_states)} rules, {violated:,} violated (case, rule) pairs")
+        if vault is not None:
+            parts.append(
+                f"engine {summary['events_per_second']:,} events/s, "
+                f"p50 {summary['latency_us']['p50']} µs, p99 {summary['latency_us']['p99']} µs"
+            )
+        print("; ".join(parts), file=sys.stderr)
+    return 0
+
+
+def _with_promtee(args: argparse.Namespace, log: Any, results: list[Any]) -> list[Any]:
+    """Attach the final states of ProMTEE's Rego rules (reference path) to the case results."""
+    from procvault.monitor.vault import CaseResult
+    from procvault.reference.promtee import evaluate_cases
+
+    cases: dict[str, list[Any]] = {}
+    for ev in log.events:
+        cases.setdefault(ev.case_id, []).append(ev)
+    states, _errors = evaluate_cases(args.promtee_rules, args.manifest, list(cases.items()))
+    if not results:
+        return [
+            CaseResult(
+                c,
+                len(evs),
+                0,
+                0,
+                0,
+                0,
+                1.0,
+                True,
+                0,
+                "end_marker",
+                rules=states[c],
+                conformance=False,
+            )
+            for c, evs in cases.items()
+        ]
+    return [r._replace(rules=states.get(r.case_id, {})) for r in results]

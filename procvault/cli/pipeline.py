@@ -1,0 +1,640 @@
+"""``procvault keys``, ``procvault vault`` and ``procvault agent``: the confidential pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from procvault.cli.options import add_option as _add
+from procvault.cli.options import positive as _positive
+
+__all__ = ["register"]
+
+
+def _add_kafka_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    _add(p, "--kafka", required=required, metavar="HOST:PORT", help="Kafka bootstrap server")
+    _add(
+        p,
+        "--topic-prefix",
+        default="",
+        metavar="PREFIX",
+        help="prefix of every topic name (one deployment per prefix)",
+    )
+    _add(
+        p,
+        "--partitions",
+        type=_positive(int),
+        default=3,
+        help="partitions of the event topics (the same for every organization and the vault)",
+    )
+    _add(
+        p,
+        "--keys",
+        required=required,
+        metavar="DIR",
+        help="the keyring folder (procvault keys init)",
+    )
+
+
+def _add_observability_options(p: argparse.ArgumentParser) -> None:
+    _add(
+        p,
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (0: any free port, printed)",
+    )
+    _add(
+        p,
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics endpoint (0.0.0.0 inside a container)",
+    )
+    _add(p, "--run-dir", metavar="DIR", help="record memory and latency here (procvault report)")
+
+
+def _serve_metrics(args: argparse.Namespace, metrics: Any, name: str) -> Any:
+    """Start the metrics endpoint if asked; returns the server (or None)."""
+    if metrics is None:
+        return None
+    from procvault.metrics.exporters import serve
+
+    server = serve(metrics.registry, args.metrics_port, host=args.metrics_host)
+    print(f"procvault {name}: metrics at {server.url}", file=sys.stderr)
+    return server
+
+
+def register(sub: Any) -> None:
+    """Add the ``keys``, ``vault`` and ``agent`` subcommands."""
+    p = sub.add_parser(
+        "keys",
+        help="create the key material of a local deployment",
+        description="'init DIR --orgs a,b,c' writes vault.json (the vault's state and epoch "
+        "keys), org-<name>.json per organization (alert key, consortium pseudonym key) and "
+        "registry.json (organizations and their alert public keys). In production each "
+        "organization makes its own file and registers only its public key. 'rotate DIR' "
+        "starts a new epoch in vault.json: vault workers started afterwards announce it, and "
+        "keep accepting the --keep newest older epochs (the grace period) until rotated again.",
+    )
+    p.add_argument("action", choices=("init", "rotate"))
+    p.add_argument("dir", help="the keyring folder")
+    _add(p, "--orgs", help="comma-separated organization names (init)")
+    _add(
+        p,
+        "--keep",
+        type=int,
+        default=1,
+        help="rotate: older epochs still accepted (0: retire them at once)",
+    )
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser(
+        "vault",
+        help="run a vault worker: decrypt, monitor, commit exactly once",
+        description="A consumer-group member over every registered organization's event "
+        "topic: opens the encrypted events, merges the organizations' streams in event-time "
+        "order, checks them against the model and rules, and commits sealed state, "
+        "encrypted results and offsets in one Kafka transaction per batch. Answers agents' "
+        "attestation challenges. Several workers with the same --topic-prefix share the "
+        "partitions. Prints its counters as JSON on stderr when stopped (SIGTERM, Ctrl-C).",
+    )
+    _add_kafka_options(p)
+    _add(p, "--model", help="the .pnml or .bpmn model")
+    _add(p, "--rules", metavar="FILE_OR_DIR", help="native compliance rules")
+    _add(p, "--final-marking", metavar="PLACE", help="final place when the model has none")
+    _add(p, "--dp-policy", metavar="FILE", help="DP release policy: send pane partials")
+    _add(
+        p,
+        "--complete-on-final-marking",
+        action="store_true",
+        help="complete a case when it reaches the final marking",
+    )
+    _add(
+        p,
+        "--idle-timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="complete a case after this much event time without events",
+    )
+    _add(p, "--worker-id", default="vault-1", help="stable name of this worker (fencing)")
+    _add(
+        p,
+        "--session-timeout",
+        type=_positive(float),
+        default=10.0,
+        help="consumer-group session timeout, seconds (how soon a dead worker's partitions "
+        "move; the broker's minimum is 6)",
+    )
+    _add(p, "--batch-records", type=_positive(int), default=2000, help="records per batch")
+    _add(p, "--batch-ms", type=_positive(int), default=20, help="batch time limit, ms")
+    _add(
+        p,
+        "--idle-commit-ms",
+        type=float,
+        default=500.0,
+        help="a batch that only moved merge positions (heartbeats, events still waiting) "
+        "commits once this long has passed since the last commit, ms (0: every batch)",
+    )
+    _add(
+        p,
+        "--source-timeout",
+        type=float,
+        default=30.0,
+        help="seconds after which a silent organization stops holding the merge back "
+        "(0: wait forever)",
+    )
+    _add(
+        p,
+        "--attestation",
+        choices=("simulated",),
+        default="simulated",
+        help="evidence provider ('simulated' is INSECURE, for development)",
+    )
+    _add_observability_options(p)
+    p.set_defaults(func=cmd_vault)
+
+    p = sub.add_parser(
+        "agent",
+        help="an organization's agent: verify the vault, apply the policy, encrypt, publish",
+        description="'run' (the default) verifies the vault's attestation (challenge on "
+        "vault.attest, answer on vault.keys), then replays its organization's share of a log, "
+        "applies the organization's privacy policy, seals every event for the vault and "
+        "publishes it in Kafka transactions with its source position, so a restarted agent "
+        "resumes without re-sending or skipping; it needs --kafka, --keys and --from, and "
+        "prints its counters as JSON on stderr at the end. With --review DIR its events wait "
+        "in a local queue until released with 'procvault review'. 'status' prints a running "
+        "agent's state (observing, paused, outside_hours, restricted) from its control "
+        "directory and exits 3 if no agent is running there; 'pause' and 'resume' ask it to "
+        "stop sending at the end of its current transaction, or to go on.",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "status", "pause", "resume"),
+        default="run",
+        help="run the agent (default), or show, pause or resume a running one",
+    )
+    _add_kafka_options(p, required=False)
+    _add(p, "--org", required=True, help="this organization (its keys: DIR/org-ORG.json)")
+    _add(p, "--from", dest="source", metavar="LOG", help="the .xes(.gz) log (run)")
+    _add(p, "--split-map", metavar="FILE", help="activity -> organization mapping of the log")
+    _add(p, "--split-hash", metavar="ORGS", help="organizations chosen per case by hash")
+    _add(p, "--end-markers", action="store_true", help="send an end-of-case marker per case")
+    _add(p, "--policy", metavar="FILE", help="the organization's privacy policy")
+    _add(p, "--producer", default="agent-1", help="this agent's name within the organization")
+    _add(
+        p,
+        "--control-dir",
+        metavar="DIR",
+        help="where the running agent keeps its state and reads pause/resume (default: "
+        "$PROCVAULT_HOME/agents/<topic prefix><org>/<producer>, PROCVAULT_HOME defaulting to "
+        "~/.cache/procvault)",
+    )
+    _add(
+        p,
+        "--review",
+        metavar="DIR",
+        help="hold the policy stage's outputs in a review queue in DIR (procvault review "
+        "list|show|redact|drop|release); the agent publishes in source order and waits at "
+        "the first item still held",
+    )
+    _add(
+        p,
+        "--hold",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="with --review: release items nobody reviewed this long after they were read",
+    )
+    _add(
+        p,
+        "--audit-log",
+        metavar="FILE",
+        help="with --review: append every review decision (reviewers' and the hold "
+        "period's) to this hash-chained audit log (recorded in the queue for procvault review)",
+    )
+    _add(p, "--json", action="store_true", help="status: print the state as JSON")
+    _add(
+        p,
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="pause/resume: how long to wait for the running agent to acknowledge",
+    )
+    _add(
+        p,
+        "--batch-events",
+        type=_positive(int),
+        default=1000,
+        help="events per Kafka transaction at most",
+    )
+    _add(
+        p,
+        "--batch-ms",
+        type=_positive(float),
+        default=10.0,
+        help="a transaction stays open this long at most (ms)",
+    )
+    _add(
+        p,
+        "--rate",
+        type=_positive(float),
+        help="fixed rate of the whole log, events per second: each organization's agent "
+        "sends its events when their position in the log is due, so agents stay in step",
+    )
+    _add(
+        p,
+        "--speed",
+        type=_positive(float),
+        help="original timing divided by SPEED (from the log's first event)",
+    )
+    _add(
+        p,
+        "--start-at",
+        type=float,
+        metavar="UNIX_TIME",
+        help="wall-clock time at which the log's first event is due (give every agent of a "
+        "run the same one; default: now, from this agent's first event)",
+    )
+    _add(p, "--limit", type=_positive(int), help="only the first N events of the log")
+    _add(
+        p,
+        "--repeat",
+        type=_positive(int),
+        default=1,
+        help="replay the log N times (case ids suffixed, time shifted past the previous round)",
+    )
+    _add(
+        p,
+        "--allow-insecure-attestation",
+        action="store_true",
+        help="accept the vault's SIMULATED evidence (development only)",
+    )
+    _add(
+        p,
+        "--attestation-timeout",
+        type=_positive(float),
+        default=60.0,
+        help="seconds to wait for the vault's answer",
+    )
+    _add_observability_options(p)
+    p.set_defaults(func=cmd_agent)
+
+
+def kafka_address(text: str) -> str:
+    """``HOST:PORT`` from a ``--kafka`` value (``kafka://`` accepted); a clear error otherwise."""
+    from procvault.monitor.errors import ConfigError
+
+    host_port = text.removeprefix("kafka://").rstrip("/")
+    if ":" not in host_port or "/" in host_port:
+        raise ConfigError(f"--kafka wants HOST:PORT (or kafka://HOST:PORT), got {text!r}")
+    return host_port
+
+
+def known_keys(model: Any, rules: Any) -> Any:
+    """The keys known in advance (the model's visible activities, the rules' ids): what the
+    vault workers' accumulators and the release stage must agree on."""
+    from procvault.monitor.privacy import KnownKeys
+
+    activities = {t.label for t in model.net.transitions if t.label is not None} if model else ()
+    return KnownKeys.build(activities, rules=[r.name for r in rules or ()])
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``procvault keys init|rotate``."""
+    from procvault.monitor.errors import ConfigError
+    from procvault.streams.secrets import VaultSecrets, init_keyring
+
+    if args.action == "rotate":
+        if args.keep < 0:
+            raise ConfigError("--keep must be >= 0")
+        path = Path(args.dir) / "vault.json"
+        rotated = VaultSecrets.load(path).rotate(keep=args.keep)
+        rotated.save(path)
+        print(
+            f"epoch {rotated.current_epoch} is current; accepted: {sorted(rotated.epochs)} "
+            "(restart the vault workers)",
+            file=sys.stderr,
+        )
+        return 0
+    if not args.orgs:
+        raise ConfigError("keys init needs --orgs")
+    orgs = [o.strip() for o in args.orgs.split(",") if o.strip()]
+    init_keyring(Path(args.dir), orgs)
+    print(f"keyring for {', '.join(orgs)} written to {args.dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_vault(args: argparse.Namespace) -> int:
+    """``procvault vault``."""
+    from procvault.cli.monitor import load_engines
+    from procvault.monitor.compliance import Compliance
+    from procvault.monitor.errors import ConfigError
+    from procvault.monitor.vault import Vault, VaultSettings
+    from procvault.streams.attestation import SimulatedProvider
+    from procvault.streams.frames import Topics
+    from procvault.streams.provisioning import AttestationResponder
+    from procvault.streams.secrets import Registry, VaultSecrets
+    from procvault.streams.vault_worker import VaultWorker, WorkerSettings
+
+    if not (args.model or args.rules):
+        raise ConfigError("give --model, --rules or both")
+    keys = Path(args.keys)
+    secrets = VaultSecrets.load(keys / "vault.json")
+    registry = Registry.load(keys / "registry.json")
+    model, net, rules = load_engines(args.model, args.rules, args.final_marking)
+    settings = VaultSettings(
+        complete_on_final_marking=args.complete_on_final_marking,
+        idle_timeout=None if args.idle_timeout is None else timedelta(seconds=args.idle_timeout),
+    )
+
+    def make_vault() -> Vault:
+        return Vault(net, settings, compliance=Compliance(rules) if rules is not None else None)
+
+    make_acc = None
+    if args.dp_policy:
+        from procvault.config.dp import load_dp_policy
+        from procvault.monitor.privacy import PaneAccumulator
+
+        dp = load_dp_policy(args.dp_policy)
+        known = known_keys(model, rules)
+
+        def make_acc(state: Any) -> PaneAccumulator:
+            return PaneAccumulator(dp, known, state)
+
+    topics = Topics(args.topic_prefix)
+    bootstrap = kafka_address(args.kafka)
+    metrics = recorder = None
+    if args.metrics_port is not None:
+        from procvault.metrics.exporters import VaultMetrics
+
+        metrics = VaultMetrics(orgs=registry.orgs)
+        metrics.set_attestation_insecure(True)  # the simulated provider
+    if args.run_dir:
+        from procvault.reports.recorder import RunRecorder
+
+        recorder = RunRecorder(args.run_dir, args.worker_id)
+    worker = VaultWorker(
+        WorkerSettings(
+            bootstrap,
+            args.partitions,
+            topics,
+            worker_id=args.worker_id,
+            batch_records=args.batch_records,
+            batch_ms=args.batch_ms,
+            idle_commit_s=args.idle_commit_ms / 1000,
+            source_timeout=args.source_timeout or None,
+            session_timeout_ms=int(args.session_timeout * 1000),
+        ),
+        secrets,
+        registry,
+        make_vault,
+        make_accumulator=make_acc,
+        metrics=metrics,
+        recorder=recorder,
+    )
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("procvault vault: %(message)s"))
+    vault_log = logging.getLogger("procvault.vault")
+    vault_log.addHandler(handler)
+    vault_log.setLevel(logging.INFO)
+    provider = SimulatedProvider.development()
+    print(
+        "procvault vault: WARNING: attestation is SIMULATED (INSECURE): agents must opt in "
+        "to trust this vault",
+        file=sys.stderr,
+    )
+    responder = AttestationResponder(bootstrap, topics, secrets, provider)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        answering = asyncio.create_task(responder.run())
+        try:
+            await worker.run(ready=lambda: print("procvault vault: ready", file=sys.stderr))
+        finally:
+            answering.cancel()
+            with contextlib.suppress(BaseException):
+                await answering
+
+    server = _serve_metrics(args, metrics, "vault")
+    started = time.monotonic()
+    try:
+        asyncio.run(main())
+    finally:
+        if recorder is not None:
+            recorder.close()
+        if server is not None:
+            server.close()
+    stats = worker.stats.as_dict()
+    stats["seconds"] = round(time.monotonic() - started, 3)
+    print(json.dumps(stats), file=sys.stderr)
+    return 0
+
+
+def _control_dir(args: argparse.Namespace) -> Path:
+    from procvault.organization.control import default_control_dir
+
+    if args.control_dir:
+        return Path(args.control_dir)
+    return default_control_dir(args.org, args.producer, args.topic_prefix)
+
+
+def cmd_agent_control(args: argparse.Namespace) -> int:
+    """``procvault agent status|pause|resume``: exit 0 if a running agent answered, 3 if none
+    runs (no state, or its process is gone)."""
+    from procvault.organization.control import ControlDir, pid_alive
+
+    control = ControlDir(_control_dir(args))
+    if args.action in ("pause", "resume"):
+        paused = args.action == "pause"
+        seq = control.request(paused=paused)
+        status = control.read_state()
+        if status is None or not status.running or not pid_alive(status.pid):
+            print(
+                f"procvault agent: no agent is running with control directory {control.path}; "
+                f"recorded: an agent started there {'starts paused' if paused else 'runs'}",
+                file=sys.stderr,
+            )
+            return 3
+        deadline = time.monotonic() + max(0.0, args.wait)
+        while True:
+            status = control.read_state()
+            acked = status is not None and status.command_seq >= seq
+            if acked and status is not None and (status.state == "paused") == paused:
+                break
+            if status is None or not pid_alive(status.pid) or time.monotonic() > deadline:
+                from procvault.monitor.errors import ProcvaultError
+
+                raise ProcvaultError(
+                    f"the agent (pid {status.pid if status else '?'}) did not "
+                    f"{'pause' if paused else 'resume'} within {args.wait:g} s "
+                    f"(the request stays in {control.command_file})"
+                )
+            time.sleep(0.1)
+        print(status.describe(alive=True))
+        return 0
+    status = control.read_state()
+    if status is None:
+        print(
+            f"procvault agent: no agent state in {control.path} (is an agent running with "
+            f"--org {args.org} --producer {args.producer}"
+            + (f" --topic-prefix {args.topic_prefix}" if args.topic_prefix else "")
+            + "?)",
+            file=sys.stderr,
+        )
+        return 3
+    alive = status.running and pid_alive(status.pid)
+    if args.json:
+        print(json.dumps({**status.to_dict(), "alive": alive}))
+    else:
+        print(status.describe(alive=alive))
+    return 0 if alive else 3
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """``procvault agent``."""
+    if args.action != "run":
+        return cmd_agent_control(args)
+    from procvault.cli.options import fail_usage as _fail_usage
+    from procvault.generators.pacing import parse_pacing
+    from procvault.generators.split import ActivityMapping, CaseHash, assign
+    from procvault.generators.xes import read_xes
+    from procvault.monitor.errors import ConfigError
+    from procvault.organization.agent import Agent, AgentSettings, ordered_share
+    from procvault.organization.control import AgentControl
+    from procvault.streams.attestation import SimulatedVerifier
+    from procvault.streams.frames import Topics
+    from procvault.streams.provisioning import attest_vault
+    from procvault.streams.secrets import OrgKeys
+
+    missing = [
+        f
+        for f, v in (("--kafka", args.kafka), ("--keys", args.keys), ("--from", args.source))
+        if not v
+    ]
+    if missing:
+        _fail_usage(f"agent run needs {', '.join(missing)}")
+    if args.split_map and args.split_hash:
+        raise ConfigError("choose one of --split-map and --split-hash")
+    if (args.hold is not None or args.audit_log) and not args.review:
+        raise ConfigError("--hold and --audit-log belong to review: give --review DIR too")
+    org_keys = OrgKeys.load(Path(args.keys) / f"org-{args.org}.json")
+    if org_keys.org != args.org:
+        raise ConfigError(f"the keys file is for {org_keys.org!r}, not {args.org!r}")
+    log = read_xes(args.source)
+    replay = {"end_markers": args.end_markers, "repeat": args.repeat}
+    events: Any = log.replay(org=args.org, **replay)
+    if args.split_map:
+        mapping = ActivityMapping.from_file(args.split_map)
+        mapping.check_covers({e.activity for e in log.events}, args.split_map)
+        events = assign(log.replay(**replay), mapping)
+    elif args.split_hash:
+        orgs = [o.strip() for o in args.split_hash.split(",") if o.strip()]
+        events = assign(log.replay(**replay), CaseHash(orgs))
+    if args.limit:
+        events = _first(events, args.limit)
+    share = ordered_share(events, args.org)
+    pacing = parse_pacing(rate=args.rate, speed=args.speed)
+    if log.events:
+        pacing.due(0, log.events[0])  # the log's clock starts at its first event
+    transform = None
+    policy = None
+    granularity = 1  # µs: the times the agent may promise (the policy's coarsest truncation)
+    if args.policy:
+        from procvault.organization.policy import PolicyEngine
+
+        engine = PolicyEngine.from_file(args.policy)
+        policy = engine.policy
+        transform = engine.apply
+        granularity = engine.time_granularity_us
+    topics = Topics(args.topic_prefix)
+    bootstrap = kafka_address(args.kafka)
+    verifier = SimulatedVerifier(allow_insecure=args.allow_insecure_attestation)
+    metrics = None
+    if args.metrics_port is not None:
+        from procvault.metrics.exporters import AgentMetrics
+
+        metrics = AgentMetrics()
+    control = AgentControl(
+        _control_dir(args),
+        org=args.org,
+        producer=args.producer,
+        restricted=policy is not None and policy.mode == "allowlist",
+        windows=policy.windows if policy is not None else (),
+        metrics=metrics,
+        on_change=lambda state: print(f"procvault agent: {state}", file=sys.stderr),
+    )
+    review = None
+    if args.review:
+        from procvault.organization.review import ReviewQueue
+
+        review = ReviewQueue.create(
+            args.review,
+            org=args.org,
+            producer=args.producer,
+            hold=args.hold,
+            audit_log=args.audit_log,
+        )
+    server = _serve_metrics(args, metrics, "agent")
+
+    async def main() -> Any:
+        vault_keys = await attest_vault(
+            bootstrap, topics, verifier, timeout=args.attestation_timeout
+        )
+        agent = Agent(
+            AgentSettings(
+                bootstrap,
+                args.partitions,
+                topics,
+                producer=args.producer,
+                batch_events=args.batch_events,
+                batch_seconds=args.batch_ms / 1000,
+            ),
+            org_keys,
+            vault_keys,
+            transform=transform,
+            metrics=metrics,
+            start_at=args.start_at,
+            control=control,
+            review=review,
+            time_granularity_us=granularity,
+        )
+        return await agent.run(share, pacing)
+
+    try:
+        stats = asyncio.run(main())
+    finally:
+        if review is not None:
+            review.close()
+        if server is not None:
+            server.close()
+    print(json.dumps({"org": args.org, **stats.as_dict()}), file=sys.stderr)
+    return 0
+
+
+def _first(events: Any, n: int) -> Any:
+    """The first ``n`` activity events (and, with markers, the markers of their cases)."""
+    seen: set[str] = set()
+    count = 0
+    for ev in events:
+        if ev.kind:
+            if ev.case_id in seen:
+                yield ev
+            continue
+        if count >= n:
+            continue
+        count += 1
+        seen.add(ev.case_id)
+        yield ev

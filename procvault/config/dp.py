@@ -1,0 +1,278 @@
+"""Load a differential-privacy release policy (``policies/dp/*.yaml``) into
+:class:`~procvault.monitor.privacy.settings.PrivacySettings`.
+
+Every mistake is a one-line :class:`~procvault.monitor.errors.ConfigError` naming the file and
+the key (``default.yaml: budget.window: must be an integer >= 1, got 0``). The schema is in
+``docs/privacy.md``; durations are written ``500ms``, ``30s``, ``5m``, ``1h``, ``1d`` or ``1w``.
+
+>>> s = parse_dp_policy({"version": 1, "budget": {"advantage": 0.3, "window": 24},
+...                      "panes": {"length": "1h"}}, source="demo.yaml")
+>>> round(s.budget.epsilon, 4), s.budget.window, s.panes.length
+(1.2381, 24, datetime.timedelta(seconds=3600))
+>>> parse_dp_policy({"version": 1, "budget": {"epsilon": 1, "advantage": 0.3, "window": 2},
+...                  "panes": {"length": "1h"}}, source="demo.yaml")
+Traceback (most recent call last):
+...
+procvault.monitor.errors.ConfigError: demo.yaml: budget: give epsilon or advantage, not both
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from procvault.monitor.errors import ConfigError
+from procvault.monitor.privacy.budget import Budget, epsilon_from_advantage
+from procvault.monitor.privacy.settings import (
+    STATISTICS,
+    PaneSettings,
+    PrivacySettings,
+    RunningTotals,
+    StatisticSettings,
+)
+
+__all__ = ["load_dp_policy", "parse_dp_policy", "parse_duration"]
+
+_VERSION: Final = 1
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
+_UNITS: Final = {
+    "us": timedelta(microseconds=1),
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+_TOP: Final = (
+    "version",
+    "budget",
+    "panes",
+    "allocation",
+    "statistics",
+    "running_totals",
+    "windows",
+)
+
+
+class _Problem(Exception):
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice", key_node.start_mark
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def parse_duration(value: object, where: str = "") -> timedelta:
+    """A duration such as ``"90s"``, ``"5m"``, ``"1h"`` or ``"1d"`` (a number alone: seconds).
+
+    >>> parse_duration("1.5h")
+    datetime.timedelta(seconds=5400)
+    >>> parse_duration("soon", "panes.length")
+    Traceback (most recent call last):
+    ...
+    ValueError: panes.length: 'soon' is not a duration (write e.g. 500ms, 30s, 5m, 1h, 1d, 1w)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: {value!r} is not a duration")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not a duration")
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value)) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(
+            f"{where}: {value!r} is not a duration (write e.g. 500ms, 30s, 5m, 1h, 1d, 1w)"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def load_dp_policy(path: str | os.PathLike[str]) -> PrivacySettings:
+    """Read and check a DP policy file; :class:`ConfigError` names the file and the key."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the DP policy ({exc.strerror})") from None
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{file.name}{line}: not valid YAML: {problem}") from None
+    return parse_dp_policy(doc, source=file.name)
+
+
+def parse_dp_policy(doc: object, *, source: str = "<policy>") -> PrivacySettings:
+    """Check a parsed DP policy document; see :func:`load_dp_policy`."""
+    try:
+        return _parse(doc)
+    except (_Problem, ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _table(value: object, where: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Problem(where, f"must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            path = f"{where}.{key}" if where else str(key)
+            raise _Problem(path, f"unknown key{suggestion}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Problem(where, f"must be a number, got {value!r}")
+    return float(value)
+
+
+def _integer(value: object, where: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _Problem(where, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _parse(doc: object) -> PrivacySettings:
+    top = _table(doc, "", _TOP)
+    if top.get("version") != _VERSION:
+        raise _Problem("version", f"must be {_VERSION}, got {top.get('version')!r}")
+    for required in ("budget", "panes"):
+        if required not in top:
+            raise _Problem(required, "is required")
+    budget = _budget(top["budget"])
+    panes_doc = _table(top["panes"], "panes", ("length", "allowed_lateness", "max_panes_per_case"))
+    if "length" not in panes_doc:
+        raise _Problem("panes.length", "is required")
+    try:
+        panes = PaneSettings(
+            parse_duration(panes_doc["length"], "panes.length"),
+            parse_duration(panes_doc.get("allowed_lateness", 0), "panes.allowed_lateness"),
+        )
+    except ValueError as exc:
+        raise _Problem("panes", str(exc).lstrip(": ")) from None
+    kwargs: dict[str, Any] = {}
+    if "max_panes_per_case" in panes_doc:
+        kwargs["max_panes_per_case"] = _integer(
+            panes_doc["max_panes_per_case"], "panes.max_panes_per_case"
+        )
+    allocation = top.get("allocation", "uniform")
+    if allocation != "uniform":
+        alloc = _table(allocation, "allocation", ("pane_epsilon",))
+        if "pane_epsilon" not in alloc:
+            raise _Problem("allocation", "is 'uniform' or {pane_epsilon: X}")
+        kwargs["pane_epsilon"] = _number(alloc["pane_epsilon"], "allocation.pane_epsilon")
+    if "statistics" in top:
+        kwargs["statistics"] = _statistics(top["statistics"])
+    if "running_totals" in top:
+        kwargs["running_totals"] = _totals(top["running_totals"])
+    if "windows" in top:
+        windows = top["windows"]
+        if not isinstance(windows, list):
+            raise _Problem("windows", "must be a list of durations")
+        kwargs["windows"] = tuple(parse_duration(w, f"windows[{i}]") for i, w in enumerate(windows))
+    return PrivacySettings(budget, panes, **kwargs)
+
+
+def _budget(value: object) -> Budget:
+    doc = _table(value, "budget", ("epsilon", "advantage", "window", "delta"))
+    if ("epsilon" in doc) == ("advantage" in doc):
+        raise _Problem(
+            "budget",
+            "give epsilon or advantage, not both"
+            if "epsilon" in doc
+            else "give epsilon (per case) or advantage (guessing advantage)",
+        )
+    if "window" not in doc:
+        raise _Problem("budget.window", "is required (panes; 1 protects each pane alone)")
+    window = _integer(doc["window"], "budget.window")
+    delta = _number(doc.get("delta", 0.0), "budget.delta")
+    try:
+        if "advantage" in doc:
+            adv = _number(doc["advantage"], "budget.advantage")
+            epsilon_from_advantage(adv)  # checks the range
+            return Budget.from_advantage(adv, window=window, delta=delta)
+        return Budget(_number(doc["epsilon"], "budget.epsilon"), window, delta)
+    except ValueError as exc:
+        raise _Problem("budget", str(exc)) from None
+
+
+def _statistics(value: object) -> tuple[StatisticSettings, ...]:
+    doc = _table(value, "statistics", tuple(STATISTICS))
+    out = []
+    for name, body in doc.items():
+        where = f"statistics.{name}"
+        fields = _table(
+            {} if body is None else body, where, ("weight", "max_keys", "clamp", "unit")
+        )
+        try:
+            out.append(
+                StatisticSettings(
+                    name,
+                    weight=_number(fields["weight"], f"{where}.weight")
+                    if "weight" in fields
+                    else None,
+                    max_keys=_integer(fields["max_keys"], f"{where}.max_keys")
+                    if "max_keys" in fields
+                    else None,
+                    clamp=_integer(fields["clamp"], f"{where}.clamp")
+                    if "clamp" in fields
+                    else None,
+                    unit=parse_duration(fields["unit"], f"{where}.unit")
+                    if "unit" in fields
+                    else None,
+                )
+            )
+        except ValueError as exc:
+            raise _Problem(where, str(exc).removeprefix(f"statistic {name!r}: ")) from None
+    if not out:
+        raise _Problem("statistics", "lists no statistic")
+    return tuple(out)
+
+
+def _totals(value: object) -> RunningTotals | None:
+    if value is None or value is False:
+        return None
+    doc = _table(value, "running_totals", ("statistics", "levels", "share"))
+    kwargs: dict[str, Any] = {}
+    if "statistics" in doc:
+        stats = doc["statistics"]
+        if not isinstance(stats, list) or not all(isinstance(s, str) for s in stats):
+            raise _Problem("running_totals.statistics", "must be a list of statistic names")
+        kwargs["statistics"] = tuple(stats)
+    if "levels" in doc:
+        kwargs["levels"] = _integer(doc["levels"], "running_totals.levels")
+    if "share" in doc:
+        kwargs["share"] = _number(doc["share"], "running_totals.share")
+    try:
+        return RunningTotals(**kwargs)
+    except ValueError as exc:
+        raise _Problem("running_totals", str(exc).removeprefix("running totals: ")) from None

@@ -133,7 +133,7 @@ def _prepare(name: str, max_panes: int | None, settings: PrivacySettings) -> dic
         out: list[PaneAggregate] = []
         t = time.perf_counter()
         for e in events:
-            out.extend(acc.observe(e, v.update(e)))
+            out.extend(acc.observe_replayed(e, v.update(e)))
         for r in v.flush():
             acc.observe_completed(r, events[-1].timestamp)
         out.extend(acc.flush())
@@ -155,7 +155,7 @@ def _prepare(name: str, max_panes: int | None, settings: PrivacySettings) -> dic
         acc = PaneAccumulator(one_pane, known)
         t = time.perf_counter()
         for e in events:
-            acc.observe(e, v.update(e))
+            acc.observe_replayed(e, v.update(e))
         return time.perf_counter() - t
 
     dense_time = min(dense() for _ in range(3)) - base

@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from procvault.cli.monitor import load_engines
-from procvault.cli.pipeline import known_keys
+from procvault.config.engines import load_engines
 from procvault.config.dp import load_dp_policy
 from procvault.generators.xes import read_xes
 from procvault.monitor.compliance import Compliance
@@ -77,8 +76,9 @@ def _pickled(obj: Any) -> bytes:
 def run(repeat: int, batch: int) -> dict[str, Any]:
     from aiokafka import TopicPartition
 
-    model, net, rules = load_engines(str(MODEL), str(RULES))
-    dp, known = load_dp_policy(DP), known_keys(model, rules)
+    engines = load_engines(str(MODEL), str(RULES))
+    net, rules = engines.net, engines.rules
+    dp, known = load_dp_policy(DP), engines.known()
     events = _events(repeat)
     with tempfile.TemporaryDirectory() as keys_dir:
         keys = Path(keys_dir)

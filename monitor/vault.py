@@ -5,16 +5,27 @@ an :class:`Update`: the deviations the event revealed (an activity that was not 
 activity the model does not know, an event for a case that already completed) and the results
 of any cases that completed. A case completes
 
-* on an end-of-case marker event (``EventKind.CASE_END``),
-* on reaching exactly the final marking, if ``complete_on_final_marking`` is set,
-* when no event arrived for ``idle_timeout`` of event time (the watermark is the largest event
-  time seen, or a time given to :meth:`Vault.advance`),
+* on an end-of-case marker event (``EventKind.CASE_END``), at the marker's time,
+* on reaching exactly the final marking, if ``complete_on_final_marking`` is set, at that
+  event's time,
+* after ``idle_timeout`` without an event of its own: a case whose last event was at ``t``
+  completes at ``t + idle_timeout`` when no event of its own comes before that time. The rule
+  depends on the case alone: it completes when time (the largest event time seen, or a time
+  given to :meth:`Vault.tick`) reaches ``t + idle_timeout``, or when its own next event is
+  that late (that event then finds it completed: ``after_completion``), whichever comes first,
+  so other cases' events never decide whether it completes,
 * or when the caller flushes it (:meth:`Vault.flush`).
 
+Each :class:`CaseResult` carries ``completed_at``, the time the case itself set for its
+completion (the marker's, the event's, ``t + idle_timeout``; for a flush ``t + idle_timeout``
+with an idle timeout, else ``None``): the DP release files the completion there, never under
+another case's time.
+
 A completed case is finalised exactly as pm4py's offline token replay finishes a trace and is
-then forgotten: memory holds the active cases, the bounded step cache and a bounded list of
-recently completed case ids (used to report late events instead of silently starting a new
-case with the same id).
+then forgotten, except for its id: memory holds the active cases, the bounded step cache and
+the ids of the completed cases (so that a later event is reported as ``after_completion``
+instead of silently starting a new case with the same id; ``remember_completed`` bounds them
+when set).
 
 Examples
 --------
@@ -117,6 +128,9 @@ class CaseResult(NamedTuple):
     alignment_cost: int | None = None
     rules: dict[str, str] | None = None
     conformance: bool = True
+    #: When the case completed by its own time (see the module docstring); ``None``: by a flush
+    #: without an idle timeout.
+    completed_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``case`` for the case id)."""
@@ -168,20 +182,21 @@ class VaultSettings:
     idle_timeout
         Complete a case after this much event time without events (``None``: never).
     remember_completed
-        How many completed case ids to remember for reporting late events.
+        How many completed case ids to remember for reporting late events (``None``, the
+        default: all of them; a later event of a forgotten case would start a new case).
     cache_size
         Markings kept in the replay step cache.
     """
 
     complete_on_final_marking: bool = False
     idle_timeout: timedelta | None = None
-    remember_completed: int = 100_000
+    remember_completed: int | None = None
     cache_size: int = 100_000
 
     def __post_init__(self) -> None:
         if self.idle_timeout is not None and self.idle_timeout <= timedelta(0):
             raise ValueError(f"idle_timeout must be positive, got {self.idle_timeout}")
-        if self.remember_completed < 0:
+        if self.remember_completed is not None and self.remember_completed < 0:
             raise ValueError("remember_completed must be >= 0")
         if self.cache_size < 1:
             raise ValueError("cache_size must be >= 1")
@@ -259,6 +274,7 @@ class Vault:
         if alignments is not None:
             self._base_update = self.update
             self.update = self._update_aligned  # type: ignore[method-assign]
+        self._idle: Final = self.settings.idle_timeout
         # True when every event needs more than the replay step (completion checks).
         self._per_event_checks = (
             self.settings.complete_on_final_marking or self.settings.idle_timeout is not None
@@ -270,10 +286,19 @@ class Vault:
         # in arrival order; stale entries are skipped when they reach the front.
         self._last_seen: dict[str, datetime] = {}
         self._arrivals: deque[tuple[datetime, str]] = deque()
+        self._unsorted = False  # restored cases left the arrivals out of time order
 
     # -- per event ----------------------------------------------------------------------
     def update(self, event: Event) -> Update:
         """Apply one event (or marker) and return what it revealed."""
+        if self._idle is not None:
+            pre = self._catch_up(event.timestamp)
+            if pre:
+                return _joined(pre, self._update(event))
+        return self._update(event)
+
+    def _update(self, event: Event) -> Update:
+        """:meth:`update` without the catch-up of idle cases (conformance only)."""
         case_id = event.case_id
         if event.kind:  # a marker or a placeholder (EventKind.ACTIVITY is 0)
             # (a vault without a model never gets here: it uses _update_with_rules)
@@ -282,7 +307,7 @@ class Vault:
             if case_id not in self._tbr:  # type: ignore[operator]
                 self.mark_completed(case_id)  # nothing shared so far: it ends all the same
                 return NOTHING
-            return Update((), (self._complete(case_id, "end_marker"),))
+            return Update((), (self._complete(case_id, "end_marker", at=event.timestamp),))
         if case_id in self._done:
             return Update(
                 (Deviation(case_id, event.activity, event.timestamp, "after_completion"),)
@@ -295,12 +320,21 @@ class Vault:
     def _update_aligned(self, event: Event) -> Update:
         """:meth:`update` when the vault also keeps prefix alignments (fed first, so a case
         completed by this very event has seen it)."""
+        pre = self._catch_up(event.timestamp) if self._idle is not None else NOTHING
         if not event.kind and event.case_id not in self._done:
             self._aligner.update(event.case_id, event.activity)  # type: ignore[union-attr]
-        return self._base_update(event)
+        up = self._base_update(event)
+        return _joined(pre, up) if pre else up
 
-    def _update_with_rules(self, event: Event) -> Update:  # noqa: PLR0911 - flat exits
+    def _update_with_rules(self, event: Event) -> Update:
         """:meth:`update` when the vault also checks compliance rules."""
+        if self._idle is not None:
+            pre = self._catch_up(event.timestamp)
+            if pre:
+                return _joined(pre, self._update_rules(event))
+        return self._update_rules(event)
+
+    def _update_rules(self, event: Event) -> Update:  # noqa: PLR0911 - flat exits
         case_id = event.case_id
         if event.kind:
             if event.kind != EventKind.CASE_END:
@@ -309,7 +343,9 @@ class Vault:
                 self.mark_completed(case_id)  # nothing shared so far: it ends all the same
                 return NOTHING
             alerts: list[Alert] = []
-            done = self._complete(case_id, "end_marker", alerts, event.timestamp)
+            done = self._complete(
+                case_id, "end_marker", alerts, event.timestamp, at=event.timestamp
+            )
             return Update((), (done,), tuple(alerts))
         if case_id in self._done:
             return Update(
@@ -344,14 +380,10 @@ class Vault:
             and self._tbr is not None
             and self._tbr.in_final_marking(case_id)
         ):
-            completed = (self._complete(case_id, "final_marking", alerts),)
-        if self.settings.idle_timeout is not None:
-            if not completed:
-                self._last_seen[case_id] = event.timestamp
-                self._arrivals.append((event.timestamp, case_id))
-            expired = self._advance(event.timestamp, alerts)
-            if expired:
-                completed += expired
+            completed = (self._complete(case_id, "final_marking", alerts, at=event.timestamp),)
+        if self._idle is not None and not completed:
+            self._last_seen[case_id] = event.timestamp
+            self._arrivals.append((event.timestamp, case_id))
         if deviations or completed or alerts:
             return Update(deviations, completed, tuple(alerts))
         return NOTHING
@@ -383,31 +415,51 @@ class Vault:
         return self.tick(watermark).completed
 
     def tick(self, watermark: datetime) -> Update:
-        """Move event time forward: idle cases complete, rule deadlines before it pass."""
-        alerts: list[Alert] = []
+        """Move event time forward: idle cases complete and rule deadlines pass, in time order
+        (a deadline before a case's idle completion still counts against it)."""
+        up = self._catch_up(watermark) if self._idle is not None else NOTHING
+        if self._watermark is None or watermark > self._watermark:
+            self._watermark = watermark
         if self.compliance is not None:
-            alerts.extend(self.compliance.advance(watermark))
-        completed = self._advance(watermark, alerts)
-        if completed or alerts:
-            return Update((), completed, tuple(alerts))
-        return NOTHING
+            late = self.compliance.advance(watermark)
+            if late:
+                return Update((), up.completed, up.alerts + late)
+        return up
 
-    def _advance(self, ts: datetime, alerts: list[Alert] | None = None) -> tuple[CaseResult, ...]:
+    def _catch_up(self, ts: datetime) -> Update:
+        """Complete, in time order, every case that went idle by ``ts``; the rule deadlines
+        before each completion pass first. The same whenever it runs, as long as it runs
+        before anything later than ``ts`` is applied: so results never depend on when the
+        caller ticks, or on other cases' events."""
         if self._watermark is None or ts > self._watermark:
             self._watermark = ts
-        timeout = self.settings.idle_timeout
-        if timeout is None or not self._arrivals:
-            return ()
-        cutoff = self._watermark - timeout
         arrivals = self._arrivals
+        if not arrivals:
+            return NOTHING
+        if self._unsorted:
+            arrivals = self._arrivals = deque(sorted(arrivals))
+            self._unsorted = False
+        idle = self._idle
+        assert idle is not None
+        cutoff = self._watermark - idle
         if arrivals[0][0] > cutoff:
-            return ()
-        out = []
+            return NOTHING
+        due = []
         while arrivals and arrivals[0][0] <= cutoff:
             seen, case_id = arrivals.popleft()
             if self._last_seen.get(case_id) == seen and self.is_active(case_id):
-                out.append(self._complete(case_id, "idle", alerts))
-        return tuple(out)
+                due.append((seen, case_id))
+        if not due:
+            return NOTHING
+        due.sort()  # in time order, ties by case id (however the cases got here)
+        alerts: list[Alert] = []
+        cc = self.compliance
+        done = []
+        for seen, case_id in due:
+            if cc is not None:
+                alerts.extend(cc.advance(seen + idle))
+            done.append(self._complete(case_id, "idle", alerts))
+        return Update((), tuple(done), tuple(alerts))
 
     def flush(self) -> tuple[CaseResult, ...]:
         """Complete every active case now (end of a finite stream)."""
@@ -420,9 +472,11 @@ class Vault:
         return Update((), done, tuple(alerts))
 
     def _active_cases(self) -> list[str]:
+        """The active cases, sorted (a flush finishes them in the same order however the
+        vault got here)."""
         if self._tbr is not None:
-            return list(self._tbr.active_cases())
-        return list(self._counts)
+            return sorted(self._tbr.active_cases())
+        return sorted(self._counts)
 
     def _complete(
         self,
@@ -430,7 +484,11 @@ class Vault:
         by: CompletedBy,
         alerts: list[Alert] | None = None,
         end_time: datetime | None = None,
+        *,
+        at: datetime | None = None,
     ) -> CaseResult:
+        """Finalise a case; ``at``: its completion time for a marker or the final marking
+        (idle and flush completions take the case's last event plus the idle timeout)."""
         rules: dict[str, str] | None = None
         cc = self.compliance
         if cc is not None:
@@ -440,13 +498,10 @@ class Vault:
                     alerts.extend(closing)
             else:
                 rules = cc.states(case_id)
-        self._last_seen.pop(case_id, None)
-        keep = self.settings.remember_completed
-        if keep:
-            self._done.add(case_id)
-            self._done_order.append(case_id)
-            if len(self._done_order) > keep:
-                self._done.discard(self._done_order.popleft())
+        seen = self._last_seen.pop(case_id, None)
+        if by in ("idle", "flush") and seen is not None and self._idle is not None:
+            at = seen + self._idle
+        self._remember(case_id)
         tbr = self._tbr
         if tbr is None:
             return CaseResult(
@@ -462,6 +517,7 @@ class Vault:
                 by,
                 rules=rules,
                 conformance=False,
+                completed_at=at,
             )
         events, unknown = tbr.events_of(case_id), tbr.unknown_of(case_id)
         c = tbr.complete(case_id)
@@ -482,7 +538,18 @@ class Vault:
             by,
             alignment_cost=cost,
             rules=rules,
+            completed_at=at,
         )
+
+    def _remember(self, case_id: str) -> None:
+        keep = self.settings.remember_completed
+        if keep is None:
+            self._done.add(case_id)
+        elif keep and case_id not in self._done:
+            self._done.add(case_id)
+            self._done_order.append(case_id)
+            if len(self._done_order) > keep:
+                self._done.discard(self._done_order.popleft())
 
     # -- moving cases -------------------------------------------------------------------
     def snapshot_case(self, case_id: str) -> CaseState:
@@ -530,7 +597,10 @@ class Vault:
         self._done.discard(case_id)
         if state.last_seen is not None and self.settings.idle_timeout is not None:
             self._last_seen[case_id] = state.last_seen
-            self._arrivals.append((state.last_seen, case_id))
+            arrivals = self._arrivals
+            if arrivals and arrivals[-1][0] > state.last_seen:
+                self._unsorted = True  # sorted again before the next expiry check
+            arrivals.append((state.last_seen, case_id))
 
     def forget(self, case_id: str) -> bool:
         """Drop everything the vault holds on ``case_id`` (a revocation), without a result,
@@ -567,12 +637,7 @@ class Vault:
         """Remember ``case_id`` as completed, without a result: its later events are reported
         as ``after_completion``. Used when restoring a vault, and by an end-of-case marker of
         a case the vault holds no state for (one that only had placeholders so far)."""
-        keep = self.settings.remember_completed
-        if keep and case_id not in self._done:
-            self._done.add(case_id)
-            self._done_order.append(case_id)
-            if len(self._done_order) > keep:
-                self._done.discard(self._done_order.popleft())
+        self._remember(case_id)
 
     # -- introspection ------------------------------------------------------------------
     def state(self) -> VaultState:
@@ -599,3 +664,10 @@ class Vault:
 
 #: The outcome of an event in a vault without a model.
 _NO_MODEL: Final = Outcome("fit", None)
+
+
+def _joined(a: Update, b: Update) -> Update:
+    """Two updates as one (``a``'s findings first)."""
+    if not b:
+        return a
+    return Update(a.deviations + b.deviations, a.completed + b.completed, a.alerts + b.alerts)

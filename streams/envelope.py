@@ -1,35 +1,54 @@
 """The crypto envelope: what an agent encrypts and what only the vault can open.
 
-Per producer session the agent makes an ephemeral X25519 key, agrees a secret with the vault's
-X25519 key of the current epoch, and derives with HKDF-SHA256 one AES-256-GCM key and a 4-byte
-nonce salt. Per event: nonce = salt ‖ 8-byte sequence number; associated data = the record's
-canonical header (version, epoch, org, producer, session, ephemeral key, sequence) plus the topic,
-so a record cannot be moved to another topic, organization, session or position unnoticed.
+Version 2 (see ``docs/protocol.md``). Each organization has a long-term X25519 **sender** key
+(its public half is registered); the vault has an X25519 key per epoch. Per producer session
+the agent makes an ephemeral X25519 key. Two agreements:
+
+* ``ss = X25519(sender, vault epoch key)``, computed by the vault once per (organization,
+  epoch): it keys the **header tag**, an HMAC-SHA256 (16 bytes) over the clear header, the
+  topic and the partition. The vault checks it before any key agreement or cache entry, so a
+  record made without the organization's sender key costs one HMAC and is rejected;
+* ``es = X25519(ephemeral, vault epoch key)``: with ``ss``, HKDF-SHA256 gives the session's
+  AES-256-GCM key and a 4-byte nonce salt (a compromised sender key alone opens nothing).
+
+Per record: nonce = salt ‖ 8-byte sequence number; associated data = header ‖ header tag ‖
+topic ‖ partition, so a record cannot be moved to another topic, partition, organization,
+session or position unnoticed. ``generation`` orders a producer's sessions (greater for every
+later session); replays are refused by the vault's partition engine, which keeps, per
+organization, the last ``(generation, sequence)`` and merge key it accepted.
 
 Wire format of a record value (all integers big-endian)::
 
-    version u8 | epoch u32 | org len u8 + utf-8 | producer len u8 + utf-8 | session 16 B
-    | ephemeral X25519 public key 32 B | sequence u64 | AES-GCM ciphertext + 16-B tag
+    version u8 (= 2) | epoch u32 | org len u8 + utf-8 | producer len u8 + utf-8 | session 16 B
+    | generation u64 | ephemeral X25519 public key 32 B | sequence u64 | header tag 16 B
+    | AES-GCM ciphertext + 16-B tag
 
-The vault derives a session's key once (:class:`SessionOpener` caches it by session) and then
-costs one AES-GCM decryption per event. Rejections raise :class:`RejectedRecord` with a
-``reason`` for the metrics (``malformed``, ``unknown_org``, ``unknown_epoch``, ``bad_tag``,
-``replay``); the message never contains key material or plaintext.
+Rejections raise :class:`RejectedRecord` with a ``reason`` for the metrics (``malformed``,
+``unknown_org``, ``unknown_epoch``, ``bad_tag``); the message never contains key material or
+plaintext.
 
-Also here: Ed25519 signing of results, sealing state and alerts, keyed case pseudonyms, and the
-sliding-window replay guard.
+Also here: Ed25519 signing of results, sealing state and alerts, keyed pseudonyms.
 
 >>> vault = VaultKeys.generate(epoch=1)
->>> sender = ProducerSession(vault.public(), org="hospital", producer="agent-1")
->>> record = sender.seal(b"an event", topic="events.hospital")
->>> opener = SessionOpener({1: vault}, orgs={"hospital"})
->>> header, plaintext = opener.open(record, topic="events.hospital")
+>>> org_sender = X25519PrivateKey.generate()
+>>> sender = ProducerSession(vault.public(), org_sender, org="hospital", producer="agent-1")
+>>> record = sender.seal(b"an event", topic="events.hospital", partition=2)
+>>> opener = SessionOpener({1: vault}, senders={"hospital": public_bytes(org_sender)})
+>>> header, plaintext = opener.open(record, topic="events.hospital", partition=2)
 >>> plaintext, header.org, header.sequence
 (b'an event', 'hospital', 0)
->>> opener.open(record, topic="events.lab")
+>>> opener.open(record, topic="events.hospital", partition=1)
 Traceback (most recent call last):
 ...
-procvault.streams.envelope.RejectedRecord: bad_tag: authentication failed
+procvault.streams.envelope.RejectedRecord: bad_tag: header tag does not verify
+>>> forged = ProducerSession(vault.public(), X25519PrivateKey.generate(), org="hospital",
+...                          producer="mallory").seal(b"x", topic="events.hospital", partition=2)
+>>> opener.open(forged, topic="events.hospital", partition=2)
+Traceback (most recent call last):
+...
+procvault.streams.envelope.RejectedRecord: bad_tag: header tag does not verify
+>>> opener.sessions  # forged records leave nothing behind
+1
 """
 
 from __future__ import annotations
@@ -38,7 +57,8 @@ import hashlib
 import hmac
 import os
 import struct
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -57,26 +77,29 @@ __all__ = [
     "Header",
     "ProducerSession",
     "RejectedRecord",
-    "ReplayWindow",
     "SessionOpener",
     "VaultKeys",
     "VaultPublicKeys",
     "case_pseudonym",
     "open_sealed",
     "open_state",
+    "parse_header",
+    "public_bytes",
     "seal_state",
     "seal_to",
     "verify_signature",
 ]
 
-ENVELOPE_VERSION: Final = 1
-_SESSION_INFO: Final = b"procvault-session-v1"
+ENVELOPE_VERSION: Final = 2
+_SESSION_INFO: Final = b"procvault-session-v2"
+_HEADER_INFO: Final = b"procvault-hdr-v2"
+_TAG: Final = 16
 _SEALED_INFO: Final = b"procvault-sealed-v1"
 _RAW = serialization.Encoding.Raw
 _RAW_PUB = serialization.PublicFormat.Raw
 _RAW_PRIV = serialization.PrivateFormat.Raw
 _NO_ENC = serialization.NoEncryption()
-_FIXED = struct.Struct(">16s32sQ")  # session, ephemeral public key, sequence
+_FIXED = struct.Struct(">16sQ32sQ")  # session, generation, ephemeral key, sequence
 
 
 class RejectedRecord(SecurityError):
@@ -163,26 +186,49 @@ class Header:
     org: str
     producer: str
     session: bytes
+    #: orders the producer's sessions: greater for every later one
+    generation: int
     ephemeral: bytes
     sequence: int
 
 
-def _derive(shared: bytes, salt: bytes, info: bytes) -> tuple[bytes, bytes]:
-    okm = HKDF(algorithm=SHA256(), length=36, salt=salt, info=info).derive(shared)
-    return okm[:32], okm[32:]
+def _derive(shared: bytes, salt: bytes, info: bytes, length: int = 36) -> bytes:
+    return HKDF(algorithm=SHA256(), length=length, salt=salt, info=info).derive(shared)
 
 
-def _session_info(epoch: int, org: str, producer: str, ephemeral: bytes, vault_x: bytes) -> bytes:
+def public_bytes(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
+    """The raw 32-byte public key of a private key."""
+    return _raw_public(key.public_key())
+
+
+def _header_key(ss: bytes, epoch: int, org: str, vault_x: bytes, sender: bytes) -> bytes:
+    info = b"|".join((_HEADER_INFO, epoch.to_bytes(4, "big"), org.encode(), vault_x, sender))
+    return _derive(ss, b"", info, 32)
+
+
+def _session_info(
+    epoch: int, org: str, producer: str, generation: int, ephemeral: bytes, vault_x: bytes
+) -> bytes:
     return b"|".join(
         (
             _SESSION_INFO,
             epoch.to_bytes(4, "big"),
             org.encode(),
             producer.encode(),
+            generation.to_bytes(8, "big"),
             ephemeral,
             vault_x,
         )
     )
+
+
+def _place(topic: str, partition: int) -> bytes:
+    raw = topic.encode()
+    if len(raw) > 0xFFFF:
+        raise ValueError("topic name too long")
+    if not 0 <= partition < 2**32:
+        raise ValueError("partition out of range")
+    return len(raw).to_bytes(2, "big") + raw + partition.to_bytes(4, "big")
 
 
 def _encode_name(name: str, what: str) -> bytes:
@@ -193,20 +239,33 @@ def _encode_name(name: str, what: str) -> bytes:
 
 
 class ProducerSession:
-    """The sending side: one ephemeral key agreement, then one AES-GCM encryption per event.
+    """The sending side: one ephemeral key agreement, then one HMAC and one AES-GCM encryption
+    per record.
 
-    Sequence numbers start at ``start_sequence`` (an agent resuming a session continues its
-    numbering) and must never repeat within a session.
+    Parameters
+    ----------
+    vault
+        The vault's announced (and verified) public keys of the epoch.
+    sender
+        The organization's X25519 sender key.
+    org, producer
+        Who sends.
+    generation
+        Greater than every earlier session's of this producer (default: the wall clock in
+        µs; an agent takes the larger of that and its last committed generation plus one).
+    session
+        The session id (16 random bytes by default).
     """
 
     def __init__(
         self,
         vault: VaultPublicKeys,
+        sender: X25519PrivateKey,
         *,
         org: str,
         producer: str,
+        generation: int | None = None,
         session: bytes | None = None,
-        start_sequence: int = 0,
     ) -> None:
         self.vault = vault
         self.org = org
@@ -214,36 +273,51 @@ class ProducerSession:
         self.session = session if session is not None else os.urandom(16)
         if len(self.session) != 16:
             raise ValueError("session id must be 16 bytes")
+        gen = time.time_ns() // 1000 if generation is None else generation
+        if not 0 <= gen < 2**64:
+            raise ValueError("generation must fit in 64 bits")
+        self.generation = gen
+        vault_x = X25519PublicKey.from_public_bytes(vault.x25519)
+        ss = sender.exchange(vault_x)
         eph = X25519PrivateKey.generate()
         self.ephemeral = _raw_public(eph.public_key())
-        shared = eph.exchange(X25519PublicKey.from_public_bytes(vault.x25519))
-        key, self._salt = _derive(
-            shared,
+        es = eph.exchange(vault_x)
+        self._hdr_key = _header_key(ss, vault.epoch, org, vault.x25519, public_bytes(sender))
+        okm = _derive(
+            es + ss,
             self.session,
-            _session_info(vault.epoch, org, producer, self.ephemeral, vault.x25519),
+            _session_info(vault.epoch, org, producer, gen, self.ephemeral, vault.x25519),
         )
-        self._aead = AESGCM(key)
+        self._aead = AESGCM(okm[:32])
+        self._salt = okm[32:]
         self._prefix = (
             bytes([ENVELOPE_VERSION])
             + vault.epoch.to_bytes(4, "big")
             + _encode_name(org, "org")
             + _encode_name(producer, "producer")
+            + self.session
+            + gen.to_bytes(8, "big")
+            + self.ephemeral
         )
-        self.next_sequence = start_sequence
+        self.next_sequence = 0
 
-    def seal(self, plaintext: bytes, *, topic: str) -> bytes:
-        """Encrypt one event for ``topic``; returns the record value."""
+    def seal(self, plaintext: bytes, *, topic: str, partition: int) -> bytes:
+        """Encrypt one record for ``topic``/``partition``; returns the record value."""
         seq = self.next_sequence
         self.next_sequence = seq + 1
-        header = self._prefix + _FIXED.pack(self.session, self.ephemeral, seq)
+        header = self._prefix + seq.to_bytes(8, "big")
+        place = _place(topic, partition)
+        tag = hmac.new(self._hdr_key, header + place, hashlib.sha256).digest()[:_TAG]
         nonce = self._salt + seq.to_bytes(8, "big")
-        return header + self._aead.encrypt(nonce, plaintext, header + topic.encode())
+        return header + tag + self._aead.encrypt(nonce, plaintext, header + tag + place)
 
 
 def parse_header(record: bytes) -> tuple[Header, int]:
-    """The header of ``record`` and the offset where its ciphertext starts."""
+    """The header of ``record`` and the offset where its header tag starts."""
     try:
         version, epoch = record[0], int.from_bytes(record[1:5], "big")
+        if version != ENVELOPE_VERSION:
+            raise RejectedRecord("malformed", f"unsupported envelope version {version}")
         pos = 5
         org_len = record[pos]
         org = record[pos + 1 : pos + 1 + org_len].decode()
@@ -251,119 +325,119 @@ def parse_header(record: bytes) -> tuple[Header, int]:
         prod_len = record[pos]
         producer = record[pos + 1 : pos + 1 + prod_len].decode()
         pos += 1 + prod_len
-        session, ephemeral, seq = _FIXED.unpack_from(record, pos)
+        session, generation, ephemeral, seq = _FIXED.unpack_from(record, pos)
         pos += _FIXED.size
     except (IndexError, UnicodeDecodeError, struct.error):
         raise RejectedRecord("malformed", "record header is truncated or invalid") from None
-    if version != ENVELOPE_VERSION:
-        raise RejectedRecord("malformed", f"unsupported envelope version {version}")
-    if len(record) < pos + 16:
+    if not org or not producer:
+        raise RejectedRecord("malformed", "record header names no organization or producer")
+    if len(record) < pos + _TAG + 16:
         raise RejectedRecord("malformed", "record has no ciphertext")
-    return Header(version, epoch, org, producer, session, ephemeral, seq), pos
-
-
-class ReplayWindow:
-    """A sliding-window bitmap of sequence numbers seen (as IPsec's anti-replay window).
-
-    >>> w = ReplayWindow(size=4)
-    >>> [w.accept(s) for s in (0, 2, 2, 1, 9, 5, 6)]
-    [True, True, False, True, True, False, True]
-    """
-
-    __slots__ = ("_bits", "_highest", "size")
-
-    def __init__(self, size: int = 4096) -> None:
-        if size < 1:
-            raise ValueError("size must be >= 1")
-        self.size = size
-        self._highest = -1
-        self._bits = 0  # bit i set: sequence (highest - i) seen
-
-    def accept(self, seq: int) -> bool:
-        """Record ``seq``; False if it was seen before or is too old to tell."""
-        if seq > self._highest:
-            shift = seq - self._highest
-            self._bits = (
-                ((self._bits << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
-            )
-            self._highest = seq
-            return True
-        offset = self._highest - seq
-        if offset >= self.size:
-            return False
-        mask = 1 << offset
-        if self._bits & mask:
-            return False
-        self._bits |= mask
-        return True
+    return Header(version, epoch, org, producer, session, generation, ephemeral, seq), pos
 
 
 @dataclass
 class SessionOpener:
-    """The vault's side: derive each session's key once, then decrypt and check each record.
+    """The vault's side: authenticate each record's header, derive each session's key once,
+    then decrypt.
 
     ``keys`` maps the epochs still accepted to their keys (a retired epoch is simply absent);
-    ``orgs`` is the set of registered organizations. With ``replay_window`` (default), a
-    repeated sequence number in a session is refused; a vault that guards replays inside each
-    case's state (exactly-once across restarts) passes ``replay_window=0``.
+    ``senders`` maps each registered organization to its X25519 sender public key. Sessions
+    are cached (at most ``max_sessions``, oldest dropped) only after a record of them
+    authenticated: forged records cost one HMAC and leave nothing behind.
     """
 
     keys: Mapping[int, VaultKeys]
-    orgs: Iterable[str]
-    replay_window: int = 4096
+    senders: Mapping[str, bytes]
     max_sessions: int = 100_000
-    _sessions: dict[bytes, tuple[AESGCM, bytes, Header, ReplayWindow | None]] = field(
-        default_factory=dict, repr=False
-    )
+    _hdr: dict[tuple[str, int], bytes] = field(default_factory=dict, repr=False)
+    _sessions: dict[bytes, tuple[AESGCM, bytes, Header]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.orgs = frozenset(self.orgs)
+        for org, pub in self.senders.items():
+            if len(pub) != 32:
+                raise ValueError(f"the sender key of {org!r} must be 32 raw bytes")
 
-    def open(self, record: bytes, *, topic: str) -> tuple[Header, bytes]:
-        """``(header, plaintext)``, or :class:`RejectedRecord`."""
+    @property
+    def sessions(self) -> int:
+        """How many sessions are cached."""
+        return len(self._sessions)
+
+    def _header_key(self, org: str, epoch: int) -> bytes:
+        key = self._hdr.get((org, epoch))
+        if key is None:
+            sender = self.senders.get(org)
+            if sender is None:
+                raise RejectedRecord("unknown_org", "organization is not registered")
+            keys = self.keys.get(epoch)
+            if keys is None:
+                raise RejectedRecord("unknown_epoch", f"epoch {epoch} is not accepted")
+            try:
+                ss = keys.x25519.exchange(X25519PublicKey.from_public_bytes(sender))
+            except ValueError:
+                raise RejectedRecord(
+                    "unknown_org", "the registered sender key is invalid"
+                ) from None
+            vault_x = _raw_public(keys.x25519.public_key())
+            key = self._hdr[(org, epoch)] = _header_key(ss, epoch, org, vault_x, sender)
+        return key
+
+    def open(self, record: bytes, *, topic: str, partition: int) -> tuple[Header, bytes]:
+        """``(header, plaintext)`` of a record read from ``topic``/``partition``, or
+        :class:`RejectedRecord`."""
         header, pos = parse_header(record)
+        hdr_key = self._header_key(header.org, header.epoch)
+        place = _place(topic, partition)
+        end = pos + _TAG
+        tag = record[pos:end]
+        want = hmac.new(hdr_key, record[:pos] + place, hashlib.sha256).digest()[:_TAG]
+        if not hmac.compare_digest(tag, want):
+            raise RejectedRecord("bad_tag", "header tag does not verify")
         state = self._sessions.get(header.session)
-        if state is None or state[2].ephemeral != header.ephemeral or state[2].org != header.org:
+        if state is None or not _same_session(state[2], header):
             state = self._new_session(header)
-        aead, salt, _, window = state
+        aead, salt, _ = state
         nonce = salt + header.sequence.to_bytes(8, "big")
         try:
-            plaintext = aead.decrypt(nonce, record[pos:], record[:pos] + topic.encode())
+            plaintext = aead.decrypt(nonce, record[end:], record[:end] + place)
         except InvalidTag:
             raise RejectedRecord("bad_tag", "authentication failed") from None
-        if window is not None and not window.accept(header.sequence):
-            raise RejectedRecord(
-                "replay", f"sequence {header.sequence} already seen in this session"
-            )
         return header, plaintext
 
-    def _new_session(self, header: Header) -> tuple[AESGCM, bytes, Header, ReplayWindow | None]:
-        if header.org not in self.orgs:
-            raise RejectedRecord("unknown_org", "organization is not registered")
-        keys = self.keys.get(header.epoch)
-        if keys is None:
-            raise RejectedRecord("unknown_epoch", f"epoch {header.epoch} is not accepted")
+    def _new_session(self, header: Header) -> tuple[AESGCM, bytes, Header]:
+        keys = self.keys[header.epoch]  # (the header key proved the epoch is accepted)
+        sender = self.senders[header.org]
         try:
-            shared = keys.x25519.exchange(X25519PublicKey.from_public_bytes(header.ephemeral))
+            es = keys.x25519.exchange(X25519PublicKey.from_public_bytes(header.ephemeral))
+            ss = keys.x25519.exchange(X25519PublicKey.from_public_bytes(sender))
         except ValueError:
             raise RejectedRecord("malformed", "invalid ephemeral key") from None
         vault_x = _raw_public(keys.x25519.public_key())
-        key, salt = _derive(
-            shared,
-            header.session,
-            _session_info(header.epoch, header.org, header.producer, header.ephemeral, vault_x),
+        info = _session_info(
+            header.epoch, header.org, header.producer, header.generation, header.ephemeral, vault_x
         )
-        window = ReplayWindow(self.replay_window) if self.replay_window else None
+        okm = _derive(es + ss, header.session, info)
         if len(self._sessions) >= self.max_sessions:
             self._sessions.pop(next(iter(self._sessions)))  # forget the oldest session
-        state = (AESGCM(key), salt, header, window)
+        state = (AESGCM(okm[:32]), okm[32:], header)
         self._sessions[header.session] = state
         return state
 
     def retire_epoch(self, epoch: int) -> None:
         """Stop accepting ``epoch`` (its sessions are forgotten)."""
         self.keys = {e: k for e, k in self.keys.items() if e != epoch}
+        self._hdr = {k: v for k, v in self._hdr.items() if k[1] != epoch}
         self._sessions = {s: v for s, v in self._sessions.items() if v[2].epoch != epoch}
+
+
+def _same_session(a: Header, b: Header) -> bool:
+    return (a.epoch, a.org, a.producer, a.generation, a.ephemeral) == (
+        b.epoch,
+        b.org,
+        b.producer,
+        b.generation,
+        b.ephemeral,
+    )
 
 
 def case_pseudonym(key: bytes, case_id: str) -> bytes:
@@ -407,7 +481,7 @@ def seal_to(recipient: bytes, plaintext: bytes, *, context: bytes) -> bytes:
     eph = X25519PrivateKey.generate()
     eph_pub = _raw_public(eph.public_key())
     shared = eph.exchange(X25519PublicKey.from_public_bytes(recipient))
-    key, _ = _derive(shared, eph_pub, _SEALED_INFO + recipient)
+    key = _derive(shared, eph_pub, _SEALED_INFO + recipient, 32)
     nonce = os.urandom(12)
     return eph_pub + nonce + AESGCM(key).encrypt(nonce, plaintext, context)
 
@@ -418,8 +492,11 @@ def open_sealed(private: X25519PrivateKey, sealed: bytes, *, context: bytes) -> 
         raise RejectedRecord("malformed", "sealed message too short")
     eph_pub, nonce, ct = sealed[:32], sealed[32:44], sealed[44:]
     recipient = _raw_public(private.public_key())
-    shared = private.exchange(X25519PublicKey.from_public_bytes(eph_pub))
-    key, _ = _derive(shared, eph_pub, _SEALED_INFO + recipient)
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+    except ValueError:  # a low-order point (such as all zeros): no key agreement
+        raise RejectedRecord("malformed", "sealed message has an invalid ephemeral key") from None
+    key = _derive(shared, eph_pub, _SEALED_INFO + recipient, 32)
     try:
         return AESGCM(key).decrypt(nonce, ct, context)
     except InvalidTag:

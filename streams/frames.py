@@ -6,42 +6,46 @@ that partition ``p`` of each holds the same cases):
 =======================  ===========  ============================================================
 topic                    partitions   records
 =======================  ===========  ============================================================
-``events.<org>``         P            key: case pseudonym (16 B) or none (heartbeats);
-                                      value: envelope record (:mod:`.envelope`) around a frame
+``events.<org>``         P            no key; the agent picks the partition from a keyed hash
+                                      of the case id (:func:`placement`); value: an envelope
+                                      record (:mod:`.envelope`) around a frame
 ``vault.keys``           1            signed key announcements (:mod:`.attestation`)
 ``vault.attest``         1            agents' attestation requests: a fresh 16-byte nonce
-``agent.progress``       1            compacted; key: org/producer; value: committed position
+``agent.progress``       1            compacted; key: org/producer; value: a MACed position
 ``vault.changelog``      P            compacted; key: ``c`` + case pseudonym or ``p`` + partition;
-                                      value: state sealed with the state key
-``vault.partials``       1            key: pane index (8 B); value: a sealed :class:`Partial`
-``results.alerts.<org>`` 1            per-case alerts and results sealed to the organization
+                                      value: a versioned record sealed with the state key
+                                      (:mod:`.changelog`)
+``vault.partials``       1            key: partition; value: sealed :class:`PanePartials`
+``results.alerts.<org>`` 1            per-organization findings, signed and sealed to it
 ``results.aggregates``   1            signed DP releases (:mod:`.release`)
+``release.state``        1            compacted; the release stage's sealed state
 =======================  ===========  ============================================================
 
 A **frame** is the plaintext an agent encrypts: ``kind u8 | order u64 | sent_us u64 | body``.
-``order`` breaks timestamp ties the same way in every organization (the event's position in
-the shared source, or the agent's own counter); ``sent_us`` is the agent's wall clock when it
-sent the record (for end-to-end latency). An ``EVENT`` frame's body is an encoded event
-(:mod:`.codec`); a ``HEARTBEAT`` frame's body is ``watermark_us i64 | closed u8``: the agent
-promises that no later event of its organization is older than the watermark (``closed``: no
-more events at all). A ``REVOKE`` frame's body is a signed revocation (:mod:`.revocation`),
-published by ``procvault revoke`` to the case's partition (keyed by the case pseudonym) or to
-every partition; the vault applies it after everything its organization published before it
-in that partition (its ``order`` is not used). Agents send heartbeats to every partition, so
-the vault can merge the organizations' streams in event-time order even where one is silent.
+``order`` breaks timestamp ties the same way in every organization: the event's position in
+the shared source times 256 plus the output's index among what the policy made of it, so one
+producer's merge keys ``(timestamp, order)`` strictly increase; ``sent_us`` is the agent's wall
+clock when it sent the record (end-to-end latency). An ``EVENT`` frame's body is an encoded
+event (:mod:`.codec`); a ``HEARTBEAT`` frame's body is ``watermark_us i64 | closed u8``, and with
+the frame's ``order`` it promises that no later event of the organization sorts at or below
+``(watermark_us, order)`` (``closed``: no more events at all). A ``REVOKE`` frame's body is a
+signed revocation (:mod:`.revocation`). Agents send heartbeats to every partition, so the vault
+can merge the organizations' streams in event-time order even where one is silent.
 
 >>> f = encode_frame(EVENT, 7, 1_000, b"body")
 >>> decode_frame(f)
 (0, 7, 1000, b'body')
 >>> decode_heartbeat(decode_frame(encode_heartbeat(3, 5, 123, closed=True))[3])
 (123, True)
+>>> placement(b"k" * 32, "case-1", 4) == placement(b"k" * 32, "case-1", 4)
+True
 >>> keys = VaultKeys.generate(epoch=2)
 >>> org = X25519PrivateKey.generate()
 >>> from cryptography.hazmat.primitives import serialization as s
 >>> pub = org.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw)
->>> sealed = seal_result(pub, b'{"type":"alert"}', topic="results.alerts.lab", keys=keys)
+>>> sealed = seal_result(pub, b'batch', topic="results.alerts.lab", keys=keys)
 >>> open_result(org, sealed, topic="results.alerts.lab", keys={2: keys.public()})
-b'{"type":"alert"}'
+b'batch'
 >>> open_result(org, sealed, topic="results.alerts.ward", keys={2: keys.public()})
 Traceback (most recent call last):
 ...
@@ -50,6 +54,8 @@ procvault.streams.envelope.RejectedRecord: bad_tag: sealed message failed authen
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,7 +64,7 @@ from typing import Final
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from procvault.monitor.privacy.panes import PaneAggregate
+from procvault.monitor.privacy.combiner import PanePartials
 
 from .envelope import (
     RejectedRecord,
@@ -81,7 +87,7 @@ __all__ = [
     "PARTIALS_TOPIC",
     "PROGRESS_TOPIC",
     "REVOKE",
-    "Partial",
+    "PanePartials",
     "Topics",
     "alerts_topic",
     "decode_frame",
@@ -89,10 +95,11 @@ __all__ = [
     "encode_frame",
     "encode_heartbeat",
     "events_topic",
-    "open_partial",
+    "open_partials",
     "open_result",
-    "partial_key",
-    "seal_partial",
+    "partials_key",
+    "placement",
+    "seal_partials",
     "seal_result",
 ]
 
@@ -100,6 +107,7 @@ KEYS_TOPIC: Final = "vault.keys"
 CHANGELOG_TOPIC: Final = "vault.changelog"
 PARTIALS_TOPIC: Final = "vault.partials"
 AGGREGATES_TOPIC: Final = "results.aggregates"
+RELEASE_STATE_TOPIC: Final = "release.state"
 
 EVENT: Final = 0
 HEARTBEAT: Final = 1
@@ -107,7 +115,7 @@ REVOKE: Final = 2
 
 _FRAME: Final = struct.Struct(">BQQ")
 _BEAT: Final = struct.Struct(">qB")
-_PARTIAL_CONTEXT: Final = b"procvault-partial-v1|"
+_PARTIAL_CONTEXT: Final = b"procvault-partials-v2|"
 
 
 ATTEST_TOPIC: Final = "vault.attest"
@@ -160,6 +168,11 @@ class Topics:
         return self.prefix + PARTIALS_TOPIC
 
     @property
+    def release_state(self) -> str:
+        """The release stage's sealed state (compacted)."""
+        return self.prefix + RELEASE_STATE_TOPIC
+
+    @property
     def aggregates(self) -> str:
         """Signed DP releases."""
         return self.prefix + AGGREGATES_TOPIC
@@ -168,6 +181,17 @@ class Topics:
 def events_topic(org: str) -> str:
     """The topic an organization's agent publishes to."""
     return f"events.{org}"
+
+
+def placement(key: bytes, case_id: str, partitions: int) -> int:
+    """The partition of ``case_id``: HMAC-SHA256 under the consortium's placement key, modulo
+    ``partitions``. Every organization computes the same, so a case's events meet in one
+    partition; the broker sees the partition only (records carry no key), so it can neither
+    link a case's records across organizations nor count a case's events."""
+    if partitions < 1:
+        raise ValueError("partitions must be >= 1")
+    digest = hmac.new(key, case_id.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") % partitions
 
 
 def alerts_topic(org: str) -> str:
@@ -201,49 +225,45 @@ def decode_heartbeat(body: bytes) -> tuple[int, bool]:
     return wm, bool(closed)
 
 
-class Partial(msgspec.Struct, frozen=True):
-    """One partition's exact aggregate of one pane (never published: the release stage noises
-    the sum over all ``partitions``)."""
-
-    partition: int
-    partitions: int
-    aggregate: PaneAggregate
-    #: the latest agent send time (µs) of the events in it (0: unknown): the release stage
-    #: measures send → included in a release from it
-    sent_us: int = 0
+_PARTIALS_ENC: Final = msgspec.msgpack.Encoder()
+_PARTIALS_DEC: Final = msgspec.msgpack.Decoder(PanePartials)
 
 
-_PARTIAL_ENC: Final = msgspec.msgpack.Encoder()
-_PARTIAL_DEC: Final = msgspec.msgpack.Decoder(Partial)
+def partials_key(partition: int) -> bytes:
+    """The Kafka key of a partition's pane partials."""
+    return partition.to_bytes(4, "big")
 
 
-def partial_key(pane_index: int) -> bytes:
-    """The Kafka key of a pane's partials."""
-    return pane_index.to_bytes(8, "big", signed=True)
+def seal_partials(key: bytes, partials: PanePartials) -> tuple[bytes, bytes]:
+    """``(key, value)`` of the ``vault.partials`` record for ``partials``, sealed with the
+    vault's partial key and bound to its partition and plan."""
+    k = partials_key(partials.partition)
+    context = _PARTIAL_CONTEXT + k + partials.plan.encode()
+    return k, seal_state(key, _PARTIALS_ENC.encode(partials), context=context)
 
 
-def seal_partial(state_key: bytes, partial: Partial) -> tuple[bytes, bytes]:
-    """``(key, value)`` of the ``vault.partials`` record for ``partial``."""
-    key = partial_key(partial.aggregate.index)
-    context = _PARTIAL_CONTEXT + key + partial.partition.to_bytes(4, "big")
-    value = partial.partition.to_bytes(4, "big") + seal_state(
-        state_key, _PARTIAL_ENC.encode(partial), context=context
-    )
-    return key, value
-
-
-def open_partial(state_key: bytes, key: bytes, value: bytes) -> Partial:
-    """The inverse of :func:`seal_partial`; :class:`RejectedRecord` if tampered or moved."""
-    if len(value) < 4 + 12 + 16:
+def open_partials(
+    key: bytes, record_key: bytes | None, value: bytes | None, *, plan: str
+) -> PanePartials:
+    """The inverse of :func:`seal_partials` for a stage of DP plan ``plan``;
+    :class:`RejectedRecord` if tampered, moved or made under another plan (``bad_tag``: the
+    seal binds the plan), or not a partial of this version (``malformed``)."""
+    if record_key is None or value is None or len(record_key) != 4:
+        raise RejectedRecord("malformed", "partial without a partition key or a value")
+    if len(value) < 12 + 16:
         raise RejectedRecord("malformed", "partial is truncated")
-    context = _PARTIAL_CONTEXT + key + value[:4]
-    partial = _PARTIAL_DEC.decode(open_state(state_key, value[4:], context=context))
-    if partial_key(partial.aggregate.index) != key:
-        raise RejectedRecord("malformed", "partial filed under another pane")
-    return partial
+    context = _PARTIAL_CONTEXT + record_key + plan.encode()
+    body = open_state(key, value, context=context)
+    try:
+        partials = _PARTIALS_DEC.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise RejectedRecord("malformed", "not a pane partial of format 2") from None
+    if partials.format != 2 or partials_key(partials.partition) != record_key:
+        raise RejectedRecord("malformed", "partial of another format or partition")
+    return partials
 
 
-_RESULT_CONTEXT: Final = b"procvault-result-v1|"
+_RESULT_CONTEXT: Final = b"procvault-result-v2|"
 
 
 def seal_result(org_public: bytes, record: bytes, *, topic: str, keys: VaultKeys) -> bytes:

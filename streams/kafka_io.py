@@ -146,12 +146,19 @@ async def _create_topics(
     *,
     partitions: int,
     replication_factor: int,
+    compacted: bool = False,
 ) -> None:
     from aiokafka.admin import NewTopic
     from aiokafka.errors import KafkaError, for_code
 
+    configs = {"cleanup.policy": "compact"} if compacted else {}
     new = [
-        NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
+        NewTopic(
+            t,
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            topic_configs=configs,
+        )
         for t in topics
     ]
     try:
@@ -180,8 +187,10 @@ async def ensure_topics(
     *,
     partitions: int = 1,
     replication_factor: int = 1,
+    compacted: bool = False,
 ) -> None:
-    """Create ``topics`` with ``partitions`` partitions each; existing topics are left alone."""
+    """Create ``topics`` with ``partitions`` partitions each (``compacted``: log compaction);
+    existing topics are left alone."""
     _check_partitions(partitions, replication_factor)
     names = list(dict.fromkeys(topics))
     for name in names:
@@ -195,7 +204,12 @@ async def ensure_topics(
         except Exception as exc:
             raise _unreachable(bootstrap, exc) from None
         await _create_topics(
-            admin, bootstrap, names, partitions=partitions, replication_factor=replication_factor
+            admin,
+            bootstrap,
+            names,
+            partitions=partitions,
+            replication_factor=replication_factor,
+            compacted=compacted,
         )
     finally:
         await admin.close()
@@ -514,6 +528,64 @@ async def read_topic(
         if max_records is not None:
             del records[max_records:]
         return records
+    finally:
+        await _stop_consumer(consumer)
+
+
+async def read_latest(bootstrap: str, topic: str) -> dict[bytes, bytes | None]:
+    """The latest committed value per key of a compacted topic (``None``: a tombstone);
+    empty if the topic does not exist yet."""
+    try:
+        records = await read_topic(bootstrap, topic, committed=True, idle_timeout=30.0)
+    except KafkaSetupError:
+        return {}
+    out: dict[bytes, bytes | None] = {}
+    for r in records:
+        if r.key is not None:
+            out[r.key] = r.value
+    return out
+
+
+async def read_tail(bootstrap: str, topic: str, n: int) -> list[ConsumerRecord[bytes, bytes]]:
+    """The last (at most) ``n`` committed records of partition 0 of ``topic`` (empty if it
+    does not exist yet)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    try:
+        await _partitions_of(bootstrap, topic)
+    except KafkaSetupError:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id="procvault-reader",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            raise _unreachable(bootstrap, exc) from None
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        begin = (await consumer.beginning_offsets([tp]))[tp]
+        start = max(begin, end - n)
+        if start >= end:
+            return []
+        consumer.seek(tp, start)
+        idle = time.monotonic()
+        while await consumer.position(tp) < end and time.monotonic() - idle < 30.0:
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for r in batch.get(tp, ()):
+                if r.offset < end:
+                    out.append(r)
+                idle = time.monotonic()
+        return out
     finally:
         await _stop_consumer(consumer)
 

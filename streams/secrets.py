@@ -36,6 +36,8 @@ True
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -181,6 +183,8 @@ class OrgKeys:
     alerts: X25519PrivateKey
     pseudonym_key: bytes
     signing: Ed25519PrivateKey | None = None
+    #: authenticates the organization's records to the vault (static-static X25519)
+    sender: X25519PrivateKey | None = None
 
     def __repr__(self) -> str:
         return f"OrgKeys(org={self.org!r})"
@@ -189,6 +193,19 @@ class OrgKeys:
     def alerts_public(self) -> bytes:
         """The raw X25519 public key to register."""
         return self.alerts.public_key().public_bytes(_RAW, _RAW_PUB)
+
+    @property
+    def sender_public(self) -> bytes | None:
+        """The raw X25519 sender public key to register (``None`` without one)."""
+        if self.sender is None:
+            return None
+        return self.sender.public_key().public_bytes(_RAW, _RAW_PUB)
+
+    @property
+    def placement_key(self) -> bytes:
+        """The consortium's key that places a case on a partition (derived from the
+        consortium's pseudonym key, so every organization computes the same)."""
+        return hmac.new(self.pseudonym_key, b"procvault-placement-v1", hashlib.sha256).digest()
 
     @property
     def signing_public(self) -> bytes | None:
@@ -207,6 +224,8 @@ class OrgKeys:
         }
         if self.signing is not None:
             data["signing_ed25519"] = _priv_bytes(self.signing).hex()
+        if self.sender is not None:
+            data["sender_x25519"] = _priv_bytes(self.sender).hex()
         _write_secret(Path(path), data)
 
     @classmethod
@@ -220,11 +239,15 @@ class OrgKeys:
         signing = None
         if "signing_ed25519" in data:
             signing = Ed25519PrivateKey.from_private_bytes(_hex(data, "signing_ed25519", path, 32))
+        sender = None
+        if "sender_x25519" in data:
+            sender = X25519PrivateKey.from_private_bytes(_hex(data, "sender_x25519", path, 32))
         return cls(
             org,
             X25519PrivateKey.from_private_bytes(_hex(data, "alerts_x25519", path, 32)),
             _hex(data, "pseudonym_key", path, 32),
             signing,
+            sender,
         )
 
 
@@ -235,6 +258,7 @@ class Registry:
 
     orgs: Mapping[str, bytes]
     signing: Mapping[str, bytes] = field(default_factory=dict)
+    sender: Mapping[str, bytes] = field(default_factory=dict)
 
     def trusted_signers(self) -> dict[str, list[Ed25519PublicKey]]:
         """Organization -> the signing keys its revocations are verified with."""
@@ -247,6 +271,8 @@ class Registry:
             orgs[o] = {"alerts_x25519": k.hex()}
             if o in self.signing:
                 orgs[o]["signing_ed25519"] = self.signing[o].hex()
+            if o in self.sender:
+                orgs[o]["sender_x25519"] = self.sender[o].hex()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(
             json.dumps({"kind": "procvault-registry", "orgs": orgs}, indent=1),
@@ -268,6 +294,11 @@ class Registry:
                 for o, v in orgs.items()
                 if isinstance(v, dict) and "signing_ed25519" in v
             },
+            {
+                o: _hex(v, "sender_x25519", path, 32)
+                for o, v in orgs.items()
+                if isinstance(v, dict) and "sender_x25519" in v
+            },
         )
 
 
@@ -284,12 +315,17 @@ def init_keyring(directory: Path, orgs: Iterable[str]) -> None:
         raise ConfigError(f"{directory}: a keyring already exists here (refusing to overwrite)")
     VaultSecrets.generate().save(directory / "vault.json")
     pseudonym_key = os.urandom(32)
-    publics, signers = {}, {}
+    publics, signers, senders = {}, {}, {}
     for name in names:
         keys = OrgKeys(
-            name, X25519PrivateKey.generate(), pseudonym_key, Ed25519PrivateKey.generate()
+            name,
+            X25519PrivateKey.generate(),
+            pseudonym_key,
+            Ed25519PrivateKey.generate(),
+            X25519PrivateKey.generate(),
         )
         keys.save(directory / f"org-{name}.json")
         publics[name] = keys.alerts_public
         signers[name] = keys.signing.public_key().public_bytes(_RAW, _RAW_PUB)  # type: ignore[union-attr]
-    Registry(publics, signers).save(directory / "registry.json")
+        senders[name] = keys.sender_public  # type: ignore[assignment]
+    Registry(publics, signers, senders).save(directory / "registry.json")

@@ -2,8 +2,20 @@
 
 :class:`PaneClock` is pure pane arithmetic (as faust's ``windows.py``): pane ``i`` covers
 ``[origin + i * length, origin + (i + 1) * length)`` (start included, end excluded) and closes
-once the watermark (the largest event time seen; it never moves back) reaches its end plus the
-allowed lateness. Events of a closed pane are late: they are dropped and counted.
+once the clock reaches its end plus the allowed lateness. Observations of a closed pane are
+late: they are dropped and counted.
+
+**The clock is the caller's, and only the caller's.** Observing an event never moves time:
+:meth:`PaneAccumulator.advance` does, with a clock the caller chooses. The vault's partition
+engine passes its *public* clock (wall time, or the merge frontier bounded by wall time), so
+that which panes close, and when, never depends on one case's timestamps; an offline replay
+of a sorted log may pass the events' own times (:meth:`PaneAccumulator.observe_event`). With
+``PaneSettings.start`` the schedule starts at a public pane: every pane from it up to the
+clock closes, empty ones included.
+
+A case's completion is filed in the pane of the time the case itself set for it
+(:attr:`~procvault.monitor.vault.CaseResult.completed_at`: its marker, its last event plus the
+idle timeout), never under another case's time; a flush without an idle timeout files none.
 
 :class:`PaneAccumulator` turns what the :class:`~procvault.monitor.vault.Vault` produces (events,
 deviations, completed cases) and rule violations into one exact :class:`PaneAggregate` per pane,
@@ -327,11 +339,12 @@ class PaneAccumulator:
 
     Notes
     -----
-    Wire it after the vault: ``closed = acc.observe(event, vault.update(event))`` per event,
-    ``closed = acc.observe_tick(wm, vault.tick(wm))`` when time moves without an event, and
-    ``acc.observe_tick(wm, vault.flush_update())`` then :meth:`flush` at the end of a finite
-    stream. Every call that moves event time returns the panes it closed, in order, empty
-    ones included.
+    Wire it after the vault: ``acc.observe(event, vault.update(event))`` per event (nothing
+    closes), then ``closed = acc.observe_tick(clock, vault.tick(clock))`` when the clock moves;
+    at the end of a finite stream ``acc.observe_tick(clock, vault.flush_update())`` then
+    :meth:`flush`. Every call that moves the clock returns the panes it closed, in order, empty
+    ones included. A caller must not pass anything of a case after its completion (the vault
+    engine does not): the case's caps are kept in the open panes it touched, not beyond.
     """
 
     def __init__(
@@ -366,6 +379,10 @@ class PaneAccumulator:
         self._late_completions = 0
         self._capped = 0
         self._orphans = 0
+        start = settings.panes.start
+        if start is not None:
+            nc = self._next_close = ((start - self._origin) // _US) // self._len
+            self._close_us = (nc + 1) * self._len + self._late
         if state is not None:
             self._restore(state)
 
@@ -375,8 +392,8 @@ class PaneAccumulator:
         event: Event,
         update: Update | None = None,
         violations: Iterable[tuple[str, str, datetime]] = (),
-    ) -> tuple[PaneAggregate, ...]:
-        """Observe one event with what the vault found for it, then move event time.
+    ) -> None:
+        """Observe one event with what the vault found for it (time does not move).
 
         Parameters
         ----------
@@ -399,12 +416,23 @@ class PaneAccumulator:
                 self.observe_deviation(dev)
         elif event.kind == EventKind.PLACEHOLDER:
             self._placeholder(event, us)
-        self._update(update, violations, event.timestamp)
+        self._update(update, violations)
         if event.kind == EventKind.CASE_END:
             # a case the vault completed is gone by now; one it held no state for (only
             # placeholders) ends at its marker all the same, without a completion to count
             self._cases.pop(event.case_id, None)
-        return self._advance(us)
+
+    def observe_replayed(
+        self,
+        event: Event,
+        update: Update | None = None,
+        violations: Iterable[tuple[str, str, datetime]] = (),
+    ) -> tuple[PaneAggregate, ...]:
+        """:meth:`observe`, then move the clock to the event's time; return the closed panes.
+        For offline replays of a sorted log (the events' own times are an honest clock there);
+        the vault's engine moves a public clock instead."""
+        self.observe(event, update, violations)
+        return self.advance(event.timestamp)
 
     def observe_tick(
         self,
@@ -413,28 +441,46 @@ class PaneAccumulator:
         violations: Iterable[tuple[str, str, datetime]] = (),
     ) -> tuple[PaneAggregate, ...]:
         """Observe what :meth:`Vault.tick` (or :meth:`Vault.flush_update`) returned at
-        ``watermark`` — deadline violations, then idle completions — and move time there."""
-        self._update(update, violations, watermark)
+        ``watermark`` — deadline violations, then completions, each at its own time — and move
+        the clock there."""
+        self._update(update, violations)
         return self.advance(watermark)
 
     def _update(
         self,
         update: Update | None,
         violations: Iterable[tuple[str, str, datetime]],
-        at: datetime,
     ) -> None:
         for rule_id, case_id, ts in violations:
             self.observe_violation(rule_id, case_id, ts)
         if update is None:
             return
+        ends = {r.case_id: r.completed_at for r in update.completed} if update.completed else {}
         for alert in update.alerts:
             if alert.new == _VIOLATED:
-                self.observe_violation(alert.rule, alert.case_id, alert.timestamp)
+                # a violation found by the case's completion is filed with the completion
+                at = ends.get(alert.case_id, alert.timestamp) if ends else alert.timestamp
+                if at is not None:
+                    self.observe_violation(alert.rule, alert.case_id, at)
         for result in update.completed:
-            self.observe_completed(result, at)
+            at = result.completed_at
+            if at is not None:
+                self.observe_completed(result, at)
+            else:  # ended by the stream, not by the case: no completion to count
+                self._cases.pop(result.case_id, None)
+
+    def observe_update(
+        self, update: Update | None, violations: Iterable[tuple[str, str, datetime]] = ()
+    ) -> None:
+        """Observe what a :meth:`Vault.tick` or :meth:`Vault.flush_update` returned (each
+        completion and violation at its own time) without moving the clock."""
+        self._update(update, violations)
 
     def observe_event(self, event: Event) -> tuple[PaneAggregate, ...]:
-        """Observe one activity event (a marker only moves time); return the closed panes."""
+        """Observe one activity event (a marker only moves time), then move the clock to its
+        time; return the closed panes. For offline replays of a sorted log, whose events'
+        own times are an honest clock; the vault's engine uses :meth:`observe` and a public
+        clock instead."""
         us = (event.timestamp - self._origin) // _US
         if not event.kind:
             self._event(event, us)
@@ -525,7 +571,8 @@ class PaneAccumulator:
         self._add(pane, case_id, cs, stat, key, 1)
 
     def observe_completed(self, result: CaseResult, at: datetime) -> None:
-        """Count a completed case in the pane of ``at`` (when the vault completed it).
+        """Count a completed case in the pane of ``at`` (the time the case set for its
+        completion, :attr:`~procvault.monitor.vault.CaseResult.completed_at`).
 
         Adds the ``cases`` completion (fitting, not fitting, or unchecked when the vault has
         no model), its missing and remaining tokens and its duration (first to last observed
@@ -640,9 +687,13 @@ class PaneAccumulator:
         """Close every pane up to the last one holding an observation or the watermark
         (the end of a finite stream)."""
         nc = self._next_close
-        if nc is None or self._wm is None:
+        if nc is None:
             return ()
-        last = max(max(self._open, default=nc - 1), self._wm // self._len)
+        last = max(self._open, default=nc - 1)
+        if self._wm is not None:
+            last = max(last, self._wm // self._len)
+        if last < nc:
+            return ()
         return self._close_until(nc, last + 1)
 
     def _open_pane(self, idx: int) -> _Pane:

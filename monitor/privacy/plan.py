@@ -40,6 +40,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -131,6 +132,17 @@ class ReleasePlan:
     window_epsilon: float
     window_delta: float
     totals_epsilon: float
+
+    def fingerprint(self) -> str:
+        """A digest of the policy and known keys (32 hex digits): the vault stamps it on
+        every pane partial, and the release stage refuses partials made under another plan
+        (larger caps noised as if smaller), as it refuses to resume a state of another plan.
+
+        The text digested is the ``repr`` of frozen dataclasses of tuples, numbers, strings
+        and times: the same in every process.
+        """
+        text = repr((self.settings, self.known))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     @classmethod
     def build(cls, settings: PrivacySettings, known: KnownKeys) -> ReleasePlan:

@@ -138,10 +138,18 @@ class PaneReleaser:
         Where noise comes from: :class:`~.mechanisms.OpenDPReleaser` in production.
     state
         A snapshot to resume from (:meth:`snapshot`).
+    totals
+        Release running totals (if the plan has them). ``False`` after their exact state was
+        lost: totals are withheld (``null``) from then on.
     """
 
     def __init__(
-        self, plan: ReleasePlan, releaser: Releaser, state: ReleaseState | None = None
+        self,
+        plan: ReleasePlan,
+        releaser: Releaser,
+        state: ReleaseState | None = None,
+        *,
+        totals: bool = True,
     ) -> None:
         self.plan: Final = plan
         self._releaser = releaser
@@ -158,7 +166,7 @@ class PaneReleaser:
             state=state.ledger if state else None,
         )
         self._tree: BinaryTreeCounter | None = None
-        if plan.totals is not None and settings.running_totals is not None:
+        if totals and plan.totals is not None and settings.running_totals is not None:
             self._tree = BinaryTreeCounter(
                 size=len(plan.totals_keys),
                 levels=settings.running_totals.levels,
@@ -196,6 +204,7 @@ class PaneReleaser:
         )
         self._windows = tuple(sorted({n for n in settings.window_panes if n >= 2}))
         self._retain = max(self._windows, default=1) + 1
+        self._keep: int | None = None  # records from here on are kept (not published yet)
         self._records: dict[int, PaneRecord | WithheldRecord] = {}
         self._next: int | None = None
         self._first: int | None = None
@@ -344,8 +353,36 @@ class PaneReleaser:
 
     def _prune(self, idx: int) -> None:
         horizon = idx - self._retain
+        if self._keep is not None:
+            # what is not published yet stays, with the panes its windows need
+            horizon = min(horizon, self._keep - self._retain)
         for p in [p for p in self._records if p <= horizon]:
             del self._records[p]
+
+    @property
+    def retain(self) -> int:
+        """How many pane records the windows need (the longest window, plus one)."""
+        return self._retain
+
+    def held(self) -> list[int]:
+        """The panes whose records are held, in order."""
+        return sorted(self._records)
+
+    def record(self, index: int) -> PaneRecord | WithheldRecord:
+        """The stored record of pane ``index`` (``KeyError`` if not held)."""
+        return self._records[index]
+
+    def stored(self, index: int) -> tuple[Record, ...]:
+        """What :meth:`release` returned for pane ``index``, recomputed from the stored
+        records (the pane's record and the windows ending at it)."""
+        return (self._records[index], *self._direct_windows(index))
+
+    def keep_from(self, index: int | None) -> None:
+        """Records of panes from ``index`` on are not published yet: keep them (and what
+        their windows need); older ones may go."""
+        self._keep = index
+        if self._next is not None:
+            self._prune(self._next - 1)
 
     # -- state ---------------------------------------------------------------------------
     def records(self) -> tuple[PaneRecord | WithheldRecord, ...]:

@@ -239,10 +239,15 @@ class PaneSettings:
     length
         The pane length. Panes are ``[origin + i * length, origin + (i + 1) * length)``.
     allowed_lateness
-        How long after its end a pane stays open for late events (in event time, measured by
-        the watermark: the largest event time seen). Later events are dropped and counted.
+        How long after its end a pane stays open for late observations, measured by the clock
+        that closes panes (the vault: the public clock). Later ones are dropped and counted.
     origin
         Where pane 0 starts (UTC midnight, 1 January 1970, by default).
+    start
+        The first pane of the public schedule: the pane holding this time is the first one
+        released, and every pane after it up to the clock is released, empty or not.
+        ``None`` (``start: auto`` in a policy file): the first pane observed or reached by the
+        clock, which depends on the data (the vault warns).
 
     Examples
     --------
@@ -255,6 +260,7 @@ class PaneSettings:
     length: timedelta
     allowed_lateness: timedelta = timedelta(0)
     origin: datetime = EPOCH
+    start: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.length <= timedelta(0):
@@ -265,6 +271,8 @@ class PaneSettings:
             raise ValueError(f"allowed lateness must be >= 0, got {self.allowed_lateness}")
         if self.origin.tzinfo is None:
             raise ValueError("the pane origin must be timezone-aware")
+        if self.start is not None and self.start.tzinfo is None:
+            raise ValueError("the pane schedule's start must be timezone-aware")
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,31 +78,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_monitor)
 
 
-def load_engines(
-    model_path: str | None, rules_path: str | None, final_marking: str | None = None
-) -> tuple[Any, Any, list[Any] | None]:
-    """``(model, compiled net, rules)`` from a model file and a rule file or folder (each
-    optional; ``None`` where not given). Rules are checked against the model's activities."""
-    from procvault.config.models import load_model
-    from procvault.monitor.errors import InputError
-    from procvault.monitor.petri import ModelError, compile_net
-
-    model = net = None
-    if model_path:
-        model = load_model(model_path, final_marking=final_marking)
-        try:
-            net = compile_net(model.net, model.initial_marking, model.final_marking)
-        except ModelError as exc:
-            raise InputError(f"{model_path}: {exc}") from None
-    rules = None
-    if rules_path:
-        from procvault.config.rules import load_rules
-
-        labels = {t.label for t in model.net.transitions if t.label is not None} if model else None
-        rules = list(load_rules(rules_path, activities=labels))
-    return model, net, rules
-
-
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Run ``procvault monitor``."""
     started = time.perf_counter()
@@ -118,7 +93,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise ConfigError("--rules and --promtee-rules are exclusive: run them one at a time")
     if bool(args.promtee_rules) != bool(args.manifest):
         raise ConfigError("--promtee-rules and --manifest go together")
-    model, net, rules = load_engines(args.model, args.rules, args.final_marking)
+    from procvault.config.engines import load_engines
+
+    engines = load_engines(args.model, args.rules, args.final_marking)
+    model, net, rules = engines.model, engines.net, engines.rules
     compliance = None
     if rules is not None:
         from procvault.monitor.compliance import Compliance

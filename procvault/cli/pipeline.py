@@ -58,6 +58,13 @@ def _add_observability_options(p: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="address of the metrics endpoint (0.0.0.0 inside a container)",
     )
+    _add(
+        p,
+        "--metrics-detail",
+        action="store_true",
+        help="also export counts that describe the data (events applied, cases, alerts, late "
+        "events, per-event latencies): OUTSIDE the DP guarantee, for the TEE's own operator",
+    )
     _add(p, "--run-dir", metavar="DIR", help="record memory and latency here (procvault report)")
 
 
@@ -299,15 +306,6 @@ def kafka_address(text: str) -> str:
     return host_port
 
 
-def known_keys(model: Any, rules: Any) -> Any:
-    """The keys known in advance (the model's visible activities, the rules' ids): what the
-    vault workers' accumulators and the release stage must agree on."""
-    from procvault.monitor.privacy import KnownKeys
-
-    activities = {t.label for t in model.net.transitions if t.label is not None} if model else ()
-    return KnownKeys.build(activities, rules=[r.name for r in rules or ()])
-
-
 def cmd_keys(args: argparse.Namespace) -> int:
     """``procvault keys init|rotate``."""
     from procvault.monitor.errors import ConfigError
@@ -335,7 +333,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def cmd_vault(args: argparse.Namespace) -> int:
     """``procvault vault``."""
-    from procvault.cli.monitor import load_engines
+    from procvault.config.engines import load_engines
     from procvault.monitor.compliance import Compliance
     from procvault.monitor.errors import ConfigError
     from procvault.monitor.vault import Vault, VaultSettings
@@ -350,7 +348,8 @@ def cmd_vault(args: argparse.Namespace) -> int:
     keys = Path(args.keys)
     secrets = VaultSecrets.load(keys / "vault.json")
     registry = Registry.load(keys / "registry.json")
-    model, net, rules = load_engines(args.model, args.rules, args.final_marking)
+    engines = load_engines(args.model, args.rules, args.final_marking)
+    net, rules = engines.net, engines.rules
     settings = VaultSettings(
         complete_on_final_marking=args.complete_on_final_marking,
         idle_timeout=None if args.idle_timeout is None else timedelta(seconds=args.idle_timeout),
@@ -360,12 +359,15 @@ def cmd_vault(args: argparse.Namespace) -> int:
         return Vault(net, settings, compliance=Compliance(rules) if rules is not None else None)
 
     make_acc = None
+    plan = None
     if args.dp_policy:
         from procvault.config.dp import load_dp_policy
         from procvault.monitor.privacy import PaneAccumulator
+        from procvault.monitor.privacy.plan import ReleasePlan
 
         dp = load_dp_policy(args.dp_policy)
-        known = known_keys(model, rules)
+        known = engines.known()
+        plan = ReleasePlan.build(dp, known).fingerprint()
 
         def make_acc(state: Any) -> PaneAccumulator:
             return PaneAccumulator(dp, known, state)
@@ -376,7 +378,13 @@ def cmd_vault(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         from procvault.metrics.exporters import VaultMetrics
 
-        metrics = VaultMetrics(orgs=registry.orgs)
+        metrics = VaultMetrics(orgs=registry.orgs, detailed=args.metrics_detail)
+        if args.metrics_detail:
+            print(
+                "procvault vault: WARNING: --metrics-detail exports counts that describe the "
+                "data (events, cases, alerts): they are OUTSIDE the DP guarantee",
+                file=sys.stderr,
+            )
         metrics.set_attestation_insecure(True)  # the simulated provider
     if args.run_dir:
         from procvault.reports.recorder import RunRecorder
@@ -390,14 +398,15 @@ def cmd_vault(args: argparse.Namespace) -> int:
             worker_id=args.worker_id,
             batch_records=args.batch_records,
             batch_ms=args.batch_ms,
-            idle_commit_s=args.idle_commit_ms / 1000,
+            idle_commit_ms=args.idle_commit_ms,
             source_timeout=args.source_timeout or None,
-            session_timeout_ms=int(args.session_timeout * 1000),
+            session_timeout=args.session_timeout,
         ),
         secrets,
         registry,
         make_vault,
         make_accumulator=make_acc,
+        plan=plan,
         metrics=metrics,
         recorder=recorder,
     )
@@ -610,6 +619,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             control=control,
             review=review,
             time_granularity_us=granularity,
+            progress_file=_control_dir(args) / "progress.json",
         )
         return await agent.run(share, pacing)
 

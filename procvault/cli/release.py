@@ -1,10 +1,9 @@
-"""``procvault release``: the release stage (faust-streaming), combining pane partials into
-noisy, signed panes on ``results.aggregates``."""
+"""``procvault release``: the release stage, combining pane partials into noisy, signed panes
+on ``results.aggregates``."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,9 @@ from procvault.cli.pipeline import (
     _add_observability_options,
     _serve_metrics,
     kafka_address,
-    known_keys,
 )
 
 __all__ = ["register"]
-
-#: Testing only: SIGKILL the stage after this many durable writes, before it publishes them.
-CRASH_ENV = "PROCVAULT_TEST_RELEASE_CRASH_AFTER_PERSIST"
 
 
 def register(sub: Any) -> None:
@@ -28,14 +23,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "release",
         help="run the release stage: combine pane partials, add DP noise, sign, publish",
-        description="A faust-streaming worker inside the vault's trust boundary. It reads the "
-        "vault workers' sealed pane partials (vault.partials), completes each pane once every "
-        "event partition has closed it, noises it once under the DP policy's ledger, and "
-        "publishes the record signed with the current epoch key on results.aggregates. Its "
-        "state (partials, ledger, the noise drawn) is a faust table sealed with the state "
-        "key, written to Kafka before anything is published: a restarted stage republishes "
-        "the same values, never fresh noise. Give it the same --dp-policy, --model and "
-        "--rules as the vault workers.",
+        description="Runs inside the vault's trust boundary. It reads the vault workers' "
+        "sealed pane partials (vault.partials), completes each pane once every event "
+        "partition has closed it, noises it once under the DP policy's ledger, and publishes "
+        "the record signed with the current epoch key on results.aggregates. Its state "
+        "(partials, ledger, the noise drawn) is sealed on release.state and committed before "
+        "anything is published: a restarted stage republishes the same bytes, never fresh "
+        "noise, and continues after whatever results.aggregates already holds. Give it the "
+        "same --dp-policy, --model and --rules as the vault workers: partials made under "
+        "another plan are refused.",
     )
     _add(p, "--kafka", "--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap")
     _add(
@@ -52,30 +48,17 @@ def register(sub: Any) -> None:
     _add(p, "--final-marking", metavar="PLACE", help="final place when the model has none")
     _add(
         p,
-        "--data-dir",
-        default="procvault-release-data",
-        metavar="DIR",
-        help="faust's local data folder",
-    )
-    _add(p, "--app-id", default="procvault-release", help="faust application id (consumer group)")
-    _add(
-        p,
-        "--session-timeout",
-        type=_positive(float),
-        default=30.0,
-        help="seconds before the group gives a dead worker's partition to another (6-300)",
-    )
-    _add(
-        p,
-        "--instance-id",
-        help="static group membership id: a restarted worker takes its partition back at once",
+        "--app-id",
+        default="procvault-release",
+        help="names this stage's Kafka client; the state (release.state) and the "
+        "transactional id do not depend on it: a new id resumes the same state",
     )
     _add(
         p,
         "--panes-per-step",
         type=_positive(int),
-        default=16,
-        help="panes released between two durable state writes",
+        default=1000,
+        help="panes noised and stored per transaction",
     )
     _add(p, "--replication-factor", type=_positive(int), default=1, help="of created topics")
     _add(p, "--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -85,46 +68,72 @@ def register(sub: Any) -> None:
 
 def cmd_release(args: argparse.Namespace) -> int:
     """Run ``procvault release`` until SIGTERM or Ctrl-C."""
-    from procvault.cli.monitor import load_engines
+    import asyncio
+    import json
+    import logging
+    import signal
+    import sys
+
     from procvault.config.dp import load_dp_policy
+    from procvault.config.engines import load_engines
     from procvault.monitor.errors import ConfigError
+    from procvault.monitor.privacy.mechanisms import OpenDPReleaser
+    from procvault.monitor.privacy.plan import ReleasePlan
     from procvault.streams.frames import Topics
-    from procvault.streams.release_stage import ReleaseStageSettings, run_worker
+    from procvault.streams.release_stage import ReleaseStage, ReleaseStageSettings
     from procvault.streams.secrets import VaultSecrets
 
     if not (args.model or args.rules):
         raise ConfigError("give --model, --rules or both (the keys known in advance)")
     host_port = kafka_address(args.kafka)
-    model, _net, rules = load_engines(args.model, args.rules, args.final_marking)
-    crash = os.environ.get(CRASH_ENV)
+    engines = load_engines(args.model, args.rules, args.final_marking)
+    rules = engines.rules
+    plan = ReleasePlan.build(load_dp_policy(args.dp_policy), engines.known())
+    releaser = OpenDPReleaser(plan)  # proves every mechanism's budget before anything runs
     settings = ReleaseStageSettings(
         bootstrap=host_port,
-        secrets=VaultSecrets.load(Path(args.keys) / "vault.json"),
-        privacy=load_dp_policy(args.dp_policy),
-        known=known_keys(model, rules),
-        data_dir=Path(args.data_dir),
         topics=Topics(args.topic_prefix),
-        app_id=args.app_id,
-        session_timeout=args.session_timeout,
-        instance_id=args.instance_id,
+        application_id=args.app_id,
         max_panes_per_step=args.panes_per_step,
         replication_factor=args.replication_factor,
-        crash_after_persist=int(crash) if crash else None,
     )
     metrics = recorder = None
     if args.metrics_port is not None:
         from procvault.metrics.exporters import ReleaseMetrics
 
-        metrics = ReleaseMetrics(rules=[r.name for r in rules or ()])
+        metrics = ReleaseMetrics(rules=[r.name for r in rules or ()], detailed=args.metrics_detail)
     if args.run_dir:
         from procvault.reports.recorder import RunRecorder
 
-        recorder = RunRecorder(args.run_dir, args.instance_id or "release")
+        recorder = RunRecorder(args.run_dir, "release")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("procvault release: %(message)s"))
+    release_log = logging.getLogger("procvault.release")
+    release_log.addHandler(handler)
+    release_log.setLevel(args.log_level.upper())
+    stage = ReleaseStage(
+        settings,
+        VaultSecrets.load(Path(args.keys) / "vault.json"),
+        plan,
+        releaser,
+        metrics=metrics,
+        recorder=recorder,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stage.stop)
+        await stage.run(ready=lambda: print("procvault release: ready", file=sys.stderr))
+
     server = _serve_metrics(args, metrics, "release")
     try:
-        return run_worker(settings, loglevel=args.log_level, metrics=metrics, recorder=recorder)
+        asyncio.run(main())
     finally:
         if recorder is not None:
             recorder.close()
         if server is not None:
             server.close()
+    if stage.engine is not None:
+        print(json.dumps(stage.engine.counters), file=sys.stderr)
+    return 0

@@ -20,20 +20,22 @@ time unit (``unit=1e-9`` for ``perf_counter_ns`` deltas), so a vault records a b
 times and latencies with one call each. Counters are ``prometheus_client`` counters
 incremented once per batch by the batch's count.
 
->>> m = VaultMetrics(orgs=["hospital", "lab"])
->>> m.events_in("hospital", 3)
+>>> m = VaultMetrics(orgs=["hospital", "lab"], detailed=True)
+>>> m.records_in("hospital", 3)
 >>> m.events_applied(3)
->>> m.events_rejected("replay")
+>>> m.records_rejected("replay")
 >>> m.observe_engine([2_500, 4_000, 12_000], unit=1e-9)  # perf_counter_ns deltas
 >>> text = exposition(m.registry)
->>> 'procvault_events_in_total{org="hospital"} 3.0' in text
+>>> 'procvault_records_in_total{org="hospital"} 3.0' in text
 True
 >>> 'procvault_engine_seconds_bucket{le="5e-06"} 2.0' in text
 True
->>> m.events_rejected("case-42")
+>>> m.records_rejected("case-42")
 Traceback (most recent call last):
 ...
-ValueError: reason must be one of bad_signature, bad_tag, late, ...; got 'case-42'
+ValueError: reason must be one of bad_signature, bad_tag, future, ...; got 'case-42'
+>>> "procvault_events_applied" in exposition(VaultMetrics(orgs=["lab"]).registry)
+False
 """
 
 from __future__ import annotations
@@ -60,11 +62,14 @@ from prometheus_client.utils import floatToGoString
 __all__ = [
     "AGENT_STATES",
     "AGENT_WITHHELD_REASONS",
+    "DATA_REASONS",
     "LATENCY_BUCKETS",
     "LATENCY_STAGES",
     "PANE_OUTCOMES",
     "REJECT_REASONS",
     "RELEASE_KINDS",
+    "SECURITY_REASONS",
+    "SOURCE_NOTICES",
     "UNREGISTERED_ORG",
     "AgentMetrics",
     "Histogram",
@@ -83,10 +88,18 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
     10.0,
 )
 
-#: Why the vault rejected an event (``procvault_events_rejected_total{reason}``).
-REJECT_REASONS: Final = frozenset(
-    {"malformed", "unknown_org", "unknown_epoch", "bad_tag", "replay", "late", "bad_signature"}
+#: Why the vault refused a record for a security reason
+#: (``procvault_records_rejected_total{reason}``, always exported).
+SECURITY_REASONS: Final = frozenset(
+    {"malformed", "unknown_org", "unknown_epoch", "bad_tag", "replay", "bad_signature"}
 )
+#: Refusals that describe the data (an event ahead of the clock, naming another
+#: organization): exported in detailed mode only.
+DATA_REASONS: Final = frozenset({"future", "wrong_org"})
+#: Every reason.
+REJECT_REASONS: Final = SECURITY_REASONS | DATA_REASONS
+#: ``procvault_source_notices_total{kind}``.
+SOURCE_NOTICES: Final = frozenset({"source_silent", "source_back", "waiting_for_source"})
 #: Latency stages: source send → applied in the vault (the vault's metric) / included in a
 #: release (the release stage's).
 LATENCY_STAGES: Final = frozenset({"applied", "released"})
@@ -275,45 +288,50 @@ def _registry(given: CollectorRegistry | None) -> CollectorRegistry:
 class VaultMetrics:
     """The vault worker's metrics.
 
+    By default only what the Kafka operator sees anyway or what signals an attack: records
+    read per organization's topic, records refused for a security reason, batches and their
+    durations, consumer lag, rollbacks detected, silent sources and the attestation mode.
+    Counts that describe the data (events applied, cases completed or active, alerts, late
+    or future events, per-event engine times: a histogram's count is an exact event count)
+    exist only with ``detailed=True``, which the vault announces at start as outside the DP
+    guarantee.
+
     Parameters
     ----------
     orgs
         The registered organizations (configuration): the ``org`` label's values.
+    detailed
+        Also export the data-describing counts (see above).
     registry
         Where to register (default: a new registry with the process collector).
     """
 
-    def __init__(self, *, orgs: Iterable[str], registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        orgs: Iterable[str],
+        detailed: bool = False,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.registry = r = _registry(registry)
+        self.detailed = detailed
         org_names = sorted({str(o) for o in orgs} | {UNREGISTERED_ORG})
         self._in = Counter(
-            "procvault_events_in_total",
-            "Events read from the event topics, by claimed organization.",
+            "procvault_records_in_total",
+            "Records read from the event topics, by the topic's organization.",
             ["org"],
             registry=r,
         )
         self._in_by_org = {o: self._in.labels(org=o) for o in org_names}
         self._in_other = self._in_by_org[UNREGISTERED_ORG]
-        self._applied = Counter(
-            "procvault_events_applied_total", "Events applied to case state.", registry=r
-        )
         rejected = Counter(
-            "procvault_events_rejected_total",
-            "Events rejected (never applied), by reason.",
+            "procvault_records_rejected_total",
+            "Records refused (never applied), by reason.",
             ["reason"],
             registry=r,
         )
-        self._rejected = {k: rejected.labels(reason=k) for k in sorted(REJECT_REASONS)}
-        self._engine = Histogram(
-            "procvault_engine_seconds", "Engine time per applied event.", registry=r
-        )
-        self._latency = Histogram(
-            "procvault_latency_seconds",
-            "Source send (agent wall clock) to applied in the vault / included in a release.",
-            registry=r,
-            labelname="stage",
-            labelvalues=["applied"],  # "released" is the release stage's
-        )
+        reasons = SECURITY_REASONS | (DATA_REASONS if detailed else frozenset())
+        self._rejected = {k: rejected.labels(reason=k) for k in sorted(reasons)}
         self._lag = Gauge(
             "procvault_consumer_lag",
             "Records behind the partition's end, per assigned partition.",
@@ -321,12 +339,6 @@ class VaultMetrics:
             registry=r,
         )
         self._lag_by_partition: dict[int, Any] = {}
-        self._active = Gauge(
-            "procvault_active_cases", "Cases with state held in the vault.", registry=r
-        )
-        self._state_bytes = Gauge(
-            "procvault_state_bytes", "Bytes of sealed case state held.", registry=r
-        )
         self._batches = Counter(
             "procvault_batches_total", "Transactions committed (one per batch).", registry=r
         )
@@ -338,38 +350,88 @@ class VaultMetrics:
             "1 when the vault runs on simulated (INSECURE) attestation.",
             registry=r,
         )
-        self._alerts = Counter(
-            "procvault_alerts_total", "Per-case alerts sent to organizations.", registry=r
+        self._rollbacks = Counter(
+            "procvault_rollbacks_total",
+            "Partitions refused because their sealed state was older than their last commit.",
+            registry=r,
         )
-        self._completed = Counter(
-            "procvault_cases_completed_total", "Cases completed and evicted.", registry=r
+        notices = Counter(
+            "procvault_source_notices_total",
+            "Organizations that went silent, came back, or are waited for.",
+            ["kind"],
+            registry=r,
         )
+        self._notices = {k: notices.labels(kind=k) for k in sorted(SOURCE_NOTICES)}
+        self._detail: dict[str, Any] = {}
+        if detailed:
+            d = self._detail
+            d["applied"] = Counter(
+                "procvault_events_applied_total", "Events applied to case state.", registry=r
+            )
+            d["engine"] = Histogram(
+                "procvault_engine_seconds", "Engine time per applied event.", registry=r
+            )
+            d["latency"] = Histogram(
+                "procvault_latency_seconds",
+                "Source send (agent wall clock) to applied in the vault.",
+                registry=r,
+                labelname="stage",
+                labelvalues=["applied"],
+            )
+            d["active"] = Gauge(
+                "procvault_active_cases", "Cases with state held in the vault.", registry=r
+            )
+            d["alerts"] = Counter(
+                "procvault_alerts_total", "Per-case alerts sent to organizations.", registry=r
+            )
+            d["completed"] = Counter(
+                "procvault_cases_completed_total", "Cases completed.", registry=r
+            )
 
-    def events_in(self, org: str, n: int = 1) -> None:
-        """``n`` events read claiming ``org`` (an unregistered org counts as ``unregistered``)."""
+    def records_in(self, org: str, n: int = 1) -> None:
+        """``n`` records read from ``org``'s topic."""
         self._in_by_org.get(org, self._in_other).inc(n)
 
-    def events_applied(self, n: int = 1) -> None:
-        """``n`` events applied."""
-        self._applied.inc(n)
-
-    def events_rejected(self, reason: str, n: int = 1) -> None:
-        """``n`` events rejected for ``reason`` (one of :data:`REJECT_REASONS`)."""
+    def records_rejected(self, reason: str, n: int = 1) -> None:
+        """``n`` records refused for ``reason`` (a data-describing reason only counts in
+        detailed mode)."""
         child = self._rejected.get(reason)
-        if child is None:
-            _check("reason", reason, REJECT_REASONS)
-        else:
+        if child is not None:
             child.inc(n)
+        else:
+            _check("reason", reason, SECURITY_REASONS | DATA_REASONS)
+
+    def events_applied(self, n: int = 1) -> None:
+        """``n`` events applied (detailed mode)."""
+        if self.detailed and n:
+            self._detail["applied"].inc(n)
 
     def observe_engine(self, values: Sequence[float] | np.ndarray, *, unit: float = 1.0) -> None:
-        """A batch of per-event engine times in ``unit`` seconds (``1e-9`` for ns)."""
-        self._engine.observe_many(values, unit=unit)
+        """A batch of per-event engine times in ``unit`` seconds (detailed mode)."""
+        if self.detailed:
+            self._detail["engine"].observe_many(values, unit=unit)
 
     def observe_latency(
         self, stage: str, values: Sequence[float] | np.ndarray, *, unit: float = 1.0
     ) -> None:
-        """A batch of latencies for ``stage`` (``applied``), in ``unit`` seconds."""
-        self._latency.labels(stage).observe_many(values, unit=unit)
+        """A batch of latencies for ``stage`` (``applied``; detailed mode)."""
+        if self.detailed:
+            self._detail["latency"].labels(stage).observe_many(values, unit=unit)
+
+    def set_active_cases(self, n: int) -> None:
+        """Cases held in state (detailed mode)."""
+        if self.detailed:
+            self._detail["active"].set(n)
+
+    def alerts_sent(self, n: int = 1) -> None:
+        """``n`` alerts sent (detailed mode)."""
+        if self.detailed and n:
+            self._detail["alerts"].inc(n)
+
+    def cases_completed(self, n: int = 1) -> None:
+        """``n`` cases completed (detailed mode)."""
+        if self.detailed and n:
+            self._detail["completed"].inc(n)
 
     def set_consumer_lag(self, partition: int, lag: int) -> None:
         """Records behind the end of ``partition``."""
@@ -384,14 +446,6 @@ class VaultMetrics:
         if self._lag_by_partition.pop(partition, None) is not None:
             self._lag.remove(str(int(partition)))
 
-    def set_active_cases(self, n: int) -> None:
-        """Cases held in state."""
-        self._active.set(n)
-
-    def set_state_bytes(self, n: int) -> None:
-        """Bytes of state held."""
-        self._state_bytes.set(n)
-
     def batch_done(self, seconds: float) -> None:
         """One batch committed, taking ``seconds``."""
         self._batches.inc()
@@ -401,13 +455,17 @@ class VaultMetrics:
         """Whether the vault's attestation evidence is simulated (INSECURE)."""
         self._insecure.set(1 if insecure else 0)
 
-    def alerts_sent(self, n: int = 1) -> None:
-        """``n`` per-case alerts sent."""
-        self._alerts.inc(n)
+    def rollback_detected(self) -> None:
+        """A partition's sealed state was refused as older than its last commit."""
+        self._rollbacks.inc()
 
-    def cases_completed(self, n: int = 1) -> None:
-        """``n`` cases completed and evicted."""
-        self._completed.inc(n)
+    def source_notice(self, kind: str) -> None:
+        """An organization went silent, came back, or is waited for."""
+        child = self._notices.get(kind)
+        if child is None:
+            _check("kind", kind, SOURCE_NOTICES)
+        else:
+            child.inc()
 
 
 class AgentMetrics:
@@ -502,12 +560,27 @@ class ReleaseMetrics:
     rules
         The configured compliance rule ids (configuration): the ``rule`` label's values of
         ``procvault_released_pane_violations``.
+    detailed
+        Also export the send → release latency histogram (its count is the exact number of
+        panes that held events: outside the DP guarantee).
+
+    Everything else follows the public pane schedule or is a published (noisy) value.
     """
 
     def __init__(
-        self, *, rules: Iterable[str] = (), registry: CollectorRegistry | None = None
+        self,
+        *,
+        rules: Iterable[str] = (),
+        detailed: bool = False,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = r = _registry(registry)
+        self.detailed = detailed
+        self._rejected_partials = Counter(
+            "procvault_partials_rejected_total",
+            "Pane partials refused (not sealed by this vault, or made under another DP plan).",
+            registry=r,
+        )
         releases = Counter(
             "procvault_releases_total",
             "Records published on results.aggregates, by kind.",
@@ -525,12 +598,16 @@ class ReleaseMetrics:
             "Epsilon left over the current w-pane window (privacy ledger).",
             registry=r,
         )
-        self._e2e = Histogram(
-            "procvault_latency_seconds",
-            "Source send (agent wall clock) of a pane's latest event to the pane's release.",
-            registry=r,
-            labelname="stage",
-            labelvalues=["released"],
+        self._e2e = (
+            Histogram(
+                "procvault_latency_seconds",
+                "Source send (agent wall clock) of a pane's latest event to its release.",
+                registry=r,
+                labelname="stage",
+                labelvalues=["released"],
+            )
+            if detailed
+            else None
         )
         self._latency = Histogram(
             "procvault_release_latency_seconds",
@@ -552,6 +629,10 @@ class ReleaseMetrics:
         )
         self._violations = {k: violations.labels(rule=k) for k in sorted({str(x) for x in rules})}
 
+    def partial_rejected(self, n: int = 1) -> None:
+        """``n`` pane partials refused (not sealed by this vault, or another DP plan)."""
+        self._rejected_partials.inc(n)
+
     def released(self, kind: str, n: int = 1) -> None:
         """``n`` records of ``kind`` (``pane``, ``window``, ``withheld``) published."""
         child = self._releases.get(kind)
@@ -566,8 +647,10 @@ class ReleaseMetrics:
         self._remaining.set(remaining)
 
     def observe_released(self, seconds: float) -> None:
-        """End-to-end: a pane's latest event sent by its agent → the pane published."""
-        self._e2e.labels("released").observe(seconds)
+        """End-to-end: a pane's latest event sent by its agent → the pane published
+        (detailed mode)."""
+        if self._e2e is not None:
+            self._e2e.labels("released").observe(seconds)
 
     def observe_release_latency(self, seconds: float) -> None:
         """One release's latency."""

@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -48,9 +49,17 @@ import msgspec
 from procvault.generators.pacing import AsFastAsPossible, Pacing
 from procvault.monitor.errors import ConfigError, KafkaSetupError
 from procvault.monitor.event import Event, EventKind
+from procvault.organization.progress import (
+    Progress,
+    best_progress,
+    load_local,
+    progress_key,
+    save_local,
+    seal_progress,
+)
 from procvault.streams import codec
-from procvault.streams.envelope import ProducerSession, VaultPublicKeys, case_pseudonym
-from procvault.streams.frames import EVENT, Topics, encode_frame, encode_heartbeat
+from procvault.streams.envelope import ProducerSession, VaultPublicKeys
+from procvault.streams.frames import EVENT, Topics, encode_frame, encode_heartbeat, placement
 
 if TYPE_CHECKING:
     from procvault.organization.control import AgentControl
@@ -62,9 +71,12 @@ __all__ = ["Agent", "AgentSettings", "AgentStats", "ordered_share"]
 _PLACEHOLDER = EventKind.PLACEHOLDER
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_ORDER = 2**64 - 1
-_ROUTE_CACHE = 100_000  # cases whose key and partition are remembered
+_ROUTE_CACHE = 100_000  # cases whose partition is remembered
+#: Merge-key orders per source item: ``order = position * _SLOTS + output index`` (a policy
+#: makes at most a few outputs of one input), so one producer's merge keys strictly increase.
+_SLOTS = 256
 _REVIEW_AHEAD = 10_000  # items admitted to review ahead of the one published next
-_END = (-1, (-1, -1), "")  # end of the admitted items
+_END = (-1, (-1, -1), (-1, -1), "")  # end of the admitted items
 
 
 def ordered_share(events: Iterable[Event], org: str | None) -> Iterator[tuple[int, Event]]:
@@ -179,6 +191,7 @@ class Agent:
         control: AgentControl | None = None,
         review: ReviewQueue | None = None,
         time_granularity_us: int = 1,
+        progress_file: Path | None = None,
     ) -> None:
         if time_granularity_us < 1:
             raise ConfigError("time_granularity_us must be >= 1")
@@ -193,6 +206,18 @@ class Agent:
         self.metrics = metrics
         self.topic = settings.topics.events(keys.org)
         self._progress_key = f"{keys.org}/{settings.producer}".encode()
+        if keys.sender is None:
+            raise ConfigError(
+                f"the key file of {keys.org} has no sender key (a keyring of an older "
+                "procvault: create it again with `procvault keys init`)"
+            )
+        self._sender = keys.sender
+        self._mac_key = progress_key(keys.sender.private_bytes_raw())  # the org's own secret
+        self.progress_file = progress_file
+        #: this run's producer session generation (set when it starts)
+        self.generation = 0
+        #: progress records found on Kafka that did not verify (forged or damaged)
+        self.bad_progress = 0
         self.stats = AgentStats()
         self.paused = asyncio.Event()
         self.paused.set()  # set = running
@@ -206,18 +231,36 @@ class Agent:
         self.waiting_for: int | None = None
 
     # -- progress -----------------------------------------------------------------------
-    async def committed_position(self) -> int:
-        """The source position of this agent's last committed batch (0 if none)."""
+    async def committed_progress(self) -> Progress | None:
+        """This agent's last committed progress: the highest valid record on
+        ``agent.progress`` and the local progress file, whichever is further (``None``: none
+        yet). Records that do not verify are counted (:attr:`bad_progress`) and named in one
+        line on stderr."""
         from procvault.streams.kafka_io import read_topic
 
-        position = 0
         records = await read_topic(
             self.settings.bootstrap, self.settings.topics.progress, committed=True
         )
-        for rec in records:
-            if rec.key == self._progress_key and rec.value:
-                position = int(json.loads(rec.value)["position"])
-        return position
+        mine = [r.value for r in records if r.key == self._progress_key]
+        best, bad = best_progress(mine, self._mac_key, self.org, self.settings.producer)
+        if bad:
+            self.bad_progress += bad
+            print(
+                f"procvault agent: {bad} record(s) on {self.settings.topics.progress} for "
+                f"{self.org}/{self.settings.producer} do not verify (forged or damaged): "
+                "ignored",
+                file=sys.stderr,
+            )
+        if self.progress_file is not None:
+            local = load_local(self.progress_file)
+            if local is not None and (best is None or local.position > best.position):
+                best = local
+        return best
+
+    async def committed_position(self) -> int:
+        """The source position of this agent's last committed batch (0 if none)."""
+        best = await self.committed_progress()
+        return best.position if best is not None else 0
 
     # -- run ------------------------------------------------------------------------------
     async def run(
@@ -246,7 +289,10 @@ class Agent:
             raise KafkaSetupError(f"cannot reach Kafka at {s.bootstrap}: {exc}") from None
         # Started (so a dead predecessor's open transaction is aborted), now read where the
         # committed transactions got to.
-        resumed = await self.committed_position()
+        last = await self.committed_progress()
+        resumed = last.position if last is not None else 0
+        # a generation above every earlier session's (a rolled-back record cannot lower it)
+        self.generation = max(time.time_ns() // 1000, last.generation + 1 if last else 0)
         self.stats = stats = AgentStats(resumed_at=resumed)
         started = time.monotonic()
         watching = None
@@ -320,7 +366,7 @@ class Agent:
         self, producer: Any, source: Iterable[tuple[int, Event]], pacing: Pacing, resumed: int
     ) -> None:
         s, stats = self.settings, self.stats
-        session = ProducerSession(self.vault, org=self.org, producer=s.producer)
+        session = self._session()
         seal = session.seal
         transform = self.transform
         fast = isinstance(pacing, AsFastAsPossible)
@@ -342,7 +388,7 @@ class Agent:
             start = time.time() - (pacing.due(pending[0], pending[1]) if pending else 0.0)
         seen = (0, 0, 0)
         withheld: dict[str, int] = {}  # placeholders sent per reason, this batch
-        route: dict[str, tuple[bytes, int]] = {}  # case id -> (pseudonym, partition)
+        route: dict[str, int] = {}  # case id -> partition
         while pending is not None:
             if not self.paused.is_set():
                 await self._wait_while_paused()
@@ -357,7 +403,7 @@ class Agent:
                     wait = start + pacing.due(order, ev) - time.time()
                     if wait > 0:
                         # nothing sorts below the next event any more: promise that much
-                        promise = _below((_floor(_us(ev), g, last_key[0]), order))
+                        promise = _below((_floor(_us(ev), g, last_key[0]), order * _SLOTS))
                         if n == 0 and promise > beat_key:
                             break  # commit the promise now, then wait
                         if n and clock() + wait - batch_start > s.batch_seconds:
@@ -366,7 +412,8 @@ class Agent:
                 stats.read += 1
                 outs = _monotone(transform(ev) if transform is not None else (ev,), last_key[0])
                 await self._send(producer, seal, order, ev.case_id, outs, route, withheld)
-                promise = last_key = (_us(outs[-1]) if outs else last_key[0], order)
+                if outs:
+                    promise = last_key = (_us(outs[-1]), order * _SLOTS + len(outs) - 1)
                 position += 1
                 n += 1
                 pending = next(items, None)
@@ -379,7 +426,7 @@ class Agent:
             elif promise > beat_key:
                 await self._heartbeats(producer, session, promise, closed=False)
                 beat_key = promise
-            seen = await self._commit(producer, position, batch_start, seen, withheld)
+            seen = await self._commit(producer, session, position, batch_start, seen, withheld)
 
     async def _publish_reviewed(
         self, producer: Any, source: Iterable[tuple[int, Event]], pacing: Pacing, resumed: int
@@ -389,7 +436,7 @@ class Agent:
         review = self.review
         assert review is not None
         s, stats = self.settings, self.stats
-        session = ProducerSession(self.vault, org=self.org, producer=s.producer)
+        session = self._session()
         seal = session.seal
         transform = self.transform
         clock = time.monotonic
@@ -402,8 +449,10 @@ class Agent:
             skipped = item[0]
         if skipped >= 0:
             review.mark_published(skipped)
-        # (order, merge key, the source's case id: the route) of each admitted item
-        admitted: asyncio.Queue[tuple[int, tuple[int, int], str]] = asyncio.Queue(_REVIEW_AHEAD)
+        # (order, first and last merge key of its outputs, the source's case id: the route)
+        admitted: asyncio.Queue[tuple[int, tuple[int, int], tuple[int, int], str]] = asyncio.Queue(
+            _REVIEW_AHEAD
+        )
         wake = asyncio.Event()
         # just below the next source item while admission waits for it to be due
         upcoming: list[tuple[int, int] | None] = [None]
@@ -418,7 +467,7 @@ class Agent:
             last_out = -1  # the time of the last output admitted (outputs never go back)
             while pending is not None:
                 order, ev = pending
-                key = (_floor(_us(ev), self.granularity, last_out), order)
+                key = (_floor(_us(ev), self.granularity, last_out), order * _SLOTS)
                 if not self.paused.is_set():
                     review.flush()
                     await self.paused.wait()
@@ -435,13 +484,15 @@ class Agent:
                 stats.read += 1
                 self.stream_us = _us(ev)
                 outs = _monotone(transform(ev) if transform is not None else (ev,), last_out)
+                first = last = key
                 if outs:
+                    first = (_us(outs[0]), order * _SLOTS)
                     last_out = _us(outs[-1])
-                    key = (last_out, order)
+                    last = (last_out, order * _SLOTS + len(outs) - 1)
                 review.admit(order, outs)
                 if admitted.full():
                     review.flush()
-                await admitted.put((order, key, ev.case_id))
+                await admitted.put((order, first, last, ev.case_id))
                 wake.set()
                 n += 1
                 if n % 200 == 0:
@@ -457,10 +508,10 @@ class Agent:
             position = resumed
             last_key = (-1, 0)  # (timestamp µs, order) of the last item sent
             beat_key = (-2, 0)  # ... and of the last heartbeat
-            head: tuple[int, tuple[int, int], str] | None = None
+            head: tuple[int, tuple[int, int], tuple[int, int], str] | None = None
             seen = (0, 0, 0)
             withheld: dict[str, int] = {}
-            route: dict[str, tuple[bytes, int]] = {}
+            route: dict[str, int] = {}
             closed = False
             while not closed:
                 # Outside any transaction: wait until the head of the line may go.
@@ -488,7 +539,9 @@ class Agent:
                         batch_start = clock()
                         await self._heartbeats(producer, session, promise, closed=False)
                         beat_key = promise
-                        seen = await self._commit(producer, position, batch_start, seen, withheld)
+                        seen = await self._commit(
+                            producer, session, position, batch_start, seen, withheld
+                        )
                     wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), 0.2)
@@ -498,7 +551,7 @@ class Agent:
                 n = 0
                 published = -1
                 while outs is not None and head is not None and head is not _END:
-                    order, key, case_id = head
+                    order, _first, key, case_id = head
                     # (admission made the outputs monotone: see admit)
                     await self._send(producer, seal, order, case_id, outs, route, withheld)
                     last_key = key
@@ -521,7 +574,7 @@ class Agent:
                     if promise > beat_key:
                         await self._heartbeats(producer, session, promise, closed=False)
                         beat_key = promise
-                seen = await self._commit(producer, position, batch_start, seen, withheld)
+                seen = await self._commit(producer, session, position, batch_start, seen, withheld)
                 if published >= 0:
                     review.mark_published(published)
         finally:
@@ -537,29 +590,31 @@ class Agent:
         order: int,
         case_id: str,
         outs: Iterable[Event],
-        route: dict[str, tuple[bytes, int]],
+        route: dict[str, int],
         withheld: dict[str, int],
     ) -> None:
         """Seal and send one source item's outputs (events or placeholders, already made
-        monotone by :func:`_monotone`) to the case's partition, in the open transaction;
-        placeholders are counted per reason."""
+        monotone by :func:`_monotone`) to the case's partition, without a record key, in the
+        open transaction; placeholders are counted per reason."""
         stats, topic = self.stats, self.topic
         sent_us = time.time_ns() // 1000
-        routed = route.get(case_id)
-        if routed is None:
-            routed = self._route(route, case_id)
-        for out in outs:
+        partition = route.get(case_id)
+        if partition is None:
+            partition = self._route(route, case_id)
+        for i, out in enumerate(outs):
             if out.kind == _PLACEHOLDER:
                 reason = str(out.attr("pv:reason") or "withheld").lower()
                 withheld[reason] = withheld.get(reason, 0) + 1
                 stats.withheld += 1
-            frame = encode_frame(EVENT, order, sent_us, codec.encode(out))
-            await producer.send(topic, seal(frame, topic=topic), key=routed[0], partition=routed[1])
+            frame = encode_frame(EVENT, order * _SLOTS + i, sent_us, codec.encode(out))
+            record = seal(frame, topic=topic, partition=partition)
+            await producer.send(topic, record, partition=partition)
             stats.sent += 1
 
     async def _commit(
         self,
         producer: Any,
+        session: ProducerSession,
         position: int,
         batch_start: float,
         seen: tuple[int, int, int],
@@ -568,14 +623,23 @@ class Agent:
         """Close the open transaction with the source position; export the batch's counters
         (``seen``: the counters at the last export, returned updated)."""
         stats = self.stats
+        progress = Progress(
+            self.org,
+            self.settings.producer,
+            position,
+            session.generation,
+            session.next_sequence - 1,
+        )
         await producer.send(
             self.settings.topics.progress,
-            json.dumps({"position": position}).encode(),
+            seal_progress(self._mac_key, progress),
             key=self._progress_key,
         )
         if self.review is not None:
             self.review.flush()
         await producer.commit_transaction()
+        if self.progress_file is not None:
+            save_local(self.progress_file, progress)
         stats.batches += 1
         m = self.metrics
         if m is not None:
@@ -591,16 +655,23 @@ class Agent:
             self.on_batch(stats)
         return seen
 
-    def _route(self, route: dict[str, tuple[bytes, int]], case_id: str) -> tuple[bytes, int]:
-        """A case's record key (the consortium's pseudonym) and partition, computed once per
-        case: Kafka's default partitioner (murmur2 of the key), as every agent computes it."""
-        from aiokafka.partitioner import murmur2
-
+    def _route(self, route: dict[str, int], case_id: str) -> int:
+        """A case's partition (a keyed hash, as every organization's agent computes it),
+        computed once per case."""
         if len(route) >= _ROUTE_CACHE:
             route.clear()
-        key = case_pseudonym(self.keys.pseudonym_key, case_id)
-        routed = route[case_id] = (key, (murmur2(key) & 0x7FFFFFFF) % self.settings.partitions)
-        return routed
+        p = route[case_id] = placement(self.keys.placement_key, case_id, self.settings.partitions)
+        return p
+
+    def _session(self) -> ProducerSession:
+        """This run's producer session (a new key agreement, this run's generation)."""
+        return ProducerSession(
+            self.vault,
+            self._sender,
+            org=self.org,
+            producer=self.settings.producer,
+            generation=self.generation,
+        )
 
     async def _heartbeats(
         self, producer: Any, session: ProducerSession, key: tuple[int, int], *, closed: bool
@@ -610,5 +681,5 @@ class Agent:
         frame = encode_heartbeat(order, time.time_ns() // 1000, ts_us, closed=closed)
         topic = self.topic
         for p in range(self.settings.partitions):
-            await producer.send(topic, session.seal(frame, topic=topic), partition=p)
+            await producer.send(topic, session.seal(frame, topic=topic, partition=p), partition=p)
         self.stats.heartbeats += 1

@@ -275,11 +275,12 @@ def in_process_results(
     events: Iterable[Event], model: Path, rules: Path | None
 ) -> dict[str, dict[str, Any]]:
     """What ``procvault monitor`` computes in-process, per case."""
-    from procvault.cli.monitor import load_engines
+    from procvault.config.engines import load_engines
     from procvault.monitor.compliance import Compliance
     from procvault.monitor.vault import Vault
 
-    _, net, rule_list = load_engines(str(model), str(rules) if rules else None)
+    engines = load_engines(str(model), str(rules) if rules else None)
+    net, rule_list = engines.net, engines.rules
     vault = Vault(net, compliance=Compliance(rule_list) if rule_list is not None else None)
     out: dict[str, dict[str, Any]] = {}
     for ev in events:

@@ -416,11 +416,9 @@ def _scrape(log: Path) -> dict[str, float]:
 
 
 def _known(model: Path) -> Any:
-    from procvault.cli.monitor import load_engines
-    from procvault.cli.pipeline import known_keys
+    from procvault.config.engines import load_engines
 
-    m, _net, rules = load_engines(str(model), None)
-    return known_keys(m, rules)
+    return load_engines(str(model), None).known()
 
 
 def _bogus_partial(pane: int) -> Partial:

@@ -9,7 +9,6 @@ directly with a producer that records what each committed transaction held.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,14 @@ from typing import Any
 from procvault.generators.pacing import AsFastAsPossible
 from procvault.monitor.event import Event
 from procvault.organization.agent import Agent, AgentSettings
+from procvault.organization.progress import open_progress, progress_key
 from procvault.organization.review import ReviewQueue
 from procvault.streams import codec
 from procvault.streams.envelope import SessionOpener
 from procvault.streams.frames import EVENT, decode_frame, decode_heartbeat
-from procvault.streams.secrets import OrgKeys, VaultSecrets, init_keyring
+from procvault.streams.secrets import OrgKeys, Registry, VaultSecrets, init_keyring
+
+SLOTS = 256  # merge-key orders per source item (the agent's _SLOTS)
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 ORDERS = (0, 1, 3, 4, 6, 7)  # the organization's share of a shared source
@@ -31,8 +33,8 @@ class RecordingProducer:
     """begin/send/commit like aiokafka's transactional producer; keeps committed records."""
 
     def __init__(self) -> None:
-        self.open: list[tuple[str, bytes, bytes | None]] | None = None
-        self.committed: list[list[tuple[str, bytes, bytes | None]]] = []
+        self.open: list[tuple[str, bytes, bytes | None, int | None]] | None = None
+        self.committed: list[list[tuple[str, bytes, bytes | None, int | None]]] = []
 
     async def begin_transaction(self) -> None:
         assert self.open is None
@@ -42,7 +44,7 @@ class RecordingProducer:
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> None:
         assert self.open is not None
-        self.open.append((topic, value, key))
+        self.open.append((topic, value, key, partition))
 
     async def commit_transaction(self) -> None:
         assert self.open is not None
@@ -58,25 +60,32 @@ def _source() -> list[tuple[int, Event]]:
 
 
 def _key(order: int) -> tuple[int, int]:
-    return (int((T0 + timedelta(seconds=order)).timestamp()) * 1_000_000, order)
+    """The merge key of the first output of source item ``order``."""
+    return (int((T0 + timedelta(seconds=order)).timestamp()) * 1_000_000, order * SLOTS)
 
 
 class Reader:
     def __init__(self, keys: Path) -> None:
-        self.opener = SessionOpener(VaultSecrets.load(keys / "vault.json").epochs, ["shop"], 0)
+        senders = Registry.load(keys / "registry.json").sender
+        self.opener = SessionOpener(VaultSecrets.load(keys / "vault.json").epochs, senders)
+        shop = OrgKeys.load(keys / "org-shop.json")
+        assert shop.sender is not None
+        self.progress_key = progress_key(shop.sender.private_bytes_raw())
 
     def read(self, producer: RecordingProducer) -> tuple[list[int], list[Any], int]:
-        """Committed (event orders, heartbeat (key, closed), last progress position)."""
+        """Committed (source positions of the events, heartbeat (key, closed), last progress
+        position)."""
         events, beats, position = [], [], 0
         for txn in producer.committed:
-            for topic, value, _ in txn:
+            for topic, value, key, partition in txn:
                 if topic.endswith("agent.progress"):
-                    position = json.loads(value)["position"]
+                    position = open_progress(self.progress_key, value).position
                     continue
-                _, plain = self.opener.open(value, topic=topic)
+                assert key is None and partition is not None  # no record key: placement only
+                _, plain = self.opener.open(value, topic=topic, partition=partition)
                 kind, order, _, body = decode_frame(plain)
                 if kind == EVENT:
-                    events.append((order, codec.decode(body)))
+                    events.append((order // SLOTS, codec.decode(body)))
                 else:
                     wm, closed = decode_heartbeat(body)
                     beats.append(((wm, order), closed))
@@ -146,14 +155,14 @@ def frames(reader: Reader, producer: RecordingProducer) -> list[tuple[int, int, 
     """``(kind, order, body)`` of every committed event and heartbeat frame, in order."""
     out = []
     for txn in producer.committed:
-        for topic, value, _ in txn:
+        for topic, value, _key, partition in txn:
             if topic.endswith("agent.progress"):
                 continue
-            _, plain = reader.opener.open(value, topic=topic)
+            _, plain = reader.opener.open(value, topic=topic, partition=partition)
             kind, order, _, body = decode_frame(plain)
             out.append((kind, order, body))
     return out
 
 
 def _decoded(reader: Reader, producer: RecordingProducer) -> list[tuple[int, Event]]:
-    return [(o, codec.decode(b)) for k, o, b in frames(reader, producer) if k == EVENT]
+    return [(o // SLOTS, codec.decode(b)) for k, o, b in frames(reader, producer) if k == EVENT]

@@ -1,4 +1,4 @@
-"""The crypto envelope, replay guard, sealing and key announcements."""
+"""The crypto envelope (version 2), sealing and key announcements."""
 
 from __future__ import annotations
 
@@ -17,108 +17,117 @@ from procvault.streams.attestation import (
 from procvault.streams.envelope import (
     ProducerSession,
     RejectedRecord,
-    ReplayWindow,
     SessionOpener,
     VaultKeys,
     case_pseudonym,
     open_sealed,
     open_state,
+    public_bytes,
     seal_state,
     seal_to,
 )
 
 KEYS = VaultKeys.generate(epoch=7)
 TOPIC = "events.hospital"
+SENDERS = {"hospital": X25519PrivateKey.generate(), "lab": X25519PrivateKey.generate()}
 
 
 def _opener(**kw: object) -> SessionOpener:
-    return SessionOpener({7: KEYS}, orgs={"hospital", "lab"}, **kw)  # type: ignore[arg-type]
+    senders = {org: public_bytes(k) for org, k in SENDERS.items()}
+    return SessionOpener({7: KEYS}, senders=senders, **kw)  # type: ignore[arg-type]
+
+
+def _sender(org: str = "hospital", producer: str = "a", **kw: object) -> ProducerSession:
+    key = SENDERS.get(org) or X25519PrivateKey.generate()
+    return ProducerSession(KEYS.public(), key, org=org, producer=producer, **kw)  # type: ignore[arg-type]
 
 
 @settings(max_examples=100, deadline=500)
-@given(st.lists(st.binary(max_size=300), min_size=1, max_size=20))
-def test_round_trip_in_order(payloads: list[bytes]) -> None:
-    sender = ProducerSession(KEYS.public(), org="hospital", producer="agent")
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=20), st.integers(0, 7))
+def test_round_trip_in_order(payloads: list[bytes], partition: int) -> None:
+    sender = _sender(producer="agent", generation=5)
     opener = _opener()
     for i, p in enumerate(payloads):
-        header, plain = opener.open(sender.seal(p, topic=TOPIC), topic=TOPIC)
+        record = sender.seal(p, topic=TOPIC, partition=partition)
+        header, plain = opener.open(record, topic=TOPIC, partition=partition)
         assert plain == p and header.sequence == i and header.org == "hospital"
+        assert header.generation == 5
 
 
-@settings(max_examples=200, deadline=500)
+@settings(max_examples=300, deadline=500)
 @given(st.data())
 def test_any_flipped_bit_is_rejected(data: st.DataObject) -> None:
-    record = bytearray(
-        ProducerSession(KEYS.public(), org="hospital", producer="a").seal(b"secret", topic=TOPIC)
-    )
+    record = bytearray(_sender().seal(b"secret", topic=TOPIC, partition=0))
     i = data.draw(st.integers(0, len(record) - 1))
     record[i] ^= 1 << data.draw(st.integers(0, 7))
     with pytest.raises(RejectedRecord) as info:
-        _opener().open(bytes(record), topic=TOPIC)
+        _opener().open(bytes(record), topic=TOPIC, partition=0)
     assert info.value.reason in {"bad_tag", "malformed", "unknown_org", "unknown_epoch"}
     assert "secret" not in str(info.value)
 
 
-def test_replay_is_rejected_and_counted_by_reason() -> None:
-    sender = ProducerSession(KEYS.public(), org="hospital", producer="a")
+def test_record_bound_to_topic_partition_and_org() -> None:
+    record = _sender().seal(b"x", topic=TOPIC, partition=1)
+    for topic, partition in (("events.lab", 1), (TOPIC, 0), (TOPIC, 2)):
+        with pytest.raises(RejectedRecord, match="bad_tag"):
+            _opener().open(record, topic=topic, partition=partition)
+    assert _opener().open(record, topic=TOPIC, partition=1)[1] == b"x"
+
+
+def test_a_record_without_the_organizations_sender_key_is_refused_before_any_key_agreement() -> (
+    None
+):
+    """Anyone can encrypt to the vault's public key; only the organization can make the
+    header tag. A forgery costs one HMAC and leaves no session behind."""
     opener = _opener()
-    first = sender.seal(b"x", topic=TOPIC)
-    opener.open(first, topic=TOPIC)
-    opener.open(sender.seal(b"y", topic=TOPIC), topic=TOPIC)
-    with pytest.raises(RejectedRecord) as info:
-        opener.open(first, topic=TOPIC)
-    assert info.value.reason == "replay"
-    # a vault that guards replays in case state turns the window off
-    assert _opener(replay_window=0).open(first, topic=TOPIC)[1] == b"x"
+    mallory = ProducerSession(
+        KEYS.public(), X25519PrivateKey.generate(), org="hospital", producer="a"
+    )
+    for i in range(50):
+        forged = ProducerSession(
+            KEYS.public(), X25519PrivateKey.generate(), org="hospital", producer=f"m{i}"
+        ).seal(b"x", topic=TOPIC, partition=0)
+        with pytest.raises(RejectedRecord, match="bad_tag"):
+            opener.open(forged, topic=TOPIC, partition=0)
+    with pytest.raises(RejectedRecord, match="bad_tag"):
+        opener.open(mallory.seal(b"x", topic=TOPIC, partition=0), topic=TOPIC, partition=0)
+    assert opener.sessions == 0
+
+
+def test_a_genuine_header_with_a_forged_body_keeps_one_session_only() -> None:
+    sender = _sender()
+    opener = _opener()
+    record = bytearray(sender.seal(b"payload", topic=TOPIC, partition=0))
+    record[-1] ^= 1
+    for _ in range(10):
+        with pytest.raises(RejectedRecord, match="bad_tag"):
+            opener.open(bytes(record), topic=TOPIC, partition=0)
+    assert opener.sessions == 1
 
 
 def test_unknown_org_and_retired_epoch() -> None:
-    stranger = ProducerSession(KEYS.public(), org="intruder", producer="a")
+    stranger = _sender(org="intruder")
     with pytest.raises(RejectedRecord, match="unknown_org"):
-        _opener().open(stranger.seal(b"x", topic=TOPIC), topic=TOPIC)
-    sender = ProducerSession(KEYS.public(), org="lab", producer="a")
+        _opener().open(stranger.seal(b"x", topic=TOPIC, partition=0), topic=TOPIC, partition=0)
+    sender = _sender(org="lab")
     opener = _opener()
-    opener.open(sender.seal(b"x", topic=TOPIC), topic=TOPIC)
+    opener.open(sender.seal(b"x", topic=TOPIC, partition=0), topic=TOPIC, partition=0)
     opener.retire_epoch(7)
     with pytest.raises(RejectedRecord, match="unknown_epoch"):
-        opener.open(sender.seal(b"y", topic=TOPIC), topic=TOPIC)
-
-
-def test_record_bound_to_topic_and_org() -> None:
-    record = ProducerSession(KEYS.public(), org="hospital", producer="a").seal(b"x", topic=TOPIC)
-    with pytest.raises(RejectedRecord, match="bad_tag"):
-        _opener().open(record, topic="events.lab")
-
-
-def test_resumed_session_continues_its_sequence() -> None:
-    s1 = ProducerSession(KEYS.public(), org="hospital", producer="a")
-    opener = _opener()
-    for _ in range(3):
-        opener.open(s1.seal(b"x", topic=TOPIC), topic=TOPIC)
-    # the agent restarts: a new key agreement, the same session id and the next sequence
-    s2 = ProducerSession(
-        KEYS.public(),
-        org="hospital",
-        producer="a",
-        session=s1.session,
-        start_sequence=s1.next_sequence,
-    )
-    header, _ = opener.open(s2.seal(b"y", topic=TOPIC), topic=TOPIC)
-    assert header.sequence == 3
-
-
-def test_replay_window() -> None:
-    w = ReplayWindow(size=64)
-    assert all(w.accept(s) for s in range(100))
-    assert not any(w.accept(s) for s in range(100))
-    assert w.accept(200) and not w.accept(100) and w.accept(199)
+        opener.open(sender.seal(b"y", topic=TOPIC, partition=0), topic=TOPIC, partition=0)
 
 
 def test_truncated_records_are_malformed() -> None:
-    record = ProducerSession(KEYS.public(), org="hospital", producer="a").seal(b"x", topic=TOPIC)
+    record = _sender().seal(b"x", topic=TOPIC, partition=0)
     for n in (0, 1, 10, 60, len(record) - 17):
         with pytest.raises(RejectedRecord, match="malformed"):
-            _opener().open(record[:n], topic=TOPIC)
+            _opener().open(record[:n], topic=TOPIC, partition=0)
+
+
+def test_an_all_zero_ephemeral_key_in_a_sealed_message_is_refused_not_a_crash() -> None:
+    org = X25519PrivateKey.generate()
+    with pytest.raises(RejectedRecord, match="malformed"):
+        open_sealed(org, b"\0" * 76, context=b"c")
 
 
 def test_keys_never_in_repr() -> None:

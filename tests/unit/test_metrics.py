@@ -22,6 +22,7 @@ from procvault.metrics.exporters import (
     PANE_OUTCOMES,
     REJECT_REASONS,
     RELEASE_KINDS,
+    SOURCE_NOTICES,
     UNREGISTERED_ORG,
     AgentMetrics,
     Histogram,
@@ -39,19 +40,21 @@ DATA_LIKE = ("case-0042", "ER Registration", "Dr. Smith", "")
 
 
 def _drive_all() -> tuple[VaultMetrics, AgentMetrics, ReleaseMetrics]:
-    vault, agent, release = VaultMetrics(orgs=ORGS), AgentMetrics(), ReleaseMetrics(rules=RULES)
+    vault = VaultMetrics(orgs=ORGS, detailed=True)
+    agent, release = AgentMetrics(), ReleaseMetrics(rules=RULES, detailed=True)
     for org in (*ORGS, *DATA_LIKE):
-        vault.events_in(org, 2)
+        vault.records_in(org, 2)
     vault.events_applied(5)
     for reason in REJECT_REASONS:
-        vault.events_rejected(reason)
+        vault.records_rejected(reason)
+    vault.rollback_detected()
+    vault.source_notice("source_silent")
     vault.observe_engine([3e-6, 8e-6, 2e-5])
     vault.observe_engine(np.array([3_000, 80_000]), unit=1e-9)
     vault.observe_latency("applied", [0.004, 0.2], unit=1.0)
     vault.set_consumer_lag(0, 12)
     vault.set_consumer_lag(7, 3)
     vault.set_active_cases(40)
-    vault.set_state_bytes(4096)
     vault.batch_done(0.02)
     vault.set_attestation_insecure(True)
     vault.alerts_sent(2)
@@ -70,6 +73,7 @@ def _drive_all() -> tuple[VaultMetrics, AgentMetrics, ReleaseMetrics]:
     release.observe_release_latency(1.5)
     release.observe_released(2.5)
     release.set_pane_values(cases={k: 3 for k in PANE_OUTCOMES}, violations={"R1": 2})
+    release.partial_rejected()
     return vault, agent, release
 
 
@@ -83,8 +87,9 @@ def test_every_label_value_comes_from_an_enumeration_or_the_configuration() -> N
         "rule": set(RULES),
         "state": set(AGENT_STATES),
     }
+    allowed["kind"] |= set(SOURCE_NOTICES)
     reasons = {
-        "procvault_events_rejected_total": set(REJECT_REASONS),
+        "procvault_records_rejected_total": set(REJECT_REASONS),
         "procvault_agent_events_withheld_total": set(AGENT_WITHHELD_REASONS),
     }
     seen = set()
@@ -115,10 +120,10 @@ def test_every_label_value_comes_from_an_enumeration_or_the_configuration() -> N
 
 def test_an_unregistered_org_is_counted_under_one_fixed_label() -> None:
     m = VaultMetrics(orgs=ORGS)
-    m.events_in("case-0042", 3)
-    m.events_in("hospital")
+    m.records_in("case-0042", 3)
+    m.records_in("hospital")
     text = exposition(m.registry)
-    assert f'procvault_events_in_total{{org="{UNREGISTERED_ORG}"}} 3.0' in text
+    assert f'procvault_records_in_total{{org="{UNREGISTERED_ORG}"}} 3.0' in text
     assert "case-0042" not in text
 
 
@@ -126,7 +131,7 @@ def test_an_unregistered_org_is_counted_under_one_fixed_label() -> None:
     ("call", "match"),
     [
         (
-            lambda v, a, r: v.events_rejected("case-0042"),
+            lambda v, a, r: v.records_rejected("case-0042"),
             "reason must be one of bad_signature, bad_tag",
         ),
         (lambda v, a, r: v.observe_latency("ER Registration", [0.1]), "stage must be one of"),
@@ -137,7 +142,8 @@ def test_an_unregistered_org_is_counted_under_one_fixed_label() -> None:
     ],
 )
 def test_values_outside_an_enumeration_are_refused(call, match) -> None:  # type: ignore[no-untyped-def]
-    vault, agent, release = VaultMetrics(orgs=ORGS), AgentMetrics(), ReleaseMetrics(rules=RULES)
+    vault = VaultMetrics(orgs=ORGS, detailed=True)
+    agent, release = AgentMetrics(), ReleaseMetrics(rules=RULES)
     with pytest.raises(ValueError, match=match):
         call(vault, agent, release)
 
@@ -204,7 +210,7 @@ def test_bucket_bounds_are_inclusive_in_every_unit() -> None:
 
 def test_serve_exposes_every_class_and_the_text_parses() -> None:
     expected = {
-        "vault": {"procvault_events_in", "procvault_latency_seconds", "procvault_consumer_lag"},
+        "vault": {"procvault_records_in", "procvault_latency_seconds", "procvault_consumer_lag"},
         "agent": {"procvault_agent_events_sent", "procvault_agent_send_seconds"},
         "release": {"procvault_releases", "procvault_privacy_epsilon_remaining"},
     }
@@ -227,3 +233,30 @@ def test_a_closed_server_refuses_connections() -> None:
     server.close()  # harmless
     with pytest.raises(OSError):
         urlopen(server.url, timeout=2)
+
+
+def test_by_default_nothing_exported_counts_the_data() -> None:
+    """Events applied, cases, alerts, late or future events, per-event engine times (a
+    histogram's count is an exact event count) and the send -> release latency (its count is
+    the number of panes that held events) exist only in detailed mode."""
+    vault, release = VaultMetrics(orgs=ORGS), ReleaseMetrics(rules=RULES)
+    vault.events_applied(5)
+    vault.observe_engine([3e-6])
+    vault.observe_latency("applied", [0.1])
+    vault.set_active_cases(40)
+    vault.alerts_sent(2)
+    vault.cases_completed(3)
+    vault.records_rejected("future")
+    release.observe_released(2.5)
+    text = exposition(vault.registry) + exposition(release.registry)
+    for name in (
+        "procvault_events_applied",
+        "procvault_engine_seconds",
+        "procvault_latency_seconds",
+        "procvault_active_cases",
+        "procvault_alerts",
+        "procvault_cases_completed",
+        'reason="future"',
+    ):
+        assert name not in text, name
+    assert "procvault_records_in_total" in text and "procvault_batches_total" in text

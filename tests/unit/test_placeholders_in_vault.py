@@ -95,7 +95,7 @@ def test_the_accumulator_forgets_a_placeholder_only_case_at_its_marker() -> None
     acc = PaneAccumulator(SETTINGS, KnownKeys.build(NET.labels))
     vault = Vault(NET)
     for ev in (_placeholder("ghost", T0), Event.case_end("ghost", T0 + timedelta(minutes=1))):
-        acc.observe(ev, vault.update(ev))
+        acc.observe_replayed(ev, vault.update(ev))
         if ev.kind == EventKind.PLACEHOLDER:
             assert acc.counters().active_cases == 1
     assert acc.counters().active_cases == 0
@@ -108,7 +108,7 @@ def test_panes_count_placeholders_and_draw_no_pair_through_them() -> None:
     events = [*_case("c1", T0, withheld=True), closer]
     panes = []
     for ev in events:
-        panes += acc.observe(ev, vault.update(ev))
+        panes += acc.observe_replayed(ev, vault.update(ev))
     [pane] = panes
     assert pane.statistic("activity") == {("A",): 1, ("B",): 1, (PLACEHOLDER_ACTIVITY,): 1}
     assert pane.statistic("directly_follows") == {("A", "B"): 1}

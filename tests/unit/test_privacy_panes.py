@@ -130,7 +130,7 @@ def test_vault_wiring_counts_deviations_completions_and_violations() -> None:
         (_ev("fit", "A", 7), ()),  # after completion: not applied, not counted
     ]
     for event, violated in stream:
-        acc.observe(event, vault.update(event), violations=violated)
+        acc.observe_replayed(event, vault.update(event), violations=violated)
     (pane,) = acc.flush()
     assert pane.statistic("cases") == {
         ("started",): 2,
@@ -364,12 +364,12 @@ def test_vault_with_rules_only_feeds_violations_and_unchecked_completions() -> N
     acc = PaneAccumulator(_settings(), KnownKeys.build(["Triage", "IV"], rules=[rule.name]))
     closed: list[PaneAggregate] = []
     for event in [_ev("slow", "Triage", 0), _ev("fast", "Triage", 5), _ev("fast", "IV", 20)]:
-        closed += acc.observe(event, vault.update(event))
+        closed += acc.observe_replayed(event, vault.update(event))
     wm = T0 + timedelta(minutes=90)  # slow's deadline passes by the watermark
     closed += acc.observe_tick(wm, vault.tick(wm))
     for case in ("slow", "fast"):
         end = Event.case_end(case, wm)
-        closed += acc.observe(end, vault.update(end))
+        closed += acc.observe_replayed(end, vault.update(end))
     closed += acc.flush()
     p0, p1 = closed
     assert p0.statistic("violation") == {}
@@ -414,7 +414,7 @@ def test_a_shared_snapshot_and_the_touched_cases_states_restore_the_whole(
         steps.append((ev, vault.update(ev), ends))
 
     def run(acc: PaneAccumulator, part: list[Any]) -> list[PaneAggregate]:
-        return [p for ev, up, _ in part for p in acc.observe(ev, up)]
+        return [p for ev, up, _ in part for p in acc.observe_replayed(ev, up)]
 
     ref_acc = PaneAccumulator(s, KNOWN)
     reference = [*run(ref_acc, steps), *ref_acc.flush()]
@@ -426,7 +426,7 @@ def test_a_shared_snapshot_and_the_touched_cases_states_restore_the_whole(
     out: list[PaneAggregate] = []
     cut_at = 0
     for i, (ev, up, ends) in enumerate(steps):
-        out.extend(acc.observe(ev, up))
+        out.extend(acc.observe_replayed(ev, up))
         touched.add(ev.case_id)
         touched.update(a.case_id for a in up.alerts)
         touched.update(r.case_id for r in up.completed)

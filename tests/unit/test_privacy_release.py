@@ -316,7 +316,7 @@ def test_a_restart_mid_pane_republishes_exactly_the_drawn_values() -> None:
     ) -> list[bytes]:
         published = []
         for e in evs:
-            for agg in acc.observe(e, vault.update(e)):
+            for agg in acc.observe_replayed(e, vault.update(e)):
                 records = rel.release(agg)
                 committed["release"] = msgspec.msgpack.encode(rel.snapshot())  # store first
                 published.extend(encode_record(r) for r in records)  # then publish

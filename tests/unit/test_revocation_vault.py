@@ -96,7 +96,7 @@ def _run(events: list[Event], revoke_at: int | None = None) -> Run:
             continue
         up = vault.update(ev)
         run.findings.append((i, up))
-        release(acc.observe(ev, up))
+        release(acc.observe_replayed(ev, up))
     up = vault.flush_update()
     run.findings.append((len(events), up))
     assert acc.watermark is not None

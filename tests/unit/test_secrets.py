@@ -26,17 +26,21 @@ def test_init_writes_private_files_and_refuses_to_overwrite(tmp_path: Path) -> N
 def test_rotation_keeps_a_grace_epoch_then_retires_it(tmp_path: Path) -> None:
     init_keyring(tmp_path, ["lab"])
     old = VaultSecrets.load(tmp_path / "vault.json")
-    record = ProducerSession(old.current.public(), org="lab", producer="a").seal(b"x", topic="t")
+    lab = OrgKeys.load(tmp_path / "org-lab.json")
+    assert lab.sender is not None
+    senders = Registry.load(tmp_path / "registry.json").sender
+    session = ProducerSession(old.current.public(), lab.sender, org="lab", producer="a")
+    record = session.seal(b"x", topic="t", partition=0)
     assert main(["keys", "rotate", str(tmp_path)]) == 0
     graced = VaultSecrets.load(tmp_path / "vault.json")
     assert graced.current_epoch == 2 and sorted(graced.epochs) == [1, 2]
     assert graced.state_key == old.state_key
-    SessionOpener(dict(graced.epochs), orgs={"lab"}).open(record, topic="t")  # still accepted
+    SessionOpener(dict(graced.epochs), senders).open(record, topic="t", partition=0)  # graced
     assert main(["keys", "rotate", str(tmp_path), "--keep", "0"]) == 0
     retired = VaultSecrets.load(tmp_path / "vault.json")
     assert sorted(retired.epochs) == [3]
     with pytest.raises(RejectedRecord, match="unknown_epoch"):
-        SessionOpener(dict(retired.epochs), orgs={"lab"}).open(record, topic="t")
+        SessionOpener(dict(retired.epochs), senders).open(record, topic="t", partition=0)
 
 
 def test_bad_files_are_clear_errors(tmp_path: Path) -> None:

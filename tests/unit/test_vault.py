@@ -87,7 +87,12 @@ def test_idle_timeout_in_event_time(seq: CompiledNet) -> None:
     assert [r.case_id for r in up.completed] == ["old"]
     assert up.completed[0].completed_by == "idle"
     assert not v.update(_ev("new", "A", 31))  # late but within the timeout; watermark stays 35
-    assert [r.case_id for r in v.advance(T0 + timedelta(minutes=70))] == ["busy", "new"]
+    # in the order of their own completion times: "new" at 61, "busy" at 65
+    done = v.advance(T0 + timedelta(minutes=70))
+    assert [(r.case_id, r.completed_at) for r in done] == [
+        ("new", T0 + timedelta(minutes=61)),
+        ("busy", T0 + timedelta(minutes=65)),
+    ]
     assert v.state().active_cases == 0
 
 

@@ -1,0 +1,308 @@
+"""The vault worker's shell without a broker: records in, the records one commit writes out,
+and a restart from those (placeholders, completion, revocations, stale state)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from aiokafka import TopicPartition
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from procvault.monitor.compliance import Compliance, DeclareRule
+from procvault.monitor.event import PLACEHOLDER_ACTIVITY, Event, EventKind
+from procvault.monitor.findings import DeviationFinding, decode_batch
+from procvault.monitor.privacy import (
+    Budget,
+    KnownKeys,
+    PaneAccumulator,
+    PaneSettings,
+    PrivacySettings,
+)
+from procvault.monitor.privacy.plan import ReleasePlan
+from procvault.monitor.vault import Vault
+from procvault.streams import codec
+from procvault.streams.changelog import RollbackError, derive_key
+from procvault.streams.envelope import ProducerSession
+from procvault.streams.frames import (
+    EVENT,
+    REVOKE,
+    Topics,
+    encode_frame,
+    encode_heartbeat,
+    open_partials,
+    open_result,
+)
+from procvault.streams.revocation import Revocation, sign_revocation
+from procvault.streams.secrets import OrgKeys, Registry, VaultSecrets, init_keyring
+from procvault.streams.vault_worker import VaultWorker, WorkerSettings
+
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+NOW_NS = 1_900_000_000 * 10**9
+TOPICS = Topics("t.")
+PANE = timedelta(hours=1)
+DP = PrivacySettings(
+    budget=Budget(1.0, window=4, delta=1e-6), panes=PaneSettings(PANE), windows=(2 * PANE,)
+)
+KNOWN = KnownKeys.build(("A", "B", "C"), rules=["has_b"])
+PLAN = ReleasePlan.build(DP, KNOWN).fingerprint()
+
+
+class Rec(NamedTuple):
+    offset: int
+    value: bytes
+    key: bytes | None = None
+
+
+class Agent:
+    """Seals frames as one organization's agent session would."""
+
+    def __init__(self, keys: Path, org: str, vault: VaultSecrets, generation: int = 1) -> None:
+        self.org = org
+        self.keys = OrgKeys.load(keys / f"org-{org}.json")
+        assert self.keys.sender is not None
+        self.session = ProducerSession(
+            vault.current.public(), self.keys.sender, org=org, producer="a", generation=generation
+        )
+        self.topic = TOPICS.events(org)
+        self.pos = 0
+
+    def event(self, ev: Event) -> bytes:
+        self.pos += 1
+        frame = encode_frame(EVENT, self.pos * 256, 0, codec.encode(ev))
+        return self.session.seal(frame, topic=self.topic, partition=0)
+
+    def close(self) -> bytes:
+        frame = encode_heartbeat(0, 0, 1 << 60, closed=True)
+        return self.session.seal(frame, topic=self.topic, partition=0)
+
+    def revoke(self, rev: Revocation, key: Ed25519PrivateKey) -> bytes:
+        frame = encode_frame(REVOKE, 0, 0, sign_revocation(rev, key))
+        return self.session.seal(frame, topic=self.topic, partition=0)
+
+
+def _worker(keys: Path, *, dp: bool = True) -> VaultWorker:
+    worker = VaultWorker(
+        WorkerSettings("localhost:1", 1, TOPICS, source_timeout=None),
+        VaultSecrets.load(keys / "vault.json"),
+        Registry.load(keys / "registry.json"),
+        lambda: Vault(compliance=Compliance([DeclareRule("has_b", "existence", "B")])),
+        make_accumulator=(lambda state: PaneAccumulator(DP, KNOWN, state)) if dp else None,
+        plan=PLAN if dp else None,
+        clock=lambda: NOW_NS,
+    )
+    worker.restore_partition(0, {})
+    return worker
+
+
+def _commit(
+    worker: VaultWorker,
+    changelog: dict[bytes, bytes | None],
+    values: list[bytes],
+    start: int = 0,
+    org: str = "lab",
+) -> list[Any]:
+    """Process ``values`` (offsets from ``start``) and apply what the commit writes to
+    ``changelog``; returns the outputs."""
+    tp = TopicPartition(TOPICS.events(org), 0)
+    effects = worker.process({tp: [Rec(start + i, v) for i, v in enumerate(values)]})
+    out = worker.outputs(effects)
+    for topic, key, value, _partition in out:
+        if topic == TOPICS.changelog and key is not None:
+            changelog[key] = value
+    return out
+
+
+def _findings(worker: VaultWorker, keys: Path, out: list[Any], org: str = "lab") -> list[Any]:
+    org_keys = OrgKeys.load(keys / f"org-{org}.json")
+    announced = {e: k.public() for e, k in worker.secrets.epochs.items()}
+    topic = TOPICS.alerts(org)
+    items = []
+    for t, _k, v, _p in out:
+        if t == topic:
+            items.extend(
+                decode_batch(open_result(org_keys.alerts, v, topic=topic, keys=announced)).items
+            )
+    return items
+
+
+def _panes(worker: VaultWorker, out: list[Any]) -> list[Any]:
+    key = derive_key(worker.secrets.state_key, "partials")
+    return [
+        agg
+        for t, k, v, _p in out
+        if t == TOPICS.partials
+        for agg in open_partials(key, k, v, plan=PLAN).panes
+    ]
+
+
+def _placeholder(i: int, case: str) -> Event:
+    attrs = {"pv:reason": "ACTIVITY_DENIED", "pv:position": i + 1}
+    ts = T0 + timedelta(minutes=i)
+    return Event.create(
+        case, PLACEHOLDER_ACTIVITY, ts, org="lab", attributes=attrs, kind=EventKind.PLACEHOLDER
+    )
+
+
+def test_a_placeholder_only_case_is_not_counted_twice_after_a_restart(tmp_path: Path) -> None:
+    init_keyring(tmp_path, ["lab"])
+    worker = _worker(tmp_path)
+    agent = Agent(tmp_path, "lab", worker.secrets)
+    first = [agent.event(_placeholder(0, "hidden")), agent.event(_placeholder(1, "hidden"))]
+    changelog: dict[bytes, bytes | None] = {}
+    _commit(worker, changelog, first)
+    assert worker.stats.applied == 2
+    assert worker.codec.case_key("hidden") in changelog
+    # a restart from that commit: the records are read again, then the stream goes on
+    more = agent.event(Event.create("seen", "A", T0 + timedelta(minutes=90), org="lab"))
+    end = agent.close()
+    restarted = _worker(tmp_path)
+    restarted.restore_partition(0, changelog)
+    out = _commit(restarted, dict(changelog), [*first, more, end])
+    assert restarted.stats.applied == 1
+    assert restarted.stats.redelivered + restarted.stats.rejected["replay"] == 2
+    straight = _worker(tmp_path)
+    ref = _commit(straight, {}, [*first, more, end])
+    assert straight.stats.applied == 3
+    # (no pane had closed before the restart: the restarted run closes them all)
+    assert _panes(restarted, out) == _panes(straight, ref)
+    withheld = [
+        p.statistic("activity").get((PLACEHOLDER_ACTIVITY,), 0) for p in _panes(straight, ref)
+    ]
+    assert withheld[0] == 1  # the case's placeholders counted once: not again after the restart
+
+
+def test_a_placeholder_only_case_ends_at_its_marker_in_memory_and_in_the_changelog(
+    tmp_path: Path,
+) -> None:
+    init_keyring(tmp_path, ["lab"])
+    worker = _worker(tmp_path)
+    agent = Agent(tmp_path, "lab", worker.secrets)
+    values = [
+        agent.event(_placeholder(0, "hidden")),
+        agent.event(Event.case_end("hidden", T0 + timedelta(minutes=1), org="lab")),
+        agent.close(),
+    ]
+    changelog: dict[bytes, bytes | None] = {}
+    _commit(worker, changelog, values)
+    engine = worker.engines[0]
+    assert worker.stats.applied == 2 and engine.active_cases() == 0
+    assert engine.accumulator is not None and engine.accumulator.counters().active_cases == 0
+    back = _worker(tmp_path)
+    back.restore_partition(0, changelog)
+    assert back.engines[0].vault.is_completed("hidden")
+
+
+def test_an_event_after_its_case_completed_keeps_it_completed_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    init_keyring(tmp_path, ["lab"])
+    worker = _worker(tmp_path)
+    first = Agent(tmp_path, "lab", worker.secrets, generation=1)
+    changelog: dict[bytes, bytes | None] = {}
+    _commit(
+        worker,
+        changelog,
+        [
+            first.event(Event.create("c", "B", T0, org="lab")),
+            first.event(Event.case_end("c", T0 + timedelta(minutes=1), org="lab")),
+        ],
+    )
+    second = Agent(tmp_path, "lab", worker.secrets, generation=2)  # a later agent session
+    second.pos = first.pos
+    late = second.event(Event.create("c", "B", T0 + timedelta(minutes=2), org="lab"))
+    out = _commit(worker, changelog, [late, second.close()], start=2)
+    found = _findings(worker, tmp_path, out)
+    kinds = [f.kind for f in found if isinstance(f, DeviationFinding)]
+    assert kinds == ["after_completion"]
+    back = _worker(tmp_path)
+    back.restore_partition(0, changelog)
+    assert back.engines[0].vault.is_completed("c")
+
+
+def test_a_revoked_case_leaves_the_vault_and_the_ack_reaches_its_org(tmp_path: Path) -> None:
+    init_keyring(tmp_path, ["lab"])
+    lab = OrgKeys.load(tmp_path / "org-lab.json")
+    assert lab.signing is not None
+    worker = _worker(tmp_path, dp=False)
+    agent = Agent(tmp_path, "lab", worker.secrets)
+
+    def ev(i: int, case: str, act: str, resource: str | None = None) -> bytes:
+        e = Event.create(case, act, T0 + timedelta(minutes=i), org="lab", resource=resource)
+        return agent.event(e)
+
+    good = Revocation.for_case("lab", "victim", policy="p", issued_at=T0)
+    by_resource = Revocation.for_resource("lab", "rx", policy="p", issued_at=T0)
+    forged = Revocation.for_case("lab", "other", policy="p", issued_at=T0)
+    stranger = Revocation.for_case("lab", "never-here", policy="p", issued_at=T0)
+    values = [
+        ev(0, "victim", "A"),
+        ev(1, "other", "A"),
+        agent.revoke(good, lab.signing),
+        agent.revoke(by_resource, lab.signing),
+        agent.revoke(forged, Ed25519PrivateKey.generate()),  # not the registered key
+        agent.revoke(stranger, lab.signing),  # a case lab never took part in
+        ev(2, "victim", "B"),
+        ev(3, "other", "B", resource="rx"),
+        ev(4, "other", "C"),
+        agent.revoke(good, lab.signing),  # a repeat
+        agent.close(),
+    ]
+    changelog: dict[bytes, bytes | None] = {}
+    out = _commit(worker, changelog, values)
+    stats = worker.stats
+    assert stats.rejected["bad_signature"] == 1
+    assert stats.revocations == 2 and stats.revoked_events == 2
+    assert stats.applied == 3  # victim's A (before the revocation), other's A and C
+    items = _findings(worker, tmp_path, out)
+    acks = [i for i in items if type(i).__name__ == "RevocationFinding"]
+    assert [(a.id, a.status) for a in acks] == [
+        (good.id, "applied"),
+        (by_resource.id, "applied"),
+        (stranger.id, "refused"),
+        (good.id, "repeated"),
+    ]
+    assert acks[0].case == "victim" and acks[0].state_dropped is True
+    assert acks[2].reason == "not_a_participant"
+    cases = {i.case: i for i in items if type(i).__name__ == "CaseFinding"}
+    assert set(cases) == {"other"} and cases["other"].own_events == 2  # rx's B was dropped
+    assert changelog[worker.codec.case_key("victim")] is None  # a tombstone
+    restored = _worker(tmp_path, dp=False)
+    restored.restore_partition(0, changelog)
+    revs = restored.engines[0].revocations
+    assert good.id in revs and by_resource.id in revs
+    assert revs.covers(Event.create("victim", "C", T0))
+
+
+def test_a_stale_case_record_is_refused_on_restore(tmp_path: Path) -> None:
+    init_keyring(tmp_path, ["lab"])
+    worker = _worker(tmp_path)
+    agent = Agent(tmp_path, "lab", worker.secrets)
+    changelog: dict[bytes, bytes | None] = {}
+    _commit(worker, changelog, [agent.event(Event.create("c", "A", T0, org="lab"))])
+    old = dict(changelog)
+    _commit(worker, changelog, [agent.event(Event.create("c", "B", T0, org="lab"))], start=1)
+    key = worker.codec.case_key("c")
+    rolled = {**changelog, key: old[key]}  # an older sealed value re-produced
+    with pytest.raises(RollbackError, match="rolled back"):
+        _worker(tmp_path).restore_partition(0, rolled)
+    meta = worker.codec.meta_key(0)
+    with pytest.raises(RollbackError, match="rolled back"):
+        _worker(tmp_path).restore_partition(0, {**changelog, meta: old[meta]})
+    assert worker.stats.rollbacks == 0
+    _worker(tmp_path).restore_partition(0, changelog)  # the real one restores
+
+
+def test_a_keyring_without_sender_keys_is_refused_with_one_line(tmp_path: Path) -> None:
+    import json
+
+    from procvault.monitor.errors import ConfigError
+
+    init_keyring(tmp_path, ["lab"])
+    reg = json.loads((tmp_path / "registry.json").read_text())
+    del reg["orgs"]["lab"]["sender_x25519"]
+    (tmp_path / "registry.json").write_text(json.dumps(reg))
+    with pytest.raises(ConfigError, match="no sender key for lab"):
+        _worker(tmp_path)

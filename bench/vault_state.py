@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from procvault.config.engines import load_engines
 from procvault.config.dp import load_dp_policy
+from procvault.config.engines import load_engines
 from procvault.generators.xes import read_xes
 from procvault.monitor.compliance import Compliance
 from procvault.monitor.event import Event

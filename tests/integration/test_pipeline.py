@@ -161,8 +161,8 @@ def test_sepsis_across_three_orgs_equals_in_process_and_nothing_is_in_clear(
 
 def _reference_panes(events: list, dp_path: Path) -> dict[int, object]:
     """The exact pane aggregates of an uninterrupted in-process run (non-empty panes)."""
-    from procvault.config.engines import load_engines
     from procvault.config.dp import load_dp_policy
+    from procvault.config.engines import load_engines
     from procvault.monitor.compliance import Compliance
     from procvault.monitor.privacy import KnownKeys, PaneAccumulator
     from procvault.monitor.vault import Vault

@@ -196,12 +196,16 @@ class CasePriors:
     span
         One array per case, ``max - min`` (seconds) of each event's group (for a first event,
         the range of the start group: every case start).
+    normalised
+        One array per case, each event's relative time min-max normalised within its group
+        (0 in a group whose values are all equal).
     starts_range
         Range (seconds) of the case starts.
     """
 
     prior: list[FloatArray]
     span: list[FloatArray]
+    normalised: list[FloatArray]
     starts_range: float
 
 
@@ -247,9 +251,13 @@ def case_priors(
     )
     bounds = np.cumsum([0] + [len(r) for r in rel]).tolist()
     span = table.hi - table.lo
+    values = np.concatenate(rel)
+    safe = np.where(span > 0, span, 1.0)
+    norm = np.where(span > 0, (values - table.lo) / safe, 0.0)
     return CasePriors(
         prior=[table.prior[a:b] for a, b in itertools.pairwise(bounds)],
         span=[span[a:b] for a, b in itertools.pairwise(bounds)],
+        normalised=[norm[a:b] for a, b in itertools.pairwise(bounds)],
         starts_range=starts_range,
     )
 

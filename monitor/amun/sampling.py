@@ -94,8 +94,10 @@ class AmunPlan:
 
     Attributes
     ----------
+    counts
+        The DAFSA transition contingency table (Def. 3.10): cases crossing each used transition.
     noise
-        The needed noise of every transition (transition id → integer), zero if unused.
+        The needed noise of every used transition (transition id → integer).
     picks
         The transitions picked, in order, as ``(transition id, sign)``: ``+1`` in the
         replication pass, ``-1`` in the deletion pass.
@@ -105,6 +107,7 @@ class AmunPlan:
         Copies per input case (0 = deleted).
     """
 
+    counts: dict[int, int]
     noise: dict[int, int]
     picks: tuple[tuple[int, int], ...]
     replicated: dict[int, int]
@@ -212,6 +215,7 @@ def amun_plan(
             for case in rng.choice(members, size=min(-n, len(members)), replace=False).tolist():
                 copies[case] -= 1
     return AmunPlan(
+        counts={int(t): c for t, c in zip(used.tolist(), counts, strict=True)},
         noise={int(t): int(z) for t, z in zip(used.tolist(), need.tolist(), strict=True)},
         picks=tuple(picks),
         replicated=dict(duplicated),

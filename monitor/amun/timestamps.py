@@ -278,12 +278,22 @@ def release_time_histograms(
     )
 
 
+#: The clean-up keeps a bin when pure noise would reach its count in at most this share of
+#: histograms (``P(Z >= cut) <= e^(-cut/scale)``, over every bin of one histogram).
+SPURIOUS_SHARE = 0.05
+
+
 def _cleaned(counts: Sequence[int], scale: float) -> list[float]:
-    """Noisy counts as sampling weights: bins below ``scale · ln(bins)`` (where pure noise
-    rarely reaches) are dropped, the rest kept as they are. Post-processing."""
+    """Noisy counts as sampling weights: bins below ``scale · ln(bins / 0.05)`` are dropped (an
+    empty histogram keeps a spurious bin with probability at most 0.05), the rest kept as they
+    are. Post-processing: it reads only the noisy counts and public scales.
+
+    >>> _cleaned([100, 3, -2, 40], 5.0)
+    [100.0, 0.0, 0.0, 40.0]
+    """
     if len(counts) == 1:
         return [float(max(counts[0], 0))]
-    cut = scale * math.log(len(counts))
+    cut = scale * math.log(len(counts) / SPURIOUS_SHARE)
     return [float(v) if v >= cut else 0.0 for v in counts]
 
 

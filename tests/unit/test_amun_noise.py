@@ -53,7 +53,7 @@ def test_default_thresholds_keep_a_single_case_variant_below_the_suppression_del
 
 
 def test_the_threshold_table_in_the_docs_is_the_computed_one() -> None:
-    rows = re.findall(r"^\| (0\.[234]) \| (0\.\d+) \| (\d+) \|", DOC.read_text(), re.MULTILINE)
+    rows = re.findall(r"^ *\| (0\.[234]) \| (0\.\d+) \| (\d+) \|$", DOC.read_text(), re.MULTILINE)
     assert {float(d): int(t) for d, _, t in rows} == THRESHOLDS
     for d, eps_cf, _ in rows:
         assert float(eps_cf) == round(epsilon_worst_case(float(d)) / 2, 3)

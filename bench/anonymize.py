@@ -1,21 +1,26 @@
 """DP event-log release (Amun): utility and runtime on the shared logs. Prints one JSON object.
 
 * ``sepsis``: for delta in {0.2, 0.3, 0.4} (``--seeds`` seeds each, strategy sampling) and
-  three runs: ``amun`` (the published method, net per variant as the paper describes it),
-  ``amun_prototype_net`` (the same with the prototype's pandas net, the code that produced the
-  paper's figures) and ``strict``: the median over seeds of EMD DFG frequency and EMD DFG time
-  (as Amun computes them; time in months), the time EMD in summed and mean hours, per-edge MAE,
-  cases and variants released, and seconds for :func:`anonymize` (the log is parsed once,
-  outside the timing) and for writing the ``.xes.gz``; with the paper's Table 6 figures for
-  Amun_s on Sepsis beside them.
+  three runs: ``amun`` (the published method as the paper describes it: Algorithm 1's
+  frequency-weighted transition picks and the whole net per variant), ``amun_prototype_net``
+  (``--amun-net prototype``: the prototype's transition weights and pandas net, the code that
+  produced the paper's figures) and ``strict``: the median over seeds of EMD DFG frequency
+  and EMD DFG time (as Amun computes them; time in months), the time EMD in summed and mean
+  hours, per-edge MAE, cases and variants released, and seconds for :func:`anonymize` (the
+  log is parsed once, outside the timing) and for writing the ``.xes.gz``; with the paper's
+  Table 6 figures for Amun_s on Sepsis beside them.
 * ``logs``: every shared log once per mode at delta 0.2 (does it run, how long, what is left).
 * ``large``: the largest shared log, and a synthetic log of ``--large-events`` events (Sepsis
   cases repeated under fresh ids, timestamps shifted per round), one run per mode.
+* ``presence``: the presence attack of issue 21 on strict mode (the same log as
+  ``tests/unit/test_amun_strict_privacy.py``): in how many of ``--presence-runs`` releases a
+  trace of the target's variant starts within 15 days of a target case far in time from the
+  rest of its variant, with the target in the log and without it.
 
-    .venv/bin/python bench/anonymize.py [--seeds 10] [--large-events 250000]
+    .venv/bin/python bench/anonymize.py [--seeds 10] [--large-events 250000] [--presence-runs 200]
     .venv/bin/python bench/anonymize.py --probes [--seeds 30]
 
-Strict-mode noise comes from OpenDP and is not seeded: its seeds only fix sampling and ids.
+Strict mode is not seeded at all (OpenDP noise, OS CSPRNG choices): its "seeds" are just repeats.
 
 ``--probes`` prints only the checks behind the "Paper, prototype and amun mode" section of
 ``docs/anonymize.md`` (Sepsis, amun mode, prototype net unless said otherwise; median, min and max
@@ -210,8 +215,8 @@ def _prefiltered_runs(
             len(dafsa.transitions),
             epsilon=epsilon_worst_case(delta),
             rng=np.random.default_rng(seed),
-            prototype_net=True,
-        )
+            prototype=True,
+        ).copies
         out = [log.cases[i] for i, k in zip(keep, copies, strict=True) for _ in range(max(k, 0))]
         freq.append(compare_logs(log, CaseLog.from_cases(out)).emd_freq)
         cases.append(len(out))
@@ -220,6 +225,41 @@ def _prefiltered_runs(
         "emd_freq": _spread(freq),
         "cases_out_median": statistics.median(cases),
     }
+
+
+def presence(runs: int) -> dict[str, Any]:
+    """The presence attack on strict mode (see the module docstring), delta 0.2."""
+    import random
+    from datetime import UTC, datetime
+
+    us, day = 1_000_000, 86_400
+    t0 = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
+    rnd = random.Random(7)
+    cases = []
+    for i in range(60):
+        s = t0 + rnd.randrange(30 * day)
+        cases.append(Case(f"x{i}", ("A", "B", "C"), (s * us, (s + 3_600) * us, (s + 9_000) * us)))
+    for i in range(60):
+        s = t0 + (i * 365 * day) // 59
+        cases.append(Case(f"y{i}", ("A", "C"), (s * us, (s + 1_800) * us)))
+    target = int(datetime(2024, 11, 15, tzinfo=UTC).timestamp())
+    tcase = Case("t", ("A", "B", "C"), (target * us, (target + 3_600) * us, (target + 9_000) * us))
+    logs = {
+        "with_target": CaseLog.from_cases([*cases, tcase]),
+        "without": CaseLog.from_cases(cases),
+    }
+    settings = AnonymizeSettings(delta=0.2)
+    out: dict[str, Any] = {"runs": runs, "epsilon": round(settings.epsilon, 4)}
+    for name, log in logs.items():
+        seen = 0
+        for _ in range(runs):
+            released = anonymize(log, settings).log
+            seen += any(
+                c.activities == ("A", "B", "C") and abs(c.times[0] / us - target) <= 15 * day
+                for c in released.cases
+            )
+        out[f"seen_{name}"] = seen
+    return out
 
 
 def probes(seeds: int) -> dict[str, Any]:
@@ -259,6 +299,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--large-events", type=int, default=250_000)
     ap.add_argument("--probes", action="store_true", help="only the checks (see the docstring)")
+    ap.add_argument("--presence-runs", type=int, default=200)
     args = ap.parse_args()
     if args.probes:
         print(json.dumps(probes(args.seeds), indent=1))
@@ -302,6 +343,7 @@ def main() -> int:
             r = _one(synth, 0.2, mode, 0, out)
             result["large"][f"synthetic_{mode}_seconds"] = round(r["seconds"], 3)
             result["large"][f"synthetic_{mode}_write_seconds"] = round(r["write_seconds"], 3)
+    result["presence"] = presence(args.presence_runs)
     print(json.dumps(result, indent=1))
     return 0
 

@@ -2,11 +2,13 @@
 
 Each event gets a *relative time*: for the first event of a case, the time since the earliest
 case start of the log; for the others, the time since the previous event of the case. Events
-on the same DAFSA transition form a group. Within its group an event's value is min-max
+are grouped as Sect. 3.5.1 says: every case's first event (the events leaving the DAFSA's source
+state s0) in **one** start group, whatever its activity, and every other event by its DAFSA
+transition ``(source, activity, target)``. Within its group an event's value is min-max
 normalised to [0, 1], and its prior ``p_k`` is the share of the group's values within the
 precision ``r`` of it (the paper uses 1 day for case starts and 10 s for relative times), read
-from the group's empirical CDF: ``F(x + r') - F(x - r')`` with ``r' = r / range`` (the share of
-the group's values in ``(x - r', x + r']``).
+from the group's empirical CDF, Eq. (1): ``F(x + r') - F(x - r')`` with ``r' = r / range`` (the
+share of the group's values in ``(x - r', x + r']``).
 A group whose values are all equal gets the worst-case prior ``(1 - δ) / 2``. The event's ε_t
 then follows from Eq. (3) with sensitivity 1 (the normalised range).
 
@@ -23,6 +25,10 @@ Examples
 [0.5, 0.75, 0.5, 0.25]
 >>> p.lo.tolist(), p.hi.tolist()
 ([0.0, 0.0, 0.0, 0.0], [1000.0, 1000.0, 1000.0, 1000.0])
+>>> q = prior_knowledge(values, np.zeros(4, dtype=np.int64), np.full(4, 15.0), delta=0.2,
+...                     exclude_minimum=True)
+>>> q.prior.round(3).tolist()  # the prototype's rule: the minimum never counts
+[0.25, 0.5, 0.5, 0.25]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import numpy.typing as npt
 __all__ = [
     "AMUN_EPS_NO_GAIN",
     "AMUN_EPS_ZERO_PRIOR",
+    "START_GROUP",
     "CasePriors",
     "PriorTable",
     "amun_event_epsilons",
@@ -74,7 +81,12 @@ class PriorTable:
 
 
 def prior_knowledge(
-    values: FloatArray, groups: IntArray, precision: FloatArray, *, delta: float
+    values: FloatArray,
+    groups: IntArray,
+    precision: FloatArray,
+    *,
+    delta: float,
+    exclude_minimum: bool = False,
 ) -> PriorTable:
     """Per-event prior ``p_k`` from the empirical distribution of the event's group.
 
@@ -88,6 +100,12 @@ def prior_knowledge(
         The attacker's precision ``r`` for each event, in the unit of ``values``.
     delta
         The guessing-advantage bound (only used for constant groups).
+    exclude_minimum
+        Use the prototype's lower bound instead of Eq. (1): ``x - r'`` clamped at the group's
+        minimum and ``F(min)`` subtracted, so the minimum never counts in its own
+        neighbourhood. Amun mode never uses it; it is here because the paper's Table 2 prints
+        the B and C priors this rule gives (with a 10-minute precision), see
+        ``docs/anonymize.md``.
     """
     n = len(values)
     if not (len(groups) == len(precision) == n):
@@ -116,10 +134,10 @@ def prior_knowledge(
         r = np.minimum(precision[idx] / span, 1.0)
         size = float(e - s)
         cdf_plus = np.searchsorted(x, x + r, side="right") / size
-        # F(x - r) with F(y) = 0 below the minimum. The prototype clamps x - r at 0 and then
-        # reads F(0), which drops the group's minimum from its own neighbourhood; the paper's
-        # p_k = F(t + r) - F(t - r) counts it.
-        cdf_minus = np.searchsorted(x, x - r, side="right") / size
+        # Eq. (1): F(x - r) with F(y) = 0 below the minimum. The prototype clamps x - r at 0 and
+        # then reads F(0), which drops the group's minimum from its own neighbourhood.
+        low = np.maximum(x - r, 0.0) if exclude_minimum else x - r
+        cdf_minus = np.searchsorted(x, low, side="right") / size
         prior[idx] = cdf_plus - cdf_minus
     return PriorTable(prior, lo, hi)
 
@@ -140,6 +158,9 @@ def amun_event_epsilons(prior: FloatArray, delta: float) -> FloatArray:
 
 
 _US = 1_000_000
+
+#: Group id of every case's first event: Sect. 3.5.1 groups all events leaving s0 together.
+START_GROUP = -1
 
 
 def relative_seconds(times: Sequence[Sequence[int]]) -> tuple[list[FloatArray], float]:
@@ -173,13 +194,18 @@ class CasePriors:
     prior
         One array per case, ``p_k`` of each of its events.
     span
-        One array per case, ``max - min`` (seconds) of each event's group.
+        One array per case, ``max - min`` (seconds) of each event's group (for a first event,
+        the range of the start group: every case start).
+    normalised
+        One array per case, each event's relative time min-max normalised within its group
+        (0 in a group whose values are all equal).
     starts_range
         Range (seconds) of the case starts.
     """
 
     prior: list[FloatArray]
     span: list[FloatArray]
+    normalised: list[FloatArray]
     starts_range: float
 
 
@@ -190,6 +216,7 @@ def case_priors(
     delta: float,
     start_precision: float,
     relative_precision: float,
+    exclude_minimum: bool = False,
 ) -> CasePriors:
     """Amun's prior knowledge of every event of every case (attack h2).
 
@@ -198,23 +225,39 @@ def case_priors(
     times
         Timestamps (µs) of each case's events.
     transitions
-        DAFSA transition id of each case's events (the event's group).
+        DAFSA transition id of each case's events. A case's first event goes to the start
+        group (:data:`START_GROUP`) whatever its transition; every other event to its
+        transition's group.
     delta
         The guessing-advantage bound (for groups whose values are all equal).
     start_precision, relative_precision
         The attacker's precision (seconds) for case starts and for relative times.
+    exclude_minimum
+        The prototype's lower bound (see :func:`prior_knowledge`); amun mode never uses it.
     """
     rel, starts_range = relative_seconds(times)
-    groups = np.concatenate([np.asarray(t, dtype=np.int64) for t in transitions])
+    per_case = []
+    for t in transitions:
+        g = np.asarray(t, dtype=np.int64).copy()
+        if len(g):
+            g[0] = START_GROUP
+        per_case.append(g)
+    groups = np.concatenate(per_case)
     precision = np.concatenate(
         [np.concatenate(([start_precision], np.full(len(r) - 1, relative_precision))) for r in rel]
     )
-    table = prior_knowledge(np.concatenate(rel), groups, precision, delta=delta)
+    table = prior_knowledge(
+        np.concatenate(rel), groups, precision, delta=delta, exclude_minimum=exclude_minimum
+    )
     bounds = np.cumsum([0] + [len(r) for r in rel]).tolist()
     span = table.hi - table.lo
+    values = np.concatenate(rel)
+    safe = np.where(span > 0, span, 1.0)
+    norm = np.where(span > 0, (values - table.lo) / safe, 0.0)
     return CasePriors(
         prior=[table.prior[a:b] for a, b in itertools.pairwise(bounds)],
         span=[span[a:b] for a, b in itertools.pairwise(bounds)],
+        normalised=[norm[a:b] for a, b in itertools.pairwise(bounds)],
         starts_range=starts_range,
     )
 

@@ -2,18 +2,20 @@
 
 :func:`anonymize` turns a :class:`~procvault.monitor.amun.cases.CaseLog` into another one whose
 cases carry fresh random ids, only activities and timestamps, only variants of the input
-(requirement R1), and noisy timestamps. Two modes:
+(requirement R1), in a random order. Two modes:
 
+``Mode.STRICT`` (default)
+    (ε, δ_s)-differential privacy for adding or removing one case, ε = 2 ln((1+δ)/(1-δ)): the
+    variant counts (sensitivity 1 per case) through OpenDP's Laplace-threshold histogram; the
+    released variants filled with synthetic cases whose timestamps are sampled from two noisy
+    histograms (case starts over a public window, gaps per directly-follows edge over a public
+    grid); no real case's timestamps are released. Noise from OpenDP, every other random choice
+    (synthetic times, ids, order) from the OS CSPRNG: ``seed`` plays no part.
 ``Mode.AMUN``
     The published method (Elkoumy, Pankova, Dumas 2023), for comparison: minimal DAFSA, per-event
-    priors and ε_t from the raw log, per-transition Laplace sampling with ε_d, floating-point
-    noise from numpy, timestamp compression. Reproducible from ``seed``.
-``Mode.STRICT`` (default)
-    The same goal with the flaws fixed: a per-case budget ε = 2 ln((1+δ)/(1-δ)) split between
-    control flow and time, the variant counts (sensitivity 1 per case) released through OpenDP's
-    Laplace-threshold histogram, timestamps with OpenDP discrete Laplace scaled by each case's
-    length and copies, nothing calibrated on raw data. ``seed`` fixes the sampling choices and
-    ids; the noise is fresh on every run.
+    priors and ε_t from the raw log (all case starts as one group), per-transition Laplace
+    sampling with ε_d (Algorithm 1), floating-point noise from numpy, timestamp compression by
+    Eq. (4). Reproducible from ``seed``.
 
 See ``docs/anonymize.md`` for what each mode guarantees and what it does not.
 
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,18 +53,22 @@ from .cases import Case, CaseLog
 from .dafsa import Dafsa
 from .noise import OpenDPReleaser, Releaser
 from .priors import CasePriors, amun_event_epsilons, case_priors, high_risk_cases
-from .sampling import amun_plan, strict_plan
-from .timestamps import amun_times, strict_times
+from .sampling import amun_plan, strict_counts
+from .timestamps import amun_times, release_time_histograms, synthesize_times
 
 __all__ = ["AnonymizeSettings", "Mode", "Release", "ReleaseReport", "Strategy", "anonymize"]
 
 _US = 1_000_000
 
+#: Strict mode: the share of the timestamp budget spent on the start histogram (the rest goes to
+#: the gap histograms, whose sensitivity is a case's number of gaps).
+START_SHARE = 0.25
+
 
 class Mode(enum.StrEnum):
     """Which method to run."""
 
-    #: Per-case DP with the published method's flaws fixed (default).
+    #: Add/remove-one-case DP: thresholded variant histogram, synthetic timestamps (default).
     STRICT = "strict"
     #: The published method, reproduced for comparison.
     AMUN = "amun"
@@ -91,22 +98,32 @@ class AnonymizeSettings:
     strategy
         :class:`Strategy` (or its name); strict mode supports ``sampling`` only.
     seed
-        Seeds the sampling choices and new case ids (and, in amun mode, the noise).
+        Amun mode only: seeds its noise, its sampling choices, its new ids and its output
+        order, so that a comparison run can be repeated. Strict mode ignores it: its noise comes
+        from OpenDP and every other choice from the OS CSPRNG (tests pass a seeded
+        :class:`Releaser` instead).
     start_precision
         Seconds. Amun: the attacker's precision for case starts (paper: 1 day). Strict: the
-        distance within which two start times of a case are ε-indistinguishable.
+        narrowest bin of the released start histogram.
     relative_precision
-        Seconds. The same for the time between consecutive events (paper: 10 s).
+        Seconds. Amun: the same for the time between consecutive events (paper: 10 s).
+        Strict: the first bin of the gap grid ``0, u, 2u, 4u, ...``.
     time_share
         Strict: the share of ε spent on timestamps (the rest goes to the variant counts).
     suppression_delta
         Strict: the δ of the variant threshold (probability that a variant of one case shows).
+    window
+        Strict: ``(first, last)`` case start in µs since the epoch, public; starts are released
+        over it. ``None``: the input's first and last case start (rounded out to whole
+        ``start_precision``), which are then taken as public, as the paper's attack model does,
+        and are not protected.
     amun_net
-        Amun: how the per-transition replications and deletions become copies per variant.
-        ``"paper"``: every variant's net (replications minus deletions) is applied.
-        ``"prototype"``: as the prototype's pandas code does it: a variant only replicated or
-        only deleted is left alone, and a negative net deletes one case. The paper's Table 6
-        figures were produced by the prototype (see ``docs/anonymize.md``).
+        Amun: ``"paper"`` samples as Algorithm 1 says (transitions picked by occurrence
+        frequency; every variant's net count of replications minus deletions applied).
+        ``"prototype"``: as the prototype's code does (the least-served transition first; a
+        variant only replicated or only deleted is left alone, a negative net deletes one
+        case). The paper's Table 6 figures were produced by the prototype (see
+        ``docs/anonymize.md``).
     """
 
     delta: float
@@ -117,6 +134,7 @@ class AnonymizeSettings:
     relative_precision: float = 10.0
     time_share: float = 0.5
     suppression_delta: float = 1e-6
+    window: tuple[int, int] | None = None
     amun_net: str = "paper"
 
     def __post_init__(self) -> None:
@@ -145,6 +163,13 @@ class AnonymizeSettings:
             raise ValueError(f"amun_net must be 'paper' or 'prototype', got {self.amun_net!r}")
         if not 0.0 < self.suppression_delta < 1.0:
             raise ValueError(f"suppression_delta must be in (0, 1), got {self.suppression_delta}")
+        if self.window is not None:
+            lo, hi = self.window
+            if not (isinstance(lo, int) and isinstance(hi, int)) or hi < lo:
+                raise ValueError(
+                    f"window must be (first, last) in µs since the epoch, first <= last, "
+                    f"got {self.window!r}"
+                )
         if self.mode is Mode.STRICT and self.strategy is not Strategy.SAMPLING:
             raise ValueError(
                 f"strict mode supports strategy 'sampling' only: '{self.strategy}' is not "
@@ -163,6 +188,8 @@ class ReleaseReport:
     """What happened, for the operator (never written into the released log).
 
     In amun mode ``epsilon_time`` is the median per-event ε_t, which depends on the raw data.
+    ``window`` (µs) is the public window strict mode released starts over, and
+    ``window_from_log`` says whether it was read from the input (then not protected).
     """
 
     mode: str
@@ -180,6 +207,8 @@ class ReleaseReport:
     epsilon_time: float
     threshold: int | None
     suppression_delta: float | None
+    window: tuple[int, int] | None = None
+    window_from_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,7 +219,7 @@ class Release:
     report: ReleaseReport
 
 
-def _fresh_ids(n: int, taken: set[str], rng: np.random.Generator) -> list[str]:
+def _seeded_ids(n: int, taken: set[str], rng: np.random.Generator) -> list[str]:
     out: list[str] = []
     seen = set(taken)
     while len(out) < n:
@@ -200,6 +229,21 @@ def _fresh_ids(n: int, taken: set[str], rng: np.random.Generator) -> list[str]:
                 seen.add(cid)
                 out.append(cid)
     return out
+
+
+def _random_ids(n: int, coins: random.Random) -> list[str]:
+    """``n`` distinct 64-bit ids in hex from ``coins`` (the OS CSPRNG in the shipped path)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        cid = f"{coins.getrandbits(64):016x}"
+        if cid not in seen:
+            seen.add(cid)
+            out.append(cid)
+    return out
+
+
+_Rows = list[tuple[tuple[str, ...], tuple[int, ...]]]
 
 
 def anonymize(
@@ -218,8 +262,8 @@ def anonymize(
     settings
         Checked settings.
     releaser
-        Noise source for strict mode; default :class:`OpenDPReleaser`. Tests pass a seeded
-        stand-in. Ignored in amun mode.
+        Strict mode's source of noise and coins; default :class:`OpenDPReleaser` (OpenDP noise,
+        ``os.urandom`` coins). Tests pass a seeded stand-in. Ignored in amun mode.
     progress
         Called with the name of each stage as it starts.
 
@@ -234,19 +278,26 @@ def anonymize(
             f"the log has {len(log.cases)} case(s): a release that protects each case "
             "needs at least 2"
         )
-    rng = np.random.default_rng(settings.seed)
     step("dafsa")
     dafsa = Dafsa.build(log.variants)
     paths = [dafsa.path(v) for v in log.variants]
     if settings.mode is Mode.AMUN:
-        out_cases, report_extra = _amun(log, dafsa, paths, settings, rng, step)
+        rng = np.random.default_rng(settings.seed)
+        rows, extra = _amun(log, dafsa, paths, settings, rng, step)
+        step("ids")
+        ids = _seeded_ids(len(rows), {c.case_id for c in log.cases}, rng)
+        order = rng.permutation(len(rows)).tolist()
     else:
-        out_cases, report_extra = _strict(log, settings, releaser or OpenDPReleaser(), rng, step)
-    step("ids")
-    ids = _fresh_ids(len(out_cases), {c.case_id for c in log.cases}, rng)
-    renamed = [Case(cid, acts, times) for cid, (acts, times) in zip(ids, out_cases, strict=True)]
-    renamed.sort(key=lambda c: (c.times[0], c.case_id))
-    out = CaseLog.from_cases(renamed)
+        source = releaser or OpenDPReleaser()
+        rows, extra = _strict(log, settings, source, step)
+        step("ids")
+        coins = source.coins()
+        ids = _random_ids(len(rows), coins)
+        order = list(range(len(rows)))
+        coins.shuffle(order)
+    # Prop. A.5: shuffle all cases and give them new ids (the ids are drawn in a fresh order)
+    cases = [Case(ids[i], *rows[j]) for i, j in enumerate(order)]
+    out = CaseLog.from_cases(cases)
     report = ReleaseReport(
         mode=str(settings.mode),
         strategy=str(settings.strategy),
@@ -258,11 +309,13 @@ def anonymize(
         cases_out=len(out.cases),
         events_out=out.n_events,
         variants_out=len(out.variants),
-        cases_filtered=report_extra.cases_filtered,
-        epsilon_control_flow=report_extra.epsilon_control_flow,
-        epsilon_time=report_extra.epsilon_time,
-        threshold=report_extra.threshold,
-        suppression_delta=report_extra.suppression_delta,
+        cases_filtered=extra.cases_filtered,
+        epsilon_control_flow=extra.epsilon_control_flow,
+        epsilon_time=extra.epsilon_time,
+        threshold=extra.threshold,
+        suppression_delta=extra.suppression_delta,
+        window=extra.window,
+        window_from_log=extra.window_from_log,
     )
     return Release(out, report)
 
@@ -274,6 +327,8 @@ class _Extra:
     epsilon_time: float
     threshold: int | None
     suppression_delta: float | None
+    window: tuple[int, int] | None = None
+    window_from_log: bool = False
 
 
 def _amun(
@@ -283,11 +338,14 @@ def _amun(
     settings: AnonymizeSettings,
     rng: np.random.Generator,
     step: Callable[[str], None],
-) -> tuple[list[tuple[tuple[str, ...], tuple[int, ...]]], _Extra]:
+) -> tuple[_Rows, _Extra]:
     delta = settings.delta
     step("priors")
     cases = log.cases
     variant_of = list(log.variant_of)
+    # Eq. (4)'s original range: the input log's first and last case start (public, Sect. 3.1)
+    first_start = min(c.times[0] for c in log.cases)
+    starts_range = (max(c.times[0] for c in log.cases) - first_start) / _US
 
     def priors(selected: tuple[Case, ...], sel_variants: list[int]) -> CasePriors:
         return case_priors(
@@ -313,19 +371,25 @@ def _amun(
 
     step("sampling")
     eps_d = epsilon_worst_case(delta)
-    # re-index the variants present after filtering
-    copies = amun_plan(
+    plan = amun_plan(
         variant_of,
         paths,
         len(dafsa.transitions),
         epsilon=eps_d,
         rng=rng,
         oversampling=settings.strategy is Strategy.OVERSAMPLING,
-        prototype_net=settings.amun_net == "prototype",
+        prototype=settings.amun_net == "prototype",
     )
+    copies = plan.copies
     step("timestamps")
     times = amun_times(
-        [c.times for c in cases], eps_per_case, table.span, copies, table.starts_range, rng
+        [c.times for c in cases],
+        eps_per_case,
+        table.span,
+        copies,
+        first_start=first_start,
+        starts_range=starts_range,
+        rng=rng,
     )
     acts = [c.activities for c, k in zip(cases, copies, strict=True) for _ in range(max(k, 0))]
     extra = _Extra(
@@ -338,45 +402,70 @@ def _amun(
     return list(zip(acts, times, strict=True)), extra
 
 
+def default_window(log: CaseLog, unit: float) -> tuple[int, int]:
+    """The input's first and last case start (µs), rounded out to whole ``unit`` seconds.
+
+    >>> log = CaseLog.from_cases([Case("a", ("x",), (90_000_000_000,)),
+    ...                           Case("b", ("x",), (200_000_000_000,))])
+    >>> default_window(log, 86_400.0)
+    (86400000000, 259200000000)
+    """
+    u = max(1, math.ceil(unit))
+    first = min(c.times[0] for c in log.cases) // _US
+    last = max(c.times[0] for c in log.cases) // _US
+    lo = (first // u) * u
+    hi = max(-(-last // u) * u, lo + u)
+    return lo * _US, hi * _US
+
+
 def _strict(
     log: CaseLog,
     settings: AnonymizeSettings,
     releaser: Releaser,
-    rng: np.random.Generator,
     step: Callable[[str], None],
-) -> tuple[list[tuple[tuple[str, ...], tuple[int, ...]]], _Extra]:
+) -> tuple[_Rows, _Extra]:
     eps = settings.epsilon
     eps_time = eps * settings.time_share
     eps_cf = eps - eps_time
     step("calibration")
-    if isinstance(releaser, OpenDPReleaser):
-        threshold = releaser.threshold_for(epsilon=eps_cf, delta=settings.suppression_delta)
-    else:
-        threshold = OpenDPReleaser().threshold_for(epsilon=eps_cf, delta=settings.suppression_delta)
+    prover = releaser if isinstance(releaser, OpenDPReleaser) else OpenDPReleaser()
+    threshold = prover.threshold_for(epsilon=eps_cf, delta=settings.suppression_delta)
     step("sampling")
-    copies, _ = strict_plan(
-        log.variants,
-        log.variant_of,
-        releaser=releaser,
-        scale=1.0 / eps_cf,
-        threshold=threshold,
-        rng=rng,
+    counts = strict_counts(
+        log.variants, log.variant_of, releaser=releaser, scale=1.0 / eps_cf, threshold=threshold
     )
     step("timestamps")
-    times = strict_times(
-        [c.times for c in log.cases],
-        copies,
-        releaser,
-        epsilon=eps_time,
-        start_unit=settings.start_precision,
-        gap_unit=settings.relative_precision,
+    from_log = settings.window is None
+    window = (
+        settings.window
+        if settings.window is not None
+        else default_window(log, settings.start_precision)
     )
-    acts = [c.activities for c, k in zip(log.cases, copies, strict=True) for _ in range(k)]
+    rows: _Rows = []
+    if counts:
+        released = [log.variants[v] for v in sorted(counts)]
+        hist = release_time_histograms(
+            [(c.activities, c.times) for c in log.cases],
+            set(released),
+            releaser=releaser,
+            window=(window[0] // _US, window[1] // _US),
+            start_unit=settings.start_precision,
+            gap_unit=settings.relative_precision,
+            epsilon_start=eps_time * START_SHARE,
+            epsilon_gap=eps_time * (1 - START_SHARE),
+            n_released=sum(counts.values()),
+        )
+        coins = releaser.coins()
+        for v in sorted(counts):
+            acts = log.variants[v]
+            rows.extend((acts, synthesize_times(hist, acts, coins)) for _ in range(counts[v]))
     extra = _Extra(
         cases_filtered=0,
         epsilon_control_flow=eps_cf,
         epsilon_time=eps_time,
         threshold=threshold,
         suppression_delta=settings.suppression_delta,
+        window=window,
+        window_from_log=from_log,
     )
-    return list(zip(acts, times, strict=True)), extra
+    return rows, extra

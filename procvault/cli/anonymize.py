@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from procvault.cli.options import positive as _positive
 from procvault.monitor.errors import ConfigError, InputError
 
 __all__ = ["cmd_anonymize", "cmd_compare", "register"]
+
+_MICRO = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _STAGES = {
     "read": "reading the log",
@@ -40,6 +44,29 @@ def _fraction(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
+
+
+def _instant(text: str) -> int:
+    ts = datetime.fromisoformat(text.strip())
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - _EPOCH) // _MICRO
+
+
+def _window(text: str) -> tuple[int, int]:
+    """``FROM,TO`` (ISO 8601 dates or times, UTC unless an offset is given) as µs."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo, hi = _instant(parts[0]), _instant(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected FROM,TO as ISO 8601 dates or times, got {text!r}"
+        ) from None
+    if hi < lo:
+        raise argparse.ArgumentTypeError(f"the window ends before it starts: {text!r}")
+    return lo, hi
 
 
 def register(sub: Any) -> None:
@@ -65,7 +92,9 @@ def register(sub: Any) -> None:
         "--mode",
         choices=("strict", "amun"),
         default="strict",
-        help="'strict': per-case DP, OpenDP noise; 'amun': the published method, for comparison",
+        help="'strict': DP for adding or removing any one case (thresholded variant counts, "
+        "timestamps synthesized from noisy histograms); 'amun': the published method, for "
+        "comparison",
     )
     _add(
         p,
@@ -79,32 +108,36 @@ def register(sub: Any) -> None:
         "--seed",
         type=int,
         default=0,
-        help="seeds sampling and case ids (amun mode: also the noise; strict noise is never "
-        "seeded)",
+        help="amun mode only (comparison runs): seeds its noise, sampling, case ids and order; "
+        "strict mode ignores it: its noise comes from OpenDP and its other random choices from "
+        "the OS CSPRNG, so no two strict runs are alike",
     )
     _add(
         p,
         "--start-precision",
         type=_positive(float),
         default=86_400.0,
-        help="seconds: precision of an attacker guessing a case start",
+        help="seconds: amun: precision of an attacker guessing a case start; strict: the "
+        "narrowest bin of the released start histogram",
     )
     _add(
         p,
         "--relative-precision",
         type=_positive(float),
         default=10.0,
-        help="seconds: precision of an attacker guessing the time between two events",
+        help="seconds: amun: precision of an attacker guessing the time between two events; "
+        "strict: the first bin of the released gap histograms (bins double from there)",
     )
     _add(
         p,
         "--amun-net",
         choices=("paper", "prototype"),
         default="paper",
-        help="amun: turn the per-transition replications/deletions into copies per variant as "
-        "the paper describes ('paper': the whole net) or as the prototype's code does "
-        "('prototype': variants only replicated or only deleted are left alone, a negative "
-        "net deletes one case); the paper's Table 6 figures come from the prototype",
+        help="amun: sample as Algorithm 1 of the paper says ('paper': transitions picked by "
+        "frequency, the whole net per variant applied) or as the prototype's code does "
+        "('prototype': the least-served transition first; variants only replicated or only "
+        "deleted are left alone, a negative net deletes one case); the paper's Table 6 figures "
+        "come from the prototype",
     )
     _add(
         p,
@@ -112,6 +145,15 @@ def register(sub: Any) -> None:
         type=_fraction,
         default=0.5,
         help="strict: share of the per-case epsilon spent on timestamps",
+    )
+    _add(
+        p,
+        "--window",
+        type=_window,
+        metavar="FROM,TO",
+        help="strict: the public range of case starts (ISO 8601, UTC unless an offset is "
+        "given); default: the log's first and last case start, which are then assumed public "
+        "(as the paper does) and are not protected",
     )
     _add(
         p,
@@ -204,6 +246,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             relative_precision=args.relative_precision,
             time_share=args.time_share,
             suppression_delta=args.suppression_delta,
+            window=args.window,
             amun_net=args.amun_net,
         )
     except (TypeError, ValueError) as exc:
@@ -230,9 +273,20 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         print(
             f"  per-case epsilon {settings.epsilon:.4f} = {r.epsilon_control_flow:.4f} "
             f"(variants, threshold {r.threshold}, delta {r.suppression_delta:g}) + "
-            f"{r.epsilon_time:.4f} (timestamps)",
+            f"{r.epsilon_time:.4f} (timestamps, synthesized from noisy histograms)",
             file=sys.stderr,
         )
+        if r.window is not None:
+            lo, hi = (_EPOCH + w * _MICRO for w in r.window)
+            source = (
+                "read from the log: assumed public, not protected (pass --window)"
+                if r.window_from_log
+                else "given"
+            )
+            print(
+                f"  start window {lo.isoformat()} .. {hi.isoformat()} ({source})",
+                file=sys.stderr,
+            )
     else:
         print(
             f"  amun: epsilon_d {r.epsilon_control_flow:.4f} per DAFSA transition, median "

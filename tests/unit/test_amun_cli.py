@@ -134,3 +134,29 @@ def test_progress_bar_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "done" in err
     assert _run(*argv, "--progress", "off") == 0
     assert "anonymize amun_table1.xes" not in capsys.readouterr().err
+
+
+def test_strict_window_is_reported_given_or_read_from_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "o.xes")
+    assert _run("anonymize", str(RUNNING_EXAMPLE), "-o", out) == 0
+    err = capsys.readouterr().err
+    assert "start window 2020-08-08T00:00:00+00:00 .. 2020-08-12T00:00:00+00:00" in err
+    assert "read from the log: assumed public, not protected (pass --window)" in err
+    argv = ["anonymize", str(RUNNING_EXAMPLE), "-o", out, "--window", "2020-08-01,2020-09-01"]
+    assert _run(*argv) == 0
+    err = capsys.readouterr().err
+    assert "start window 2020-08-01T00:00:00+00:00 .. 2020-09-01T00:00:00+00:00 (given)" in err
+    for bad in ("2020-08-01", "2020-09-01,2020-08-01", "yesterday,today"):
+        with pytest.raises(SystemExit):
+            _run("anonymize", str(RUNNING_EXAMPLE), "-o", out, "--window", bad)
+        assert "--window" in capsys.readouterr().err
+
+
+def test_help_says_the_seed_is_for_amun_mode_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _run("anonymize", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "amun mode only (comparison runs): seeds its noise, sampling, case ids and order" in text
+    assert "strict mode ignores it" in text

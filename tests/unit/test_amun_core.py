@@ -29,41 +29,44 @@ from procvault.monitor.amun.priors import (
     relative_seconds,
 )
 from procvault.monitor.amun.sampling import amun_plan
-from procvault.monitor.amun.timestamps import strict_times
+from procvault.monitor.amun.timestamps import release_time_histograms, synthesize_times
 from procvault.monitor.event import Event
 
 A, B, C, D, E = "A", "B", "C", "D", "E"
 R = "R"  # an activity the running example does not have
 
-# The running example (tests/fixtures/amun_table1.xes): six cases, four variants.
+# The running example (tests/fixtures/amun_table1.xes, the paper's Table 1): six cases, four
+# variants.
 #   1: A B C      2: D A E C      3: A B C      4: D A B C      5: A E C      6: A B C
 # Relative times (seconds): a case's first event counts from the earliest case start (case 1),
 # every other event from the previous event of its case.
-START = {"1": 0, "2": 6_420, "3": 97_800, "4": 103_200, "5": 109_200, "6": 283_200}
+START = {"1": 0, "2": 8_220, "3": 97_800, "4": 103_200, "5": 111_900, "6": 283_200}
 GAPS = {
     "1": [1_800, 19_500],
-    "2": [5_400, 1_800, 18_000],
+    "2": [7_200, 1_800, 19_440],
     "3": [1_500, 25_200],
-    "4": [7_200, 2_400, 21_900],
-    "5": [4_500, 108_000],
+    "4": [7_200, 2_400, 19_500],
+    "5": [1_800, 108_000],
     "6": [1_620, 22_680],
 }
 # The minimal DAFSA, derived by hand: the histories "A" and "D A" have the same future
 # ({B C, E C}), and every history ending before the final C has the future {C}, so
 #   s0 -A-> s1, s0 -D-> s2, s2 -A-> s1, s1 -B-> s3, s1 -E-> s3, s3 -C-> s4 (final).
 DAFSA_EDGES = [(0, A, 1), (0, D, 2), (1, B, 3), (1, E, 3), (2, A, 1), (3, C, 4)]
-# Prior p_k of every event (1 day precision on starts, 10 s on relative times), by hand:
-#   (s0,A,s1) starts {0, 97800, 109200, 283200}: 0 and 283200 alone within a day (1/4), 97800
-#   and 109200 together (1/2); (s0,D,s2) starts {6420, 103200}: alone (1/2 of a pair);
-#   (s2,A,s1) gaps {5400, 7200}, (s1,E,s3) {1800, 4500}: 1/2; (s1,B,s3) {1800, 1500, 2400,
-#   1620}: all further apart than 10 s, 1/4; (s3,C,s4) six distinct gaps, 1/6.
+# Prior p_k of every event at delta 0.2 (1 day precision on starts, 10 s on relative times), by
+# hand. Every case start is in one group (Sect. 3.5.1): {0, 8220, 97800, 103200, 111900,
+# 283200}; within a day of 0 and of 8220 lie two starts (1/3), of the three on the 9th three
+# (1/2), of 283200 only itself (1/6). (s2,A,s1) gaps {7200, 7200} and (s1,E,s3) {1800, 1800} are
+# constant: the worst-case prior (1 - 0.2)/2 = 0.4. (s1,B,s3) {1800, 1500, 2400, 1620}: all
+# further apart than 10 s, 1/4. (s3,C,s4) {19500, 19440, 25200, 19500, 108000, 22680}: cases 1
+# and 4 share 19500 (1/3), the others are alone (1/6).
 PRIORS = {
-    "1": [1 / 4, 1 / 4, 1 / 6],
-    "2": [1 / 2, 1 / 2, 1 / 2, 1 / 6],
+    "1": [1 / 3, 1 / 4, 1 / 3],
+    "2": [1 / 3, 0.4, 0.4, 1 / 6],
     "3": [1 / 2, 1 / 4, 1 / 6],
-    "4": [1 / 2, 1 / 2, 1 / 4, 1 / 6],
-    "5": [1 / 2, 1 / 2, 1 / 6],
-    "6": [1 / 4, 1 / 4, 1 / 6],
+    "4": [1 / 2, 0.4, 1 / 4, 1 / 3],
+    "5": [1 / 2, 0.4, 1 / 6],
+    "6": [1 / 6, 1 / 4, 1 / 6],
 }
 
 
@@ -131,7 +134,7 @@ def test_running_example_priors_and_event_epsilons() -> None:
     # Eq. (3) per event, r = 1 on the min-max normalised range
     eps = amun_event_epsilons(np.array(PRIORS["4"]), 0.2)
     assert eps.tolist() == pytest.approx([epsilon_for_prior(0.2, p) for p in PRIORS["4"]])
-    assert eps.round(4).tolist() == [0.8473, 0.8473, 0.8979, 1.0629]
+    assert eps.round(4).tolist() == [0.8473, 0.8109, 0.8979, 0.8267]
 
 
 @pytest.mark.parametrize(
@@ -139,8 +142,9 @@ def test_running_example_priors_and_event_epsilons() -> None:
     [
         (0.2, set()),  # highest prior 1/2: 1/2 + 0.2 < 1
         (0.4, set()),
-        (0.5, {"2", "3", "4", "5"}),  # every case with an event of prior 1/2
-        (0.6, {"2", "3", "4", "5"}),
+        (0.5, {"3", "4", "5"}),  # every case with an event of prior 1/2 (their starts)
+        (0.6, {"3", "4", "5"}),
+        (0.7, {"1", "2", "3", "4", "5"}),  # 1/3 + 0.7 >= 1; case 6's highest prior is 1/4
         # every case has an event with p_k >= 1/4: the prototype then drops only p_k = 1 cases
         (0.75, set()),
     ],
@@ -151,10 +155,7 @@ def test_running_example_case_filtering(delta: float, dropped: set[str]) -> None
     assert {c.case_id for c, r in zip(log.cases, risky, strict=True) if r} == dropped
     out = anonymize(log, AnonymizeSettings(delta=delta, mode="amun", strategy="filtering", seed=1))
     assert out.report.cases_filtered == len(dropped)
-    kept = {log.variants[v] for c, v in zip(log.cases, log.variant_of, strict=True)}
-    if dropped:
-        kept = {c.activities for c in log.cases if c.case_id not in dropped}
-        assert kept == {(A, B, C)}  # cases 1 and 6 remain
+    kept = {c.activities for c in log.cases if c.case_id not in dropped}
     assert set(out.log.variants) <= kept
 
 
@@ -238,16 +239,33 @@ def test_strict_threshold_is_proved_by_opendp() -> None:
     assert out.log.cases == ()
 
 
-def test_strict_time_noise_scales_with_case_length_and_copies() -> None:
+def test_strict_time_histograms_scale_with_the_longest_released_variant() -> None:
     rel = SeededReleaser(0)
-    times = [(0, 10_000_000, 20_000_000), (0, 5_000_000)]
-    out = strict_times(times, [2, 1], rel, epsilon=0.5, start_unit=100.0, gap_unit=10.0)
-    assert len(out) == 3  # two copies of the first case, one of the second
-    scales = sorted({round(s, 6) for _, s, _ in rel.calls})
-    # case 1: 3 events x 2 copies / 0.5 = 12; case 2: 2 x 1 / 0.5 = 4
-    assert scales == [40.0, 120.0, 400.0, 1200.0]
-    for row in out:
-        assert list(row) == sorted(row)  # gaps never negative: order within a case is kept
+    t0 = 1_700_000_000
+    cases = [
+        ((A, B, C), (t0 * 1_000_000, (t0 + 60) * 1_000_000, (t0 + 660) * 1_000_000)),
+        ((A, C), (t0 * 1_000_000, (t0 + 30) * 1_000_000)),
+        ((D, E, A, B, C), tuple((t0 + 10 * i) * 1_000_000 for i in range(5))),  # not released
+    ]
+    hist = release_time_histograms(
+        cases,
+        {(A, B, C), (A, C)},
+        releaser=rel,
+        window=(t0, t0 + 86_400),
+        start_unit=86_400.0,
+        gap_unit=10.0,
+        epsilon_start=0.25,
+        epsilon_gap=0.5,
+    )
+    # starts: one count per case, scale 1/0.25; gaps: the longest released variant has 2 gaps,
+    # so one case moves the gap histograms by 2 in L1: scale 2/0.5
+    assert [(kind, scale) for kind, scale, _ in rel.calls] == [("vector", 4.0), ("vector", 4.0)]
+    assert hist.start_scale == 4.0 and hist.gap_scale == 4.0
+    assert set(hist.gap_counts) == {(A, B), (B, C), (A, C)}  # edges of released variants only
+    assert rel.calls[1][2] == 3 * (len(hist.gap_edges) - 1)
+    times = synthesize_times(hist, (A, B, C), rel.coins())
+    assert len(times) == 3 and list(times) == sorted(times)
+    assert all(t % 1_000_000 == 0 for t in times)  # whole seconds
 
 
 def test_strict_release_with_opendp_on_a_log_with_frequent_variants() -> None:
@@ -291,8 +309,8 @@ def test_amun_net_paper_applies_the_whole_net_prototype_at_most_one_deletion() -
                 len(dafsa.transitions),
                 epsilon=0.1,
                 rng=np.random.default_rng(seed),
-                prototype_net=proto,
-            )
+                prototype=proto,
+            ).copies
             zero = [v for c, v in zip(copies, variant_of, strict=True) if c == 0]
             lost = [zero.count(k) for k in range(3)]
             most_lost[proto] = max(most_lost[proto], *lost)

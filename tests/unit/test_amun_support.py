@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from procvault.generators.xes import read_xes
 from procvault.monitor.amun import CaseLog
 
-#: The paper's 6-case running example, as the authors publish it with Amun (activities A to E).
+#: The paper's 6-case running example: its Table 1, cell by cell (activities A to E).
 RUNNING_EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "amun_table1.xes"
 
 
@@ -21,18 +22,23 @@ def running_example() -> CaseLog:
 
 
 class SeededReleaser:
-    """Discrete Laplace from a seeded numpy generator: reproducible, for tests only.
+    """Discrete Laplace and coins from seeded generators: reproducible, for tests only.
 
-    (Strict mode ships with OpenDP; a seeded source would let the seed holder remove the noise.)
+    (Strict mode ships with OpenDP and the OS CSPRNG; a seeded source would let the seed holder
+    remove the noise and re-derive the ids.)
     """
 
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
+        self._coins = random.Random(seed)
         self.calls: list[tuple[str, float, int]] = []
 
+    def coins(self) -> random.Random:
+        return self._coins
+
     def _draw(self, n: int, scale: float) -> list[int]:
-        if scale == 0:
-            return [0] * n
+        if not scale > 0:
+            raise ValueError(f"noise scale must be a positive finite number, got {scale}")
         p = 1.0 - math.exp(-1.0 / scale)
         a = self.rng.geometric(p, size=n) - self.rng.geometric(p, size=n)
         return [int(x) for x in a]

@@ -18,4 +18,5 @@ def import_pm4py() -> ModuleType:
         warnings.simplefilter("ignore")
         import pm4py
 
-    return pm4py
+    module: ModuleType = pm4py
+    return module

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from procvault.monitor.event import Event
@@ -86,3 +86,27 @@ async def run_to_sink(
     stats.cases = len(cases)
     stats.per_destination = dict(sink.counts)
     return stats
+
+
+def first_events(events: Iterable[Event], n: int) -> Iterator[Event]:
+    """The first ``n`` activity events of ``events`` (and, with markers, the markers of their
+    cases; placeholders and markers of other cases are left out).
+
+    >>> from datetime import datetime, UTC
+    >>> t = datetime(2024, 1, 1, tzinfo=UTC)
+    >>> evs = [Event.create("a", "A", t), Event.create("b", "A", t), Event.case_end("a", t)]
+    >>> [(e.case_id, e.kind.name) for e in first_events(evs, 1)]
+    [('a', 'ACTIVITY'), ('a', 'CASE_END')]
+    """
+    seen: set[str] = set()
+    count = 0
+    for ev in events:
+        if ev.kind:
+            if ev.case_id in seen:
+                yield ev
+            continue
+        if count >= n:
+            continue
+        count += 1
+        seen.add(ev.case_id)
+        yield ev

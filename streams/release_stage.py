@@ -293,21 +293,21 @@ class ReleaseStage:
         except RejectedRecord as exc:
             engine.reject(r.offset)
             self._problem(
+                exc.reason,
                 f"a partial at offset {r.offset} was refused ({exc.reason}): not sealed by this "
                 "vault for this DP plan; is the vault running the same --dp-policy, --model "
-                "and --rules?"
+                "and --rules? (further refusals are counted, not logged)",
             )
             return
         except ValueError as exc:
             engine.reject(r.offset)
-            self._problem(f"a partial at offset {r.offset} was refused: {exc}")
+            self._problem(str(exc)[:40], f"a partial at offset {r.offset} was refused: {exc}")
             return
         for pane, sent in partials.sent_us:
             if sent > self._sent.get(pane, 0):
                 self._sent[pane] = sent
 
-    def _problem(self, message: str) -> None:
-        kind = message.split(":", 1)[0]
+    def _problem(self, kind: str, message: str) -> None:
         if self.metrics is not None:
             self.metrics.partial_rejected()
         if kind not in self._problems:

@@ -326,6 +326,7 @@ def init_keyring(directory: Path, orgs: Iterable[str]) -> None:
         )
         keys.save(directory / f"org-{name}.json")
         publics[name] = keys.alerts_public
-        signers[name] = keys.signing.public_key().public_bytes(_RAW, _RAW_PUB)  # type: ignore[union-attr]
-        senders[name] = keys.sender_public  # type: ignore[assignment]
+        assert keys.signing is not None and keys.sender is not None
+        signers[name] = keys.signing.public_key().public_bytes(_RAW, _RAW_PUB)
+        senders[name] = keys.sender.public_key().public_bytes(_RAW, _RAW_PUB)
     Registry(publics, signers, senders).save(directory / "registry.json")

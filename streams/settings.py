@@ -95,7 +95,8 @@ def declared(cls: type) -> list[OptionSpec]:
         if opt is None:
             continue
         default: Any = f.default
-        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
+        factory: Any = f.default_factory
+        if default is dataclasses.MISSING and factory is not dataclasses.MISSING:
+            default = factory()
         out.append(OptionSpec(f.name, opt, default, f.type))
     return out

@@ -329,9 +329,10 @@ class VaultWorker:
         read: dict[str, int] = {}
         for tp, recs in records.items():
             org = self._topic_org.get(tp.topic)
-            eng = self.engines.get(tp.partition)
-            if org is None or eng is None or not recs:
+            found = self.engines.get(tp.partition)
+            if org is None or found is None or not recs:
                 continue
+            eng = found
             read[org] = read.get(org, 0) + len(recs)
             self.stats.records += len(recs)
             for r in recs:

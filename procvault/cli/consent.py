@@ -78,10 +78,11 @@ def _when(text: str, flag: str) -> datetime:
     return ts.astimezone(UTC)
 
 
-def build_revocation(args: argparse.Namespace) -> tuple[Any, bytes | None, Any]:
-    """``(revocation, Kafka key or None for every partition, org keys)`` from the arguments."""
+def build_revocation(args: argparse.Namespace) -> tuple[Any, int | None, Any]:
+    """``(revocation, the case's partition or None for every partition, org keys)`` from the
+    arguments."""
     from procvault.monitor.errors import ConfigError
-    from procvault.streams.envelope import case_pseudonym
+    from procvault.streams.frames import placement
     from procvault.streams.revocation import Revocation
     from procvault.streams.secrets import OrgKeys
 
@@ -102,13 +103,14 @@ def build_revocation(args: argparse.Namespace) -> tuple[Any, bytes | None, Any]:
         engine = PolicyEngine.from_file(args.policy)
         policy_id = engine.policy.id
     now = datetime.now(UTC)
-    key: bytes | None = None
+    partition: int | None = None
     if args.case is not None:
         case = engine.pseudonym_case(args.case) if engine is not None else args.case
         rev = Revocation.for_case(
             args.org, case, policy=policy_id, issued_at=now, reason=args.reason
         )
-        key = case_pseudonym(org_keys.pseudonym_key, args.case)  # the agent's Kafka key
+        # the partition the agents place the case on (from the id as they read it)
+        partition = placement(org_keys.placement_key, args.case, args.partitions)
     elif args.resource is not None:
         res = engine.pseudonym_resource(args.resource) if engine is not None else args.resource
         rev = Revocation.for_resource(
@@ -127,7 +129,7 @@ def build_revocation(args: argparse.Namespace) -> tuple[Any, bytes | None, Any]:
         )
     if args.time_to is not None and args.time_from is None:
         raise ConfigError("--to goes with --from")
-    return rev, key, org_keys
+    return rev, partition, org_keys
 
 
 async def publish_revocation(
@@ -137,10 +139,10 @@ async def publish_revocation(
     vault_keys: Any,
     org_keys: Any,
     wire: bytes,
-    key: bytes | None,
+    partition: int | None,
 ) -> None:
-    """Seal ``wire`` in a ``REVOKE`` frame and publish it to ``key``'s partition (or to
-    every partition)."""
+    """Seal ``wire`` in a ``REVOKE`` frame and publish it to ``partition`` (or to every
+    partition), without a record key."""
     from aiokafka import AIOKafkaProducer
 
     from procvault.monitor.errors import KafkaSetupError
@@ -150,7 +152,9 @@ async def publish_revocation(
 
     topic = topics.events(org_keys.org)
     await ensure_topics(bootstrap, [topic], partitions=partitions)
-    session = ProducerSession(vault_keys, org=org_keys.org, producer="revoke")
+    if org_keys.sender is None:
+        raise KafkaSetupError(f"the key file of {org_keys.org} has no sender key")
+    session = ProducerSession(vault_keys, org_keys.sender, org=org_keys.org, producer="revoke")
     frame = encode_frame(REVOKE, 0, time.time_ns() // 1000, wire)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     try:
@@ -158,11 +162,9 @@ async def publish_revocation(
     except Exception as exc:
         raise KafkaSetupError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     try:
-        if key is not None:
-            await producer.send_and_wait(topic, session.seal(frame, topic=topic), key=key)
-        else:
-            for p in range(partitions):
-                await producer.send_and_wait(topic, session.seal(frame, topic=topic), partition=p)
+        for p in [partition] if partition is not None else range(partitions):
+            record = session.seal(frame, topic=topic, partition=p)
+            await producer.send_and_wait(topic, record, partition=p)
     finally:
         await producer.stop()
 
@@ -175,7 +177,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from procvault.streams.provisioning import attest_vault
     from procvault.streams.revocation import sign_revocation
 
-    rev, key, org_keys = build_revocation(args)
+    rev, partition, org_keys = build_revocation(args)
     wire = sign_revocation(rev, org_keys.signing)
     topics = Topics(args.topic_prefix)
     bootstrap = kafka_address(args.kafka)
@@ -186,14 +188,14 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             bootstrap, topics, verifier, timeout=args.attestation_timeout
         )
         await publish_revocation(
-            bootstrap, topics, args.partitions, vault_keys, org_keys, wire, key
+            bootstrap, topics, args.partitions, vault_keys, org_keys, wire, partition
         )
 
     asyncio.run(main())
     print(json.dumps(rev.to_dict()))
     print(
         f"procvault revoke: revocation {rev.id} sent "
-        f"({'one partition' if key is not None else f'{args.partitions} partitions'})",
+        f"({'one partition' if partition is not None else f'{args.partitions} partitions'})",
         file=sys.stderr,
     )
     return 0

@@ -126,7 +126,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         if net is not None or compliance is not None
         else None
     )
-    results = []
+    results: list[Any] = []
     deviations = 0
     alerts = 0
     lat = [0] * len(events)

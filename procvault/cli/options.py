@@ -23,7 +23,7 @@ def env_name(dest: str) -> str:
     return "PROCVAULT_" + dest.upper()
 
 
-def add_option(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
+def add_option(parser: argparse._ActionsContainer, *flags: str, **kwargs: Any) -> None:
     """``add_argument`` whose default may come from ``PROCVAULT_<DEST>`` (shown in ``--help``)."""
     dest = kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
     env = env_name(dest)

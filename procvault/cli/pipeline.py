@@ -120,6 +120,13 @@ def register(sub: Any) -> None:
     _add(p, "--dp-policy", metavar="FILE", help="DP release policy: send pane partials")
     _add(
         p,
+        "--results-policy",
+        metavar="FILE",
+        help="what each organization receives (policies/consortium/*.yaml; default: its own "
+        "deviations and the verdicts of the cases it took part in)",
+    )
+    _add(
+        p,
         "--complete-on-final-marking",
         action="store_true",
         help="complete a case when it reaches the final marking",
@@ -390,6 +397,11 @@ def cmd_vault(args: argparse.Namespace) -> int:
         from procvault.reports.recorder import RunRecorder
 
         recorder = RunRecorder(args.run_dir, args.worker_id)
+    results = None
+    if args.results_policy:
+        from procvault.config.consortium import load_results_policy
+
+        results = load_results_policy(args.results_policy)
     worker = VaultWorker(
         WorkerSettings(
             bootstrap,
@@ -407,6 +419,7 @@ def cmd_vault(args: argparse.Namespace) -> int:
         make_vault,
         make_accumulator=make_acc,
         plan=plan,
+        results=results,
         metrics=metrics,
         recorder=recorder,
     )
@@ -518,6 +531,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         return cmd_agent_control(args)
     from procvault.cli.options import fail_usage as _fail_usage
     from procvault.generators.pacing import parse_pacing
+    from procvault.generators.run import first_events
     from procvault.generators.split import ActivityMapping, CaseHash, assign
     from procvault.generators.xes import read_xes
     from procvault.monitor.errors import ConfigError
@@ -553,7 +567,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         orgs = [o.strip() for o in args.split_hash.split(",") if o.strip()]
         events = assign(log.replay(**replay), CaseHash(orgs))
     if args.limit:
-        events = _first(events, args.limit)
+        events = first_events(events, args.limit)
     share = ordered_share(events, args.org)
     pacing = parse_pacing(rate=args.rate, speed=args.speed)
     if log.events:
@@ -632,19 +646,3 @@ def cmd_agent(args: argparse.Namespace) -> int:
             server.close()
     print(json.dumps({"org": args.org, **stats.as_dict()}), file=sys.stderr)
     return 0
-
-
-def _first(events: Any, n: int) -> Any:
-    """The first ``n`` activity events (and, with markers, the markers of their cases)."""
-    seen: set[str] = set()
-    count = 0
-    for ev in events:
-        if ev.kind:
-            if ev.case_id in seen:
-                yield ev
-            continue
-        if count >= n:
-            continue
-        count += 1
-        seen.add(ev.case_id)
-        yield ev

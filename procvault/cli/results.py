@@ -281,6 +281,7 @@ class ResultsReader:
         self.epochs: dict[int, VaultPublicKeys] = {}
         self._conflicting: set[int] = set()
         self._seen: dict[tuple[str, bytes], bytes] = {}
+        self._batches: set[tuple[int, int, int]] = set()
         self._refusals: Counter[str] = Counter()
 
     # -- keys ------------------------------------------------------------------------------
@@ -371,30 +372,38 @@ class ResultsReader:
 
     def add_alert(self, partition: int, offset: int, value: bytes) -> bool:
         """Open and show one of the organization's alerts; False if it was rejected."""
+        from procvault.monitor.errors import CodecError
+        from procvault.monitor.findings import decode_batch, finding_to_dict
         from procvault.streams.envelope import RejectedRecord
         from procvault.streams.frames import open_result
 
         topic = self.topics.alerts(self.org_keys.org)
         try:
             plain = open_result(self.org_keys.alerts, value, topic=topic, keys=self.epochs)
+            batch = decode_batch(plain)
         except RejectedRecord as exc:
             self._reject(topic, partition, offset, exc.reason)
             return False
-        self.stats.shown["alert"] += 1
-        try:
-            alert: Any = json.loads(plain)
-        except ValueError:
-            alert = plain.decode(errors="replace")
-        if self.view is not None and self.view.show:
-            text = alert if isinstance(alert, str) else json.dumps(alert, ensure_ascii=False)
-            self.view.note(f"alert [{self.org_keys.org}] {text}")
-        elif self.json_lines:
-            self._write_json(
-                {"topic": topic, "offset": offset, "org": self.org_keys.org, "alert": alert}
-            )
-        else:
-            text = alert if isinstance(alert, str) else json.dumps(alert, ensure_ascii=False)
-            self._write_text(f"alert [{self.org_keys.org}] {text}")
+        except CodecError:
+            self._reject(topic, partition, offset, "malformed")
+            return False
+        ident = (batch.partition, batch.commit, batch.chunk)
+        if ident in self._batches:
+            self.stats.republished += 1  # a replayed record: shown once
+            return True
+        self._batches.add(ident)
+        for finding in batch.items:
+            self.stats.shown["alert"] += 1
+            item = finding_to_dict(finding)
+            text = json.dumps(item, ensure_ascii=False, default=str)
+            if self.view is not None and self.view.show:
+                self.view.note(f"{item['type']} [{self.org_keys.org}] {text}")
+            elif self.json_lines:
+                self._write_json(
+                    {"topic": topic, "offset": offset, "org": self.org_keys.org, "alert": item}
+                )
+            else:
+                self._write_text(f"{item['type']} [{self.org_keys.org}] {text}")
         return True
 
     def _write_json(self, obj: Any) -> None:
@@ -510,11 +519,12 @@ class ResultsReader:
 
     async def _handle(self, consumer: Any, key_tps: list[Any], topic: str, rec: Any) -> None:
         is_alert = topic != self.topics.aggregates
-        add = (
-            (lambda: self.add_alert(rec.partition, rec.offset, rec.value))
-            if is_alert
-            else (lambda: self.add_aggregate(rec.partition, rec.offset, rec.key, rec.value))
-        )
+
+        def add() -> bool:
+            if is_alert:
+                return self.add_alert(rec.partition, rec.offset, rec.value)
+            return self.add_aggregate(rec.partition, rec.offset, rec.key, rec.value)
+
         if rec.value is None:
             self._reject(topic, rec.partition, rec.offset, "malformed")
             return
@@ -727,7 +737,7 @@ def _entries(stat: StatisticRelease) -> str:
 
 
 def _when(ts: Any) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M:%S")
+    return str(ts.strftime("%Y-%m-%d %H:%M:%S"))
 
 
 def render_record(record: Record) -> str:

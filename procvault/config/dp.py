@@ -19,16 +19,14 @@ procvault.monitor.errors.ConfigError: demo.yaml: budget: give epsilon or advanta
 from __future__ import annotations
 
 import difflib
-import math
 import os
-import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
+from procvault.config.yamlfile import load_yaml_file
+from procvault.monitor.durations import parse_duration
 from procvault.monitor.errors import ConfigError
 from procvault.monitor.privacy.budget import Budget, epsilon_from_advantage
 from procvault.monitor.privacy.settings import (
@@ -42,16 +40,6 @@ from procvault.monitor.privacy.settings import (
 __all__ = ["load_dp_policy", "parse_dp_policy", "parse_duration"]
 
 _VERSION: Final = 1
-_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
-_UNITS: Final = {
-    "us": timedelta(microseconds=1),
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-    "d": timedelta(days=1),
-    "w": timedelta(weeks=1),
-}
 _TOP: Final = (
     "version",
     "budget",
@@ -68,64 +56,10 @@ class _Problem(Exception):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice in one mapping."""
-
-
-def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in out:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice", key_node.start_mark
-            )
-        out[key] = loader.construct_object(value_node, deep=True)
-    return out
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
-def parse_duration(value: object, where: str = "") -> timedelta:
-    """A duration such as ``"90s"``, ``"5m"``, ``"1h"`` or ``"1d"`` (a number alone: seconds).
-
-    >>> parse_duration("1.5h")
-    datetime.timedelta(seconds=5400)
-    >>> parse_duration("soon", "panes.length")
-    Traceback (most recent call last):
-    ...
-    ValueError: panes.length: 'soon' is not a duration (write e.g. 500ms, 30s, 5m, 1h, 1d, 1w)
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: {value!r} is not a duration")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: {value!r} is not a duration")
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value)) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(
-            f"{where}: {value!r} is not a duration (write e.g. 500ms, 30s, 5m, 1h, 1d, 1w)"
-        )
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
 def load_dp_policy(path: str | os.PathLike[str]) -> PrivacySettings:
     """Read and check a DP policy file; :class:`ConfigError` names the file and the key."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the DP policy ({exc.strerror})") from None
-    try:
-        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{file.name}{line}: not valid YAML: {problem}") from None
+    doc = load_yaml_file(file, "DP policy")
     return parse_dp_policy(doc, source=file.name)
 
 
@@ -161,6 +95,27 @@ def _integer(value: object, where: str, minimum: int = 1) -> int:
     return value
 
 
+def _start(value: object) -> datetime | None:
+    """``panes.start``: an ISO time with a zone (the public schedule's first pane) or
+    ``auto`` (the first pane observed: the schedule then depends on the data)."""
+    if value == "auto" or value is None:
+        return None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, date):
+        when = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Problem("panes.start", f"{value!r} is not an ISO time (or 'auto')") from None
+    else:
+        raise _Problem("panes.start", f"{value!r} is not an ISO time (or 'auto')")
+    if when.tzinfo is None:
+        raise _Problem("panes.start", f"{value!r} has no time zone (write e.g. ...T00:00:00Z)")
+    return when.astimezone(UTC)
+
+
 def _parse(doc: object) -> PrivacySettings:
     top = _table(doc, "", _TOP)
     if top.get("version") != _VERSION:
@@ -169,13 +124,16 @@ def _parse(doc: object) -> PrivacySettings:
         if required not in top:
             raise _Problem(required, "is required")
     budget = _budget(top["budget"])
-    panes_doc = _table(top["panes"], "panes", ("length", "allowed_lateness", "max_panes_per_case"))
+    panes_doc = _table(
+        top["panes"], "panes", ("length", "allowed_lateness", "max_panes_per_case", "start")
+    )
     if "length" not in panes_doc:
         raise _Problem("panes.length", "is required")
     try:
         panes = PaneSettings(
             parse_duration(panes_doc["length"], "panes.length"),
             parse_duration(panes_doc.get("allowed_lateness", 0), "panes.allowed_lateness"),
+            start=_start(panes_doc.get("start", "auto")),
         )
     except ValueError as exc:
         raise _Problem("panes", str(exc).lstrip(": ")) from None

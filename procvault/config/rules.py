@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from collections.abc import Collection, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-
+from procvault.config.yamlfile import line_of, load_yaml_text
 from procvault.monitor.compliance.model import (
     END,
     OPS,
@@ -43,25 +41,17 @@ from procvault.monitor.compliance.model import (
     Correlation,
     DeclareRule,
     Guard,
+    Op,
     Rule,
     StateMachineRule,
     Transition,
     Window,
 )
+from procvault.monitor.durations import parse_duration
 from procvault.monitor.errors import ConfigError, InputError
 
-__all__ = ["load_rules", "parse_duration"]
+__all__ = ["load_rules"]
 
-_LINE = "__line__"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s|ms)")
-_UNIT = {
-    "w": timedelta(weeks=1),
-    "d": timedelta(days=1),
-    "h": timedelta(hours=1),
-    "m": timedelta(minutes=1),
-    "s": timedelta(seconds=1),
-    "ms": timedelta(milliseconds=1),
-}
 _DECLARE_KEYS = {
     "name",
     "template",
@@ -79,51 +69,6 @@ _DECLARE_KEYS = {
     "promtee",
 }
 _MACHINE_KEYS = {"name", "machine", "description", "promtee"}
-
-
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader that records each mapping's line as ``__line__``."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    if True in mapping:  # YAML 1.1 reads the key `on` as a boolean
-        mapping["on"] = mapping.pop(True)
-    mapping[_LINE] = node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def parse_duration(text: object) -> timedelta:
-    """``"90m"``, ``"1h30m"``, ``"3d"``, ``"2w"``, ``"500ms"`` or a number of seconds.
-
-    >>> parse_duration("1h30m"), parse_duration(90)
-    (datetime.timedelta(seconds=5400), datetime.timedelta(seconds=90))
-    >>> parse_duration("soon")
-    Traceback (most recent call last):
-    ...
-    ValueError: not a duration: 'soon' (use e.g. 90m, 1h30m, 3d)
-    """
-    if isinstance(text, bool):
-        raise ValueError(f"not a duration: {text!r}")
-    if isinstance(text, int | float):
-        return timedelta(seconds=text)
-    if isinstance(text, str):
-        s = text.replace(" ", "")
-        pos, total = 0, timedelta(0)
-        for m in _DURATION.finditer(s):
-            if m.start() != pos:
-                break
-            total += float(m.group(1)) * _UNIT[m.group(2)]
-            pos = m.end()
-        else:
-            if pos == len(s) and pos > 0:
-                return total
-        if pos == len(s) and pos > 0:
-            return total
-    raise ValueError(f"not a duration: {text!r} (use e.g. 90m, 1h30m, 3d)")
 
 
 class _Ctx:
@@ -170,8 +115,8 @@ def _condition(ctx: _Ctx, item: Any, line: object, rule: str, what: str) -> Attr
         raise ctx.fail(
             line, f"rule {rule!r}: {what}: a condition is a mapping like {{attr: x, gt: 5}}"
         )
-    ln = item.get(_LINE, line)
-    body = {k: v for k, v in item.items() if k != _LINE}
+    ln = line_of(item, line)
+    body = dict(item)
     attr = body.pop("attr", None)
     if not isinstance(attr, str) or not attr:
         raise ctx.fail(ln, f"rule {rule!r}: {what}: a condition needs 'attr'")
@@ -205,8 +150,8 @@ def _correlation(ctx: _Ctx, raw: Any, line: object, rule: str) -> tuple[Correlat
     items = raw if isinstance(raw, list) else [raw]
     out = []
     for item in items:
-        ln = item.get(_LINE, line) if isinstance(item, dict) else line
-        body = {k: v for k, v in item.items() if k != _LINE} if isinstance(item, dict) else {}
+        ln = line_of(item, line) if isinstance(item, dict) else line
+        body = dict(item) if isinstance(item, dict) else {}
         if len(body) != 1 or next(iter(body)) not in ("same", "different"):
             raise ctx.fail(
                 ln, f"rule {rule!r}: correlation: write {{same: ATTR}} or {{different: ATTR}}"
@@ -219,7 +164,7 @@ def _correlation(ctx: _Ctx, raw: Any, line: object, rule: str) -> tuple[Correlat
 
 
 def _declare(ctx: _Ctx, raw: dict[str, Any], name: str, line: object) -> DeclareRule:
-    unknown = sorted(set(raw) - _DECLARE_KEYS - {_LINE})
+    unknown = sorted(set(raw) - _DECLARE_KEYS)
     if unknown:
         raise ctx.fail(line, f"rule {name!r}: unknown key {unknown[0]!r}")
     template = raw.get("template")
@@ -287,7 +232,7 @@ def _agg_ref(ctx: _Ctx, raw: Any, line: object, rule: str, kinds: tuple[str, ...
         raise ctx.fail(
             line, f"rule {rule!r}: expected one of {', '.join(kinds)} (e.g. {{first: A}})"
         )
-    body = {k: v for k, v in raw.items() if k not in (_LINE, "coef", "where")}
+    body = {k: v for k, v in raw.items() if k not in ("coef", "where")}
     if len(body) != 1 or next(iter(body)) not in kinds:
         raise ctx.fail(
             line, f"rule {rule!r}: expected one of {', '.join(kinds)} (e.g. {{first: A}})"
@@ -303,8 +248,11 @@ def _agg_ref(ctx: _Ctx, raw: Any, line: object, rule: str, kinds: tuple[str, ...
     return Aggregate(kind, act, str(arg[1]), where)
 
 
-def _comparison(ctx: _Ctx, body: dict[str, Any], line: object, rule: str) -> tuple[str, Any]:
-    ops = [k for k in body if k in ("eq", "ne", "lt", "le", "gt", "ge")]
+_COMPARISONS: dict[str, Op] = {k: k for k in ("eq", "ne", "lt", "le", "gt", "ge")}
+
+
+def _comparison(ctx: _Ctx, body: dict[str, Any], line: object, rule: str) -> tuple[Op, Any]:
+    ops = [_COMPARISONS[k] for k in body if k in _COMPARISONS]
     if len(ops) != 1:
         raise ctx.fail(line, f"rule {rule!r}: give exactly one comparison (lt, le, gt, ge, eq, ne)")
     return ops[0], body[ops[0]]
@@ -313,8 +261,8 @@ def _comparison(ctx: _Ctx, body: dict[str, Any], line: object, rule: str) -> tup
 def _guard(ctx: _Ctx, raw: Any, line: object, rule: str) -> Guard:  # noqa: PLR0911 - one per kind
     if not isinstance(raw, dict):
         raise ctx.fail(line, f"rule {rule!r}: a guard is a mapping")
-    ln = raw.get(_LINE, line)
-    body = {k: v for k, v in raw.items() if k != _LINE}
+    ln = line_of(raw, line)
+    body = dict(raw)
     if "not" in body:
         if len(body) != 1:
             raise ctx.fail(ln, f"rule {rule!r}: 'not' takes one guard and nothing beside it")
@@ -322,7 +270,7 @@ def _guard(ctx: _Ctx, raw: Any, line: object, rule: str) -> Guard:  # noqa: PLR0
     if "attr" in body:
         return Guard("attr", test=_condition(ctx, raw, ln, rule, "if"))
     if "seen" in body or "not_seen" in body:
-        kind = "seen" if "seen" in body else "not_seen"
+        kind: Literal["seen", "not_seen"] = "seen" if "seen" in body else "not_seen"
         act = body[kind]
         act = "*" if act == "*" else ctx.activity(act, ln, kind, rule)
         where = _conditions(ctx, body.get("where"), ln, rule, "where")
@@ -405,7 +353,7 @@ def _earlier(ctx: _Ctx, spec: Any, line: object, rule: str) -> Guard:
     )
     if not isinstance(spec, dict):
         raise ctx.fail(line, usage)
-    body = {k: v for k, v in spec.items() if k != _LINE}
+    body = dict(spec)
     sides = [k for k in ("same", "different") if k in body]
     unknown = sorted(set(body) - {"same", "different", "of", "other_activity", "where"})
     if len(sides) != 1 or "of" not in body or unknown:
@@ -442,7 +390,7 @@ def _trigger(
 ) -> tuple[frozenset[str] | None, frozenset[str]]:
     if raw == "any":
         return None, frozenset()
-    if isinstance(raw, dict) and set(raw) - {_LINE} == {"any_except"}:
+    if isinstance(raw, dict) and set(raw) == {"any_except"}:
         ex = raw["any_except"]
         ex = ex if isinstance(ex, list) else [ex]
         return None, frozenset(a if a == END else ctx.activity(a, line, "on", rule) for a in ex)
@@ -455,7 +403,7 @@ def _trigger(
 
 
 def _machine(ctx: _Ctx, raw: dict[str, Any], name: str, line: object) -> StateMachineRule:
-    unknown = sorted(set(raw) - _MACHINE_KEYS - {_LINE})
+    unknown = sorted(set(raw) - _MACHINE_KEYS)
     if unknown:
         raise ctx.fail(line, f"rule {name!r}: unknown key {unknown[0]!r}")
     items = raw["machine"]
@@ -463,10 +411,10 @@ def _machine(ctx: _Ctx, raw: dict[str, Any], name: str, line: object) -> StateMa
         raise ctx.fail(line, f"rule {name!r}: 'machine' is a list of transitions")
     transitions = []
     for t in items:
-        ln = t.get(_LINE, line) if isinstance(t, dict) else line
+        ln = line_of(t, line) if isinstance(t, dict) else line
         if not isinstance(t, dict) or "from" not in t or "to" not in t or "on" not in t:
             raise ctx.fail(ln, f"rule {name!r}: a transition needs 'from', 'to' and 'on'")
-        extra = sorted(set(t) - {"from", "to", "on", "if", _LINE})
+        extra = sorted(set(t) - {"from", "to", "on", "if"})
         if extra:
             raise ctx.fail(ln, f"rule {name!r}: unknown key {extra[0]!r} in a transition")
         on, on_except = _trigger(ctx, t["on"], ln, name)
@@ -497,20 +445,14 @@ def _parse_file(path: Path, activities: Collection[str] | None) -> list[Rule]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        doc = yaml.load(text, Loader=_LineLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        ln = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ctx.fail(ln, f"not valid YAML: {problem}") from None
+    doc = load_yaml_text(text, str(path))
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
         raise ctx.fail(None, "a rule file is a mapping with a 'rules' list")
     out: list[Rule] = []
     for raw in doc["rules"]:
         if not isinstance(raw, dict):
             raise ctx.fail(None, "each entry of 'rules' is a mapping")
-        line = raw.get(_LINE)
+        line = line_of(raw)
         name = raw.get("name")
         if not isinstance(name, str) or not name:
             raise ctx.fail(line, "a rule needs a 'name'")

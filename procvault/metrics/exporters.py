@@ -128,6 +128,8 @@ PANE_OUTCOMES: Final = frozenset(
 #: The ``org`` label of events whose claimed organization is not registered.
 UNREGISTERED_ORG: Final = "unregistered"
 
+#: A batch of observations.
+_Values = Sequence[float] | np.ndarray[Any, Any]
 #: Batches at least this long are binned with numpy; shorter ones with ``bisect``.
 _NUMPY_MIN: Final = 32
 
@@ -149,14 +151,14 @@ class _HistogramChild:
         self._np_bounds = np.asarray(bounds, dtype=np.float64)
         self._counts = [0] * (len(bounds) + 1)  # the last one is +Inf
         self._sum = 0.0
-        self._scaled: dict[float, tuple[list[float], np.ndarray]] = {}
+        self._scaled: dict[float, tuple[list[float], np.ndarray[Any, Any]]] = {}
 
     def observe(self, value: float) -> None:
         """Count one value (seconds)."""
         self._counts[bisect_left(self._bounds, value)] += 1
         self._sum += value
 
-    def observe_many(self, values: Sequence[float] | np.ndarray, *, unit: float = 1.0) -> None:
+    def observe_many(self, values: _Values, *, unit: float = 1.0) -> None:
         """Count a batch of values measured in ``unit`` seconds (``1e-9``: nanoseconds)."""
         n = len(values)
         if n == 0:
@@ -195,7 +197,7 @@ class _HistogramChild:
         acc = 0
         for bound, c in zip((*self._bounds, float("inf")), counts, strict=True):
             acc += c
-            out.append((floatToGoString(bound), float(acc)))
+            out.append((floatToGoString(bound), float(acc)))  # type: ignore[no-untyped-call]
         return out, self._sum
 
 
@@ -252,7 +254,7 @@ class Histogram(Collector):
         """Count one value (unlabelled histogram)."""
         self._default.observe(value)
 
-    def observe_many(self, values: Sequence[float] | np.ndarray, *, unit: float = 1.0) -> None:
+    def observe_many(self, values: _Values, *, unit: float = 1.0) -> None:
         """Count a batch of values in ``unit`` seconds (unlabelled histogram)."""
         self._default.observe_many(values, unit=unit)
 
@@ -277,7 +279,7 @@ def _registry(given: CollectorRegistry | None) -> CollectorRegistry:
     Also turns off prometheus_client's ``*_created`` series (a process-wide switch): they
     double the series count and no dashboard uses them.
     """
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     if given is not None:
         return given
     registry = CollectorRegistry(auto_describe=True)
@@ -406,14 +408,12 @@ class VaultMetrics:
         if self.detailed and n:
             self._detail["applied"].inc(n)
 
-    def observe_engine(self, values: Sequence[float] | np.ndarray, *, unit: float = 1.0) -> None:
+    def observe_engine(self, values: _Values, *, unit: float = 1.0) -> None:
         """A batch of per-event engine times in ``unit`` seconds (detailed mode)."""
         if self.detailed:
             self._detail["engine"].observe_many(values, unit=unit)
 
-    def observe_latency(
-        self, stage: str, values: Sequence[float] | np.ndarray, *, unit: float = 1.0
-    ) -> None:
+    def observe_latency(self, stage: str, values: _Values, *, unit: float = 1.0) -> None:
         """A batch of latencies for ``stage`` (``applied``; detailed mode)."""
         if self.detailed:
             self._detail["latency"].labels(stage).observe_many(values, unit=unit)
@@ -547,7 +547,7 @@ class AgentMetrics:
         """One send's wall time."""
         self._send.observe(seconds)
 
-    def observe_sends(self, values: Sequence[float] | np.ndarray, *, unit: float = 1.0) -> None:
+    def observe_sends(self, values: _Values, *, unit: float = 1.0) -> None:
         """A batch of send times in ``unit`` seconds."""
         self._send.observe_many(values, unit=unit)
 

@@ -451,7 +451,7 @@ class RegoEvaluator:
         if keys is None:
             return entry, False
         for key in keys:
-            value = event.resource if key == "org:resource" else event.attr(key, _MISSING)
+            value = event.resource if key == "org:resource" else event.attr(key, _MISSING)  # type: ignore[arg-type]
             if value is not _MISSING and value is not None:
                 entry[key] = _json_value(value)
         return entry, True

@@ -76,9 +76,9 @@ class ProcessRecord:
     """One process's recorded series (numpy int64 arrays)."""
 
     name: str
-    memory: np.ndarray  # (n, 2): unix ms, rss bytes
-    throughput: np.ndarray  # (n, 2): unix ms, cumulative count
-    events: np.ndarray  # (n, 2): sent µs, applied µs
+    memory: np.ndarray[Any, Any]  # (n, 2): unix ms, rss bytes
+    throughput: np.ndarray[Any, Any]  # (n, 2): unix ms, cumulative count
+    events: np.ndarray[Any, Any]  # (n, 2): sent µs, applied µs
 
 
 @dataclass
@@ -92,7 +92,7 @@ class ReportSummary:
     notes: list[str] = field(default_factory=list)
 
 
-def _read_ints(path: Path, columns: int) -> np.ndarray:
+def _read_ints(path: Path, columns: int) -> np.ndarray[Any, Any]:
     """A headered CSV of integers as an ``(n, columns)`` int64 array (a cut last line is
     dropped: the process may have been killed mid-write)."""
     if not path.exists():
@@ -199,7 +199,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> ReportSummary:
 
 
 # ----------------------------------------------------------------------------- CSVs
-def _write_memory(path: Path, memory: np.ndarray) -> Path:
+def _write_memory(path: Path, memory: np.ndarray[Any, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = memory[np.argsort(memory[:, 0], kind="stable")] if len(memory) else memory
     with path.open("w", newline="") as f:
@@ -209,7 +209,7 @@ def _write_memory(path: Path, memory: np.ndarray) -> Path:
     return path
 
 
-def _rates(throughput: np.ndarray) -> np.ndarray:
+def _rates(throughput: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """Per-sample rate (per second) since the previous sample; the first is 0."""
     if len(throughput) < 2:
         return np.zeros(len(throughput))
@@ -231,7 +231,7 @@ def _write_throughput(path: Path, processes: list[ProcessRecord]) -> Path:
     return path
 
 
-def _write_latency(out: Path, ev: np.ndarray) -> list[Path]:
+def _write_latency(out: Path, ev: np.ndarray[Any, Any]) -> list[Path]:
     lat_us = (ev[:, 1] - ev[:, 0]).astype(np.float64)
     lat_s = lat_us / 1e6
     delay = out / "delay_result.csv"
@@ -307,7 +307,7 @@ def _plots(
     return files
 
 
-def _plot_latency_distribution(path: Path, lat_ms: np.ndarray) -> Path:
+def _plot_latency_distribution(path: Path, lat_ms: np.ndarray[Any, Any]) -> Path:
     fig, ax = _figure(f"End-to-end latency, send → applied ({len(lat_ms):,} events)")
     positive = np.clip(lat_ms, 1e-3, None)  # log scale: clock-offset negatives sit at 1 µs
     lo, hi = float(positive.min()), float(positive.max())
@@ -326,7 +326,9 @@ def _plot_latency_distribution(path: Path, lat_ms: np.ndarray) -> Path:
     return path
 
 
-def _plot_latency_trend(path: Path, ev: np.ndarray, lat_ms: np.ndarray, t0_ms: int) -> Path:
+def _plot_latency_trend(
+    path: Path, ev: np.ndarray[Any, Any], lat_ms: np.ndarray[Any, Any], t0_ms: int
+) -> Path:
     fig, ax = _figure("Latency over the run")
     t = ev[:, 0] / 1e6 - t0_ms / 1e3
     step = max(1, len(lat_ms) // _MAX_POINTS)  # a uniform subsample keeps big runs plottable

@@ -38,12 +38,12 @@ LIMIT = 400
 
 def _source(log: Path, limit: int) -> list[Event]:
     """The events every agent reads, with their organizations (as ``procvault agent`` does)."""
-    from procvault.cli.pipeline import _first
+    from procvault.generators.run import first_events
     from procvault.generators.split import ActivityMapping, assign
     from procvault.generators.xes import read_xes
 
     mapping = ActivityMapping.from_file(SEPSIS_ORGS)
-    return list(_first(assign(read_xes(log).replay(end_markers=True), mapping), limit))
+    return list(first_events(assign(read_xes(log).replay(end_markers=True), mapping), limit))
 
 
 def _published(dep: Deployment, org: str) -> list[tuple[int, Event]]:
@@ -52,10 +52,10 @@ def _published(dep: Deployment, org: str) -> list[tuple[int, Event]]:
     from procvault.streams.envelope import SessionOpener
     from procvault.streams.frames import EVENT, decode_frame
     from procvault.streams.kafka_io import read_topic
-    from procvault.streams.secrets import VaultSecrets
+    from procvault.streams.secrets import Registry, VaultSecrets
 
     vault = VaultSecrets.load(dep.keys / "vault.json")
-    opener = SessionOpener(vault.epochs, dep.orgs, replay_window=0)
+    opener = SessionOpener(vault.epochs, Registry.load(dep.keys / "registry.json").sender)
     topic = dep.topics.events(org)
     try:
         records = asyncio.run(read_topic(dep.bootstrap, topic, committed=True, idle_timeout=2.0))
@@ -63,10 +63,10 @@ def _published(dep: Deployment, org: str) -> list[tuple[int, Event]]:
         return []
     out = []
     for r in records:
-        _, plain = opener.open(r.value, topic=topic)
+        _, plain = opener.open(r.value, topic=topic, partition=r.partition)
         kind, order, _, body = decode_frame(plain)
         if kind == EVENT:
-            out.append((order, codec.decode(body)))
+            out.append((order // 256, codec.decode(body)))  # the source position
     return sorted(out, key=lambda x: x[0])
 
 

@@ -56,9 +56,10 @@ class _Feeder:
     """Three metric endpoints and a thread that keeps every series moving."""
 
     def __init__(self) -> None:
-        self.vault = VaultMetrics(orgs=["hospital", "lab", "ward"])
+        # detailed mode: the panels marked --metrics-detail have data too
+        self.vault = VaultMetrics(orgs=["hospital", "lab", "ward"], detailed=True)
         self.agent = AgentMetrics()
-        self.release = ReleaseMetrics(rules=["R1", "R2"])
+        self.release = ReleaseMetrics(rules=["R1", "R2"], detailed=True)
         self.servers = [serve(m.registry, 0) for m in (self.vault, self.agent, self.release)]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -77,15 +78,14 @@ class _Feeder:
         while not self._stop.wait(0.05):
             step += 1
             for org in ("hospital", "lab", "ward"):
-                v.events_in(org, 30)
+                v.records_in(org, 30)
             v.events_applied(85)
-            v.events_rejected(rng.choice(sorted(REJECT_REASONS)))
+            v.records_rejected(rng.choice(sorted(REJECT_REASONS)))
             v.observe_engine([rng.lognormvariate(-12, 0.5) for _ in range(85)])
             v.observe_latency("applied", [rng.lognormvariate(-5, 1) for _ in range(85)])
             for p in range(3):
                 v.set_consumer_lag(p, rng.randrange(100))
             v.set_active_cases(200 + step % 50)
-            v.set_state_bytes(40_000 + step)
             v.batch_done(rng.uniform(0.005, 0.03))
             v.alerts_sent(1)
             v.cases_completed(2)

@@ -46,10 +46,11 @@ def test_prometheus_scrapes_a_real_run_and_every_panel_has_data(
     run_dir = tmp_path / "run"
     dep = Deployment(kafka_bootstrap, tmp_path / "deploy")
     obs = ("--metrics-port", "0")
+    detail = ("--metrics-detail",)  # every panel, the data-describing ones too
     prom = None
     try:
-        vault = dep.vault("--dp-policy", str(dp), "--run-dir", str(run_dir), *obs)
-        release = dep.release(dp, *obs)
+        vault = dep.vault("--dp-policy", str(dp), "--run-dir", str(run_dir), *obs, *detail)
+        release = dep.release(dp, *obs, *detail)
         start_at = str(time.time() + 8)
         pace = ("--repeat", "3", "--rate", "1000", "--start-at", start_at, *obs)
         agents = [dep.agent(org, sepsis_log, *pace) for org in ORGS]

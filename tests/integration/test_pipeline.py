@@ -176,7 +176,7 @@ def _reference_panes(events: list, dp_path: Path) -> dict[int, object]:
     )
     panes = []
     for ev in events:
-        panes.extend(acc.observe(ev, vault.update(ev)))
+        panes.extend(acc.observe_replayed(ev, vault.update(ev)))
     panes.extend(acc.observe_tick(events[-1].timestamp, vault.flush_update()))
     panes.extend(acc.flush())
     return {p.index: p for p in panes if not p.is_empty}
@@ -186,21 +186,31 @@ def _pipeline_panes(dep: Deployment) -> dict[int, object]:
     """The pane partials the vault published, merged per pane; no (pane, partition) twice."""
     import asyncio
 
-    from procvault.streams.frames import open_partial
+    from procvault.config.dp import load_dp_policy
+    from procvault.config.engines import load_engines
+    from procvault.monitor.privacy.plan import ReleasePlan
+    from procvault.streams.changelog import derive_key
+    from procvault.streams.frames import open_partials
     from procvault.streams.kafka_io import read_topic
     from procvault.streams.secrets import VaultSecrets
 
-    key = VaultSecrets.load(dep.keys / "vault.json").state_key
+    key = derive_key(VaultSecrets.load(dep.keys / "vault.json").state_key, "partials")
+    dp = dep.root / "dp.yaml"
+    plan = ReleasePlan.build(
+        load_dp_policy(dp), load_engines(SHARED / SEPSIS_MODEL, SEPSIS_RULES).known()
+    ).fingerprint()
     records = asyncio.run(read_topic(dep.bootstrap, dep.topics.partials, committed=True))
     seen: set[tuple[int, int]] = set()
     merged: dict[int, object] = {}
     for r in records:
-        part = open_partial(key, r.key, r.value)
-        ident = (part.aggregate.index, part.partition)
-        assert ident not in seen, f"pane partial {ident} published twice"
-        seen.add(ident)
-        i = part.aggregate.index
-        merged[i] = merged[i].merge(part.aggregate) if i in merged else part.aggregate
+        report = open_partials(key, r.key, r.value, plan=plan)
+        for i in range(report.first, report.through + 1):
+            ident = (i, report.partition)
+            assert ident not in seen, f"pane {i} of partition {report.partition} closed twice"
+            seen.add(ident)
+        for agg in report.panes:
+            i = agg.index
+            merged[i] = merged[i].merge(agg) if i in merged else agg
     return {i: p for i, p in merged.items() if not p.is_empty}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pipeline_harness import ORGS, Deployment
 
 from procvault.monitor.event import Event
@@ -24,7 +25,7 @@ from procvault.streams.attestation import (
     SimulatedProvider,
     SimulatedVerifier,
 )
-from procvault.streams.envelope import ProducerSession, VaultKeys, case_pseudonym
+from procvault.streams.envelope import ProducerSession, VaultKeys
 from procvault.streams.frames import EVENT, Topics, encode_frame, encode_heartbeat
 from procvault.streams.provisioning import attest_vault
 from procvault.streams.secrets import OrgKeys, VaultSecrets
@@ -52,40 +53,45 @@ def test_forged_tampered_and_replayed_records_are_refused_and_counted(
     dep = Deployment(kafka_bootstrap, tmp_path, partitions=1)
     secrets = VaultSecrets.load(dep.keys / "vault.json")
     vault_pub = secrets.current.public()
-    pkey = OrgKeys.load(dep.keys / "org-emergency.json").pseudonym_key
+    emergency = OrgKeys.load(dep.keys / "org-emergency.json")
+    assert emergency.sender is not None
     topic = dep.topics.events("emergency")
-    key = case_pseudonym(pkey, "victim")
-    session = ProducerSession(vault_pub, org="emergency", producer="agent-1")
+    session = ProducerSession(vault_pub, emergency.sender, org="emergency", producer="agent-1")
 
     def event(i: int, activity: str) -> bytes:
         ev = Event.create("victim", activity, T0 + timedelta(minutes=i), org="emergency")
-        return session.seal(encode_frame(EVENT, i, 0, codec.encode(ev)), topic=topic)
+        frame = encode_frame(EVENT, i * 256, 0, codec.encode(ev))
+        return session.seal(frame, topic=topic, partition=0)
 
     genuine = [event(0, "ER Registration"), event(1, "ER Triage"), event(2, "ER Sepsis Triage")]
     flipped = bytearray(event(3, "IV Liquid"))
     flipped[-20] ^= 1
-    mallory = ProducerSession(vault_pub, org="mallory", producer="m")
+    mallory = ProducerSession(vault_pub, X25519PrivateKey.generate(), org="mallory", producer="m")
     unregistered = mallory.seal(
         encode_frame(EVENT, 4, 0, codec.encode(Event.create("victim", "IV Liquid", T0))),
         topic=topic,
+        partition=0,
     )
-    retired = ProducerSession(VaultKeys.generate(epoch=99).public(), org="emergency", producer="r")
+    retired = ProducerSession(
+        VaultKeys.generate(epoch=99).public(), emergency.sender, org="emergency", producer="r"
+    )
     old_epoch = retired.seal(
         encode_frame(EVENT, 5, 0, codec.encode(Event.create("victim", "IV Liquid", T0))),
         topic=topic,
+        partition=0,
     )
     # a record copied to another organization's topic fails its tag (the topic is authenticated)
     moved = event(6, "Leucocytes")
     attacks: list[tuple[str, bytes | None, bytes, int | None]] = [
-        (topic, key, genuine[0], None),
-        (topic, key, genuine[1], None),
-        (topic, key, genuine[0], None),  # replayed
-        (topic, key, bytes(flipped), None),  # one ciphertext bit flipped
-        (topic, key, unregistered, None),  # an organization nobody registered
-        (topic, key, old_epoch, None),  # an epoch the vault does not accept
-        (dep.topics.events("lab"), key, moved, None),  # moved to another topic
-        (topic, key, b"\x01garbage", None),  # not an envelope at all
-        (topic, key, genuine[2], None),
+        (topic, None, genuine[0], 0),
+        (topic, None, genuine[1], 0),
+        (topic, None, genuine[0], 0),  # replayed
+        (topic, None, bytes(flipped), 0),  # one ciphertext bit flipped
+        (topic, None, unregistered, 0),  # an organization nobody registered
+        (topic, None, old_epoch, 0),  # an epoch the vault does not accept
+        (dep.topics.events("lab"), None, moved, 0),  # moved to another topic
+        (topic, None, b"\x01garbage", 0),  # not an envelope at all
+        (topic, None, genuine[2], 0),
     ]
     try:
         vault = dep.vault("--source-timeout", "0")
@@ -93,9 +99,12 @@ def test_forged_tampered_and_replayed_records_are_refused_and_counted(
         # every organization closes its stream, so the merge lets everything through
         closing = []
         for org in ORGS:
-            s = ProducerSession(vault_pub, org=org, producer="closer")
+            sender = OrgKeys.load(dep.keys / f"org-{org}.json").sender
+            assert sender is not None
+            s = ProducerSession(vault_pub, sender, org=org, producer="closer")
             t = dep.topics.events(org)
-            closing.append((t, None, s.seal(encode_heartbeat(0, 0, 0, closed=True), topic=t), 0))
+            beat = s.seal(encode_heartbeat(0, 0, 0, closed=True), topic=t, partition=0)
+            closing.append((t, None, beat, 0))
         asyncio.run(_send(kafka_bootstrap, closing))
         results = _wait_case(dep, "emergency", "victim")
         stats = vault.stop()
@@ -109,6 +118,8 @@ def test_forged_tampered_and_replayed_records_are_refused_and_counted(
         "bad_tag": 2,
         "replay": 1,
         "bad_signature": 0,
+        "future": 0,
+        "wrong_org": 0,
     }
     assert stats["applied"] == 3  # the genuine events only, each once
     (case,) = [r for r in results if r["type"] == "case"]

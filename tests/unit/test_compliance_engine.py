@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from procvault.cli import main
-from procvault.config.rules import load_rules, parse_duration
+from procvault.config.rules import load_rules
 from procvault.monitor.compliance import (
     AttrTest,
     Compliance,
@@ -19,6 +19,7 @@ from procvault.monitor.compliance import (
     DeclareRule,
     Window,
 )
+from procvault.monitor.durations import parse_duration
 from procvault.monitor.errors import ConfigError
 from procvault.monitor.event import Event
 from procvault.monitor.vault import Vault
@@ -206,7 +207,7 @@ def _write(tmp_path: Path, body: str) -> Path:
                 target: IV
                 within: one hour
             """,
-            r"rules\.yaml:3: rule 'r1': not a duration: 'one hour'",
+            r"rules\.yaml:3: rule 'r1': 'one hour' is not a duration",
         ),
         (
             """
@@ -247,7 +248,7 @@ def _write(tmp_path: Path, body: str) -> Path:
             """,
             r"rules\.yaml:6: rule name 'r1' is already used at .*rules\.yaml:3",
         ),
-        ("rules:\n  - name: [unclosed\n", r"rules\.yaml:3: not valid YAML"),
+        ("rules:\n  - name: [unclosed\n", r"rules\.yaml:3: YAML syntax error"),
     ],
 )
 def test_bad_rules_fail_at_load_with_file_line_and_reason(

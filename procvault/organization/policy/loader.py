@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from procvault.config.yamlfile import LineDict, LineList, load_yaml_text
 from procvault.monitor.errors import ConfigError
 
-from ._yaml import LineDict, LineList, load_yaml_text
 from .patterns import Pattern
 from .pii import ScrubSettings
 from .reserved import RESERVED_PREFIX

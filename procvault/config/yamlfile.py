@@ -1,4 +1,4 @@
-"""YAML loading that remembers line numbers, so a policy error can name its line.
+"""The one YAML loader of procvault's files: safe, line-aware, refusing a key given twice.
 
 Mappings load as :class:`LineDict` (a ``dict`` with the line of the mapping and of each key),
 sequences as :class:`LineList` (a ``list`` with the line of each item). A key that appears twice
@@ -15,13 +15,15 @@ procvault.monitor.errors.ConfigError: p.yaml:2: key 'a' appears twice
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from procvault.monitor.errors import ConfigError
 
-__all__ = ["LineDict", "LineList", "load_yaml_text"]
+__all__ = ["LineDict", "LineList", "line_of", "load_yaml_file", "load_yaml_text"]
 
 
 class LineDict(dict[Any, Any]):
@@ -55,18 +57,25 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
     loader.flatten_mapping(node)
+    merged = len(node.value) - own  # merge (<<) pairs come first: own keys override them
     out = LineDict()
     out.line = node.start_mark.line + 1
-    for key_node, value_node in node.value:
+    mine: set[Any] = set()
+    for i, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, bool):  # YAML 1.1 reads on/off/yes/no as booleans: keep the word
+            key = key_node.value
         line = key_node.start_mark.line + 1
         try:
             hash(key)
         except TypeError:
             raise _Problem("a mapping key must be a plain value", line) from None
-        if key in out:
+        if key in mine:
             raise _Problem(f"key {key!r} appears twice", line)
+        if i >= merged:
+            mine.add(key)
         out[key] = loader.construct_object(value_node, deep=True)
         out.lines[key] = line
     return out
@@ -102,3 +111,25 @@ def load_yaml_text(text: str, source: str) -> Any:
         raise ConfigError(f"{source}{line}: YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: YAML error: {' '.join(str(exc).split())}") from None
+
+
+def load_yaml_file(path: str | os.PathLike[str], what: str) -> Any:
+    """Read and parse ``path``; one-line :class:`ConfigError` (naming the file and the line)
+    when it cannot be read or parsed."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such {what} file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read the {what}: {exc}") from None
+    return load_yaml_text(text, str(file))
+
+
+def line_of(node: object, default: object = None) -> int | None:
+    """The line a mapping or sequence from :func:`load_yaml_text` started on (else
+    ``default``, when it is a line number)."""
+    line = getattr(node, "line", None)
+    if isinstance(line, int) and line:
+        return line
+    return default if isinstance(default, int) else None

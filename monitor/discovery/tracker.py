@@ -59,6 +59,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from ..event import Event, EventKind
 from .counts import (
@@ -81,6 +83,8 @@ __all__ = [
 _US: Final = timedelta(microseconds=1)
 _ALL: Final = -1  # a bit set holding every activity (an unconstrained gap)
 _NONE: Final = -1  # chain_next before any event followed the activity
+#: Bit sets of up to this many activities fit numpy's int64 (the expansion's fast path).
+_NUMPY_MAX_ACTIVITIES: Final = 62
 _EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
 _LATEST: Final = datetime.max.replace(tzinfo=UTC)
 
@@ -355,91 +359,145 @@ class DiscoveryTracker:
         return len(ids)
 
     def _summarize(self, cs: _Case) -> None:
-        """File a completed case's Declare relations, one summary per activity (see
-        :meth:`_expand` for what each field stands for)."""
-        cs.last_info[3] = 0  # the case's last event has no follower
+        """File a completed case's Declare relations: one summary of the case (its activities,
+        first activity, repeated activities) and one per activity ``a``, the bit sets
+
+        * ``t``: the activities whose last occurrence is after ``a``'s (response),
+        * ``g``: those first seen before ``a``'s first occurrence (precedence, consequent ``a``),
+        * ``ar``: those seen after every ``a`` before the next one (alternate response),
+        * ``ap``: those seen before every ``a`` after the previous one (alternate precedence,
+          consequent ``a``),
+        * ``out``: the ``b`` of ``ar`` whose ``ap`` holds ``a`` (alternate succession),
+
+        and its chain follower ``cn`` and predecessor ``cp`` (0: none) with whether ``cn``'s
+        predecessor is ``a`` (chain succession). Equal summaries are counted together until
+        :meth:`_expand` turns them into tallies. The case's records are consumed."""
         info = cs.info
+        cs.last_info[3] = 0  # the case's last event has no follower
         ckey = (cs.seen, cs.firsts[0], cs.multi)
         ckeys = self._case_keys
         ckeys[ckey] = ckeys.get(ckey, 0) + 1
-        trail: dict[int, int] = {}
         acc = 0
         for b in reversed(cs.order):
-            trail[b] = acc  # the activities whose last occurrence is after b's
+            rec = info[b]
+            rec.append(acc)  # rec[4]: t
+            rec.append(rec[0] & rec[1])  # rec[5]: ap
             acc |= b
-        firsts = cs.firsts
-        ap = {b: info[b][0] & info[b][1] for b in firsts}
         akeys = self._act_keys
-        for a in firsts:
-            g, r, cp, cn = info[a]
-            t = trail[a]
+        for a in cs.firsts:
+            g, r, cp, cn, t, ap = info[a]
             ar = r & t
             out = 0
             m = ar
             while m:
                 low = m & -m
                 m ^= low
-                if ap[low] & a:
+                if info[low][5] & a:
                     out |= low
-            chs = 1 if cn > 0 and info[cn][2] == a else 0
-            key = (a, t, g, ar, ap[a], out, cn, cp, chs)
+            key = (a, t, g, ar, ap, out, cn, cp, 1 if cn > 0 and info[cn][2] == a else 0)
             akeys[key] = akeys.get(key, 0) + 1
         if len(akeys) >= self._cap or len(ckeys) >= self._cap:
             self._expand()
 
     def _expand(self) -> None:
-        """Turn the waiting Declare summaries into per-activity and per-pair tallies."""
+        """Turn the waiting Declare summaries into per-activity and per-pair tallies (with
+        numpy while the bit sets fit 63 bits, else in plain Python; both give the same)."""
+        if not self._case_keys and not self._act_keys:
+            return
+        if len(self._by_pos) <= _NUMPY_MAX_ACTIVITIES:
+            self._expand_numpy()
+        else:
+            self._expand_python()
+        self._case_keys.clear()
+        self._act_keys.clear()
+
+    def _expand_numpy(self) -> None:
+        n = len(self._by_pos)
+        shifts = np.arange(n, dtype=np.int64)
+        tallies = np.zeros((10, n, n), dtype=np.int64)
+        if self._case_keys:
+            keys = np.array(list(self._case_keys), dtype=np.int64)
+            w = np.fromiter(self._case_keys.values(), dtype=np.int64, count=len(keys))
+            bits = (keys[:, 0, None] >> shifts) & 1
+            once = bits & ~((keys[:, 2, None] >> shifts) & 1)
+            weighted = bits * w[:, None]
+            cases = weighted.sum(axis=0)
+            once_n = (once * w[:, None]).sum(axis=0)
+            first = np.zeros(n, dtype=np.int64)
+            np.add.at(first, _positions(keys[:, 1]), w)
+            both = bits.T @ weighted
+            np.fill_diagonal(both, 0)
+            tallies[0] += both
+            for pos, act in enumerate(self._by_pos):
+                act.d_cases += int(cases[pos])
+                act.d_once += int(once_n[pos])
+                act.d_first += int(first[pos])
+        if self._act_keys:
+            keys = np.array(list(self._act_keys), dtype=np.int64)
+            w = np.fromiter(self._act_keys.values(), dtype=np.int64, count=len(keys))
+            a_pos = _positions(keys[:, 0])
+            _, t, g, ar, ap, out, cn, cp, chs = keys.T
+            for rel, mask, by_consequent in (
+                (1, t, False),
+                (2, g, True),
+                (3, t & ~g, False),
+                (4, ar, False),
+                (5, ap, True),
+                (6, out, False),
+            ):
+                weighted = ((mask[:, None] >> shifts) & 1) * w[:, None]
+                target = tallies[rel].T if by_consequent else tallies[rel]
+                np.add.at(target, a_pos, weighted)
+            sel = cn > 0
+            np.add.at(tallies[7], (a_pos[sel], _positions(cn[sel])), w[sel])
+            sel &= chs > 0
+            np.add.at(tallies[9], (a_pos[sel], _positions(cn[sel])), w[sel])
+            sel = cp > 0
+            np.add.at(tallies[8], (_positions(cp[sel]), a_pos[sel]), w[sel])
+        pairs = self._pairs
+        bit = [act.bit for act in self._by_pos]
+        for x, y in zip(*np.nonzero(tallies.any(axis=0)), strict=True):
+            key = (bit[x], bit[y])
+            rec = pairs.get(key)
+            if rec is None:
+                rec = pairs[key] = [0] * 10
+            for rel, v in enumerate(tallies[:, x, y].tolist()):
+                rec[rel] += v
+
+    def _expand_python(self) -> None:
         by_pos = self._by_pos
         pairs = self._pairs
-        sets: dict[int, int] = {}
+
+        def tally(a: int, b: int) -> list[int]:
+            rec = pairs.get((a, b))
+            if rec is None:
+                rec = pairs[(a, b)] = [0] * 10
+            return rec
+
         for (s, first, multi), w in self._case_keys.items():
-            m = s
-            while m:
-                low = m & -m
-                m ^= low
-                act = by_pos[low.bit_length() - 1]
-                act.d_cases += w
-                if not multi & low:
-                    act.d_once += w
-            by_pos[first.bit_length() - 1].d_first += w
-            sets[s] = sets.get(s, 0) + w
-        self._case_keys.clear()
-        for s, w in sets.items():
             bits = _bits(s)
-            for a in bits:
-                for b in bits:
-                    if a != b:
-                        rec = pairs.get((a, b))
-                        if rec is None:
-                            rec = pairs[(a, b)] = [0] * 10
-                        rec[0] += w
-        # rows: (relation, activity, bit set of partners) -> cases; relations 2 and 5 are
-        # keyed by the consequent, the others by the antecedent
-        rows: dict[tuple[int, int, int], int] = {}
-        chains: dict[tuple[int, int, int], int] = {}
+            for x in bits:
+                act = by_pos[x.bit_length() - 1]
+                act.d_cases += w
+                if not multi & x:
+                    act.d_once += w
+                for y in bits:
+                    if x != y:
+                        tally(x, y)[0] += w
+            by_pos[first.bit_length() - 1].d_first += w
         for (a, t, g, ar, ap, out, cn, cp, chs), w in self._act_keys.items():
-            for key in ((1, a, t), (2, a, g), (3, a, t & ~g), (4, a, ar), (5, a, ap), (6, a, out)):
-                if key[2]:
-                    rows[key] = rows.get(key, 0) + w
+            for rel, mask in ((1, t), (3, t & ~g), (4, ar), (6, out)):
+                for y in _bits(mask):
+                    tally(a, y)[rel] += w
+            for rel, mask in ((2, g), (5, ap)):
+                for x in _bits(mask):
+                    tally(x, a)[rel] += w
             if cn > 0:
-                k = (7, a, cn)
-                chains[k] = chains.get(k, 0) + w
+                tally(a, cn)[7] += w
                 if chs:
-                    k = (9, a, cn)
-                    chains[k] = chains.get(k, 0) + w
-            if cp:
-                k = (8, cp, a)
-                chains[k] = chains.get(k, 0) + w
-        self._act_keys.clear()
-        for (rel, a, mask), w in rows.items():
-            m = mask
-            while m:
-                low = m & -m
-                m ^= low
-                key2 = (low, a) if rel in (2, 5) else (a, low)
-                pairs[key2][rel] += w
-        for (rel, a, b), w in chains.items():
-            pairs[(a, b)][rel] += w
+                    tally(a, cn)[9] += w
+            if cp > 0:
+                tally(cp, a)[8] += w
 
     # -- reading ----------------------------------------------------------------------------
     @property
@@ -644,6 +702,12 @@ class DiscoveryTracker:
                 nxt,
             ]
         cs.last_info = cs.info[cs.last.bit]
+
+
+def _positions(bits: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+    """The positions of single-bit values (exact: powers of two below 2**63 are exact
+    floats)."""
+    return np.log2(bits).astype(np.intp)
 
 
 def _bits(mask: int) -> list[int]:

@@ -4,10 +4,13 @@ The vault releases the directly-follows counts with OpenDP noise (``directly_fol
 aggregate records, :mod:`procvault.monitor.privacy`). Anything computed from released values
 alone is post-processing and costs no privacy budget, so anyone may turn them into a process
 model: :func:`public_net` keeps the arcs and start/end activities whose noisy count reaches
-``min_count`` (rounded to integers: pm4py's miner counts), runs pm4py's inductive miner on that
+``min_count`` (rounded to integers: pm4py's miner counts), then only the activities on a path
+from a kept start activity to a kept end activity (noise leaves stray arcs; pm4py's miner fails
+on a graph with an activity no start activity reaches), runs pm4py's inductive miner on that
 graph (``discover_petri_net_inductive`` on a typed ``DFG``, with ``noise_threshold``), checks
-the result with pm4py's ``check_soundness`` and returns it with the noise description it was
-given, so the net always travels with the noise it was built from. It never sees exact data.
+the result with pm4py's ``check_soundness`` (:func:`check_soundness`) and returns it with the
+noise description it was given, so the net always travels with the noise it was built from. It
+never sees exact data.
 
 :func:`write_public_net` writes ``public.pnml``, ``public.json`` (:class:`PublicNetRecord`:
 the noise, the thresholds, the graph used, the soundness) and the pictures.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +45,14 @@ from procvault.discovery.draw import FORMATS, draw_petri_net
 from procvault.generators._pm4py import import_pm4py
 from procvault.monitor.errors import ConfigError
 
-__all__ = ["PUBLIC_SCHEMA", "PublicNet", "PublicNetRecord", "public_net", "write_public_net"]
+__all__ = [
+    "PUBLIC_SCHEMA",
+    "PublicNet",
+    "PublicNetRecord",
+    "check_soundness",
+    "public_net",
+    "write_public_net",
+]
 
 #: The schema of ``public.json``.
 PUBLIC_SCHEMA: Final = "procvault.public-net/1"
@@ -118,6 +129,60 @@ def _kept(values: Mapping[Any, float], min_count: float, what: str) -> dict[Any,
     return out
 
 
+def check_soundness(net: Any, im: Any, fm: Any) -> bool:
+    """Whether the accepting net is a sound workflow net: pm4py's ``check_soundness`` (its
+    WOFLAN, with the same parameters), called directly because pm4py marks that wrapper as
+    deprecated. WOFLAN's place invariants need an integer program; pm4py calls its scipy
+    solution "unstable" and uses PuLP when installed (a procvault dependency)."""
+    import_pm4py()
+    from pm4py.algo.analysis.woflan import algorithm as woflan
+
+    with warnings.catch_warnings():
+        # WOFLAN builds numpy matrices and PuLP variables the old way (deprecation warnings
+        # of numpy and PuLP about pm4py's code, not ours)
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sound, _ = woflan.apply(
+            net,
+            im,
+            fm,
+            parameters={
+                "return_asap_when_not_sound": True,
+                "return_diagnostics": True,
+                "print_diagnostics": False,
+            },
+        )
+    return bool(sound)
+
+
+def _reach(seeds: set[str], step: dict[str, set[str]]) -> set[str]:
+    seen = set(seeds)
+    todo = list(seeds)
+    while todo:
+        for y in step.get(todo.pop(), ()):
+            if y not in seen:
+                seen.add(y)
+                todo.append(y)
+    return seen
+
+
+def _connected(
+    graph: dict[tuple[str, str], int], start: dict[str, int], end: dict[str, int]
+) -> tuple[dict[tuple[str, str], int], dict[str, int], dict[str, int]]:
+    """The part of the graph on paths from a start activity to an end activity."""
+    succ: dict[str, set[str]] = {}
+    pred: dict[str, set[str]] = {}
+    for a, b in graph:
+        succ.setdefault(a, set()).add(b)
+        pred.setdefault(b, set()).add(a)
+    keep = _reach(set(start), succ) & _reach(set(end), pred)
+    return (
+        {(a, b): n for (a, b), n in graph.items() if a in keep and b in keep},
+        {a: n for a, n in start.items() if a in keep},
+        {a: n for a, n in end.items() if a in keep},
+    )
+
+
 def public_net(
     dfg: Mapping[tuple[str, str], float],
     start_activities: Mapping[str, float],
@@ -145,7 +210,8 @@ def public_net(
     ------
     ConfigError
         A count is not a number, a setting is out of range, or no start or end activity, or no
-        arc when there are several activities, is left.
+        arc when there are several activities, is left (also once the graph is cut to the
+        paths from start to end activities).
     """
     if not isinstance(noise, Mapping):
         raise ConfigError("noise must describe the mechanism as a mapping (name -> value)")
@@ -159,21 +225,24 @@ def public_net(
             f"no {'start' if not start else 'end'} activity has a noisy count >= {min_count}: "
             "nothing to discover a net from"
         )
+    graph, start, end = _connected(graph, start, end)
     acts = {a for arc in graph for a in arc} | set(start) | set(end)
-    if len(acts) > 1 and not graph:
-        raise ConfigError(f"no arc has a noisy count >= {min_count}: nothing to discover from")
+    if not start or not end or (len(acts) > 1 and not graph):
+        raise ConfigError(
+            f"no path from a start to an end activity has noisy counts >= {min_count}: "
+            "nothing to discover a net from"
+        )
     pm4py = import_pm4py()
     from pm4py.objects.dfg.obj import DFG
 
     net, im, fm = pm4py.discover_petri_net_inductive(
         DFG(graph, start, end), noise_threshold=noise_threshold
     )
-    sound, _ = pm4py.check_soundness(net, im, fm)
     return PublicNet(
         net=net,
         initial_marking=im,
         final_marking=fm,
-        sound=bool(sound),
+        sound=check_soundness(net, im, fm),
         dfg=graph,
         start_activities=start,
         end_activities=end,

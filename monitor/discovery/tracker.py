@@ -10,17 +10,18 @@ Cost and memory
 ---------------
 Per event: a few dictionary and integer operations, independent of the log's length and of the
 number of active cases (directly-follows count, duration sum/min/max, the ``a, b, a`` triple of
-length-two loops). With Declare on, also a few bit operations on the case's summary; when an
-activity repeats in a case, one scan of the case's distinct activities (at most the number of
-activities). When a case completes: its end activity, and a summary of its Declare relations
-per activity (O(k) for k distinct activities in the case), aggregated by value.
+length-two loops). With Declare on, also a few bit operations on the case's summary and, when
+an activity repeats in a case, one scan of the case's distinct activities (at most the number
+of activities). When a case completes: its end activity, and one row of seven integers per
+distinct activity of the case appended to a flat buffer. The buffer is tallied in bulk (numpy:
+every pair of activities within each buffered case, O(k^2) for k distinct activities) when it
+holds ``summary_cache`` rows, or when :meth:`counts` or a snapshot is taken.
 
 Memory holds, per activity, its counters; per pair of activities, its counters; per active
 case, its last two activities and last timestamp and, with Declare, O(k) integers (which
-activities it has seen, in which order, and per activity four bit sets). A completed case is
-dropped. Declare summaries wait, aggregated by value, until :meth:`counts` (or a snapshot)
-expands them into pair tallies, or until ``summary_cache`` distinct summaries are waiting.
-Nothing grows with the number of events or completed cases.
+activities it has seen, in which order, and per activity four bit sets); and the row buffer,
+at most ``summary_cache`` rows. A completed case is dropped. Nothing grows with the number of
+events or completed cases.
 
 A case completes when :meth:`complete` is called or its end-of-case marker arrives. An event
 of a case that completed starts a new case with the same id (the tracker remembers no
@@ -55,6 +56,8 @@ True
 
 from __future__ import annotations
 
+import itertools
+from array import array
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -85,6 +88,8 @@ _ALL: Final = -1  # a bit set holding every activity (an unconstrained gap)
 _NONE: Final = -1  # chain_next before any event followed the activity
 #: Bit sets of up to this many activities fit numpy's int64 (the expansion's fast path).
 _NUMPY_MAX_ACTIVITIES: Final = 62
+#: Integers per buffered Declare row (see ``DiscoveryTracker._summarize``).
+_ROW: Final = 7
 _EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
 _LATEST: Final = datetime.max.replace(tzinfo=UTC)
 
@@ -98,8 +103,8 @@ class TrackerSettings(msgspec.Struct, frozen=True, kw_only=True):
         Also tally the Declare relations of completed cases (``False``: directly-follows
         graph, durations and Heuristics Miner counts only; less work per event).
     summary_cache
-        How many distinct per-activity Declare summaries may wait before they are expanded
-        into pair tallies (a memory bound; any value gives the same counts).
+        How many Declare rows (one per distinct activity of a completed case) may wait before
+        they are tallied: a memory bound (56 bytes a row); any value gives the same counts.
     """
 
     declare: bool = True
@@ -238,14 +243,15 @@ class DiscoveryTracker:
         self._acts: dict[str, _Act] = {}
         self._by_pos: list[_Act] = []
         self._cases: dict[str, _Case] = {}
-        self._events = 0
         self._started = 0
         self._completed = 0
         self._lo = _LATEST  # the earliest and latest event times seen
         self._hi = _EARLIEST
         # Declare summaries waiting to be expanded, and the expanded pair tallies
-        self._case_keys: dict[tuple[int, int, int], int] = {}
-        self._act_keys: dict[tuple[int, ...], int] = {}
+        # Declare rows of completed cases (_ROW integers each) waiting to be tallied: a flat
+        # int64 array while bit sets fit 63 bits, a list of Python ints beyond
+        self._rows: array[int] | list[int] = array("q")
+        self._buffered = 0  # completed cases in the row buffer
         self._pairs: dict[tuple[int, int], list[int]] = {}
 
     # -- events ---------------------------------------------------------------------------
@@ -260,7 +266,6 @@ class DiscoveryTracker:
         if act is None:
             act = self._new_activity(name)
         act.events += 1
-        self._events += 1
         ts = event.timestamp
         if ts > self._hi:  # noqa: PLR1730 (a comparison is cheaper than a call to max)
             self._hi = ts
@@ -316,6 +321,9 @@ class DiscoveryTracker:
             cs.last_info = r
 
     def _new_activity(self, name: str) -> _Act:
+        if len(self._by_pos) == _NUMPY_MAX_ACTIVITIES and isinstance(self._rows, array):
+            self._expand()  # bit sets are about to outgrow int64: tally, then buffer ints
+            self._rows = []
         act = self._acts[name] = _Act(name, 1 << len(self._by_pos))
         self._by_pos.append(act)
         return act
@@ -359,105 +367,92 @@ class DiscoveryTracker:
         return len(ids)
 
     def _summarize(self, cs: _Case) -> None:
-        """File a completed case's Declare relations: one summary of the case (its activities,
-        first activity, repeated activities) and one per activity ``a``, the bit sets
-
-        * ``t``: the activities whose last occurrence is after ``a``'s (response),
-        * ``g``: those first seen before ``a``'s first occurrence (precedence, consequent ``a``),
-        * ``ar``: those seen after every ``a`` before the next one (alternate response),
-        * ``ap``: those seen before every ``a`` after the previous one (alternate precedence,
-          consequent ``a``),
-        * ``out``: the ``b`` of ``ar`` whose ``ap`` holds ``a`` (alternate succession),
-
-        and its chain follower ``cn`` and predecessor ``cp`` (0: none) with whether ``cn``'s
-        predecessor is ``a`` (chain succession). Equal summaries are counted together until
-        :meth:`_expand` turns them into tallies. The case's records are consumed."""
+        """File a completed case's Declare summary: one row per activity ``a`` of the case,
+        ``(case, a, last, first, R, cp, cn)``: the rank of ``a``'s last occurrence among the
+        case's activities (response), the rank of its first occurrence (precedence, and
+        ``init`` for rank 0), R the activities seen between every two consecutive occurrences
+        (alternate response and precedence; ``_ALL`` if ``a`` occurred once: exactly one), and
+        the activities right before (``cp``) and after (``cn``) every occurrence (chain
+        relations; 0: none or several). Rows wait in a flat buffer (no Python object per row)
+        until :meth:`_expand` tallies them. The case's records are consumed."""
         info = cs.info
         cs.last_info[3] = 0  # the case's last event has no follower
-        ckey = (cs.seen, cs.firsts[0], cs.multi)
-        ckeys = self._case_keys
-        ckeys[ckey] = ckeys.get(ckey, 0) + 1
-        acc = 0
-        for b in reversed(cs.order):
-            rec = info[b]
-            rec.append(acc)  # rec[4]: t
-            rec.append(rec[0] & rec[1])  # rec[5]: ap
-            acc |= b
-        akeys = self._act_keys
-        for a in cs.firsts:
-            g, r, cp, cn, t, ap = info[a]
-            ar = r & t
-            out = 0
-            m = ar
-            while m:
-                low = m & -m
-                m ^= low
-                if info[low][5] & a:
-                    out |= low
-            key = (a, t, g, ar, ap, out, cn, cp, 1 if cn > 0 and info[cn][2] == a else 0)
-            akeys[key] = akeys.get(key, 0) + 1
-        if len(akeys) >= self._cap or len(ckeys) >= self._cap:
+        for rank, b in enumerate(cs.order):
+            info[b].append(rank)
+        case = self._buffered
+        self._buffered = case + 1
+        extend = self._rows.extend
+        for rank, b in enumerate(cs.firsts):
+            _, r, cp, cn, last = info[b]
+            extend((case, b, last, rank, r, cp, cn))
+        if len(self._rows) >= self._cap:
             self._expand()
 
     def _expand(self) -> None:
-        """Turn the waiting Declare summaries into per-activity and per-pair tallies (with
-        numpy while the bit sets fit 63 bits, else in plain Python; both give the same)."""
-        if not self._case_keys and not self._act_keys:
+        """Tally the buffered Declare rows into per-activity and per-pair counts: for every
+        two activities ``a != b`` of a case, which of the ten relations hold (numpy while
+        bit sets fit 63 bits, else plain Python; both give the same)."""
+        if not self._buffered:
             return
-        if len(self._by_pos) <= _NUMPY_MAX_ACTIVITIES:
-            self._expand_numpy()
+        if isinstance(self._rows, array):
+            self._expand_numpy(np.frombuffer(self._rows, dtype=np.int64).reshape(-1, _ROW))
+            self._rows = array("q")
         else:
             self._expand_python()
-        self._case_keys.clear()
-        self._act_keys.clear()
+            self._rows = []
+        self._buffered = 0
 
-    def _expand_numpy(self) -> None:
+    def _expand_numpy(self, rows: npt.NDArray[np.int64]) -> None:
         n = len(self._by_pos)
-        shifts = np.arange(n, dtype=np.int64)
-        tallies = np.zeros((10, n, n), dtype=np.int64)
-        if self._case_keys:
-            keys = np.array(list(self._case_keys), dtype=np.int64)
-            w = np.fromiter(self._case_keys.values(), dtype=np.int64, count=len(keys))
-            bits = (keys[:, 0, None] >> shifts) & 1
-            once = bits & ~((keys[:, 2, None] >> shifts) & 1)
-            weighted = bits * w[:, None]
-            cases = weighted.sum(axis=0)
-            once_n = (once * w[:, None]).sum(axis=0)
-            first = np.zeros(n, dtype=np.int64)
-            np.add.at(first, _positions(keys[:, 1]), w)
-            both = bits.T @ weighted
-            np.fill_diagonal(both, 0)
-            tallies[0] += both
-            for pos, act in enumerate(self._by_pos):
-                act.d_cases += int(cases[pos])
-                act.d_once += int(once_n[pos])
-                act.d_first += int(first[pos])
-        if self._act_keys:
-            keys = np.array(list(self._act_keys), dtype=np.int64)
-            w = np.fromiter(self._act_keys.values(), dtype=np.int64, count=len(keys))
-            a_pos = _positions(keys[:, 0])
-            _, t, g, ar, ap, out, cn, cp, chs = keys.T
-            for rel, mask, by_consequent in (
-                (1, t, False),
-                (2, g, True),
-                (3, t & ~g, False),
-                (4, ar, False),
-                (5, ap, True),
-                (6, out, False),
-            ):
-                weighted = ((mask[:, None] >> shifts) & 1) * w[:, None]
-                target = tallies[rel].T if by_consequent else tallies[rel]
-                np.add.at(target, a_pos, weighted)
-            sel = cn > 0
-            np.add.at(tallies[7], (a_pos[sel], _positions(cn[sel])), w[sel])
-            sel &= chs > 0
-            np.add.at(tallies[9], (a_pos[sel], _positions(cn[sel])), w[sel])
-            sel = cp > 0
-            np.add.at(tallies[8], (_positions(cp[sel]), a_pos[sel]), w[sel])
+        case, bit, last, first, gaps, cp, cn = rows.T
+        pos = _positions(bit)
+        per_act = (
+            np.bincount(pos, minlength=n),
+            np.bincount(pos[gaps == _ALL], minlength=n),
+            np.bincount(pos[first == 0], minlength=n),
+        )
+        # every ordered pair (i, j) of rows of the same case, i != j
+        starts = np.flatnonzero(np.r_[True, case[1:] != case[:-1]])
+        sizes = np.diff(np.r_[starts, len(case)])
+        k = np.repeat(sizes, sizes)  # per row: its case's number of activities
+        i = np.repeat(np.arange(len(case)), k)
+        offsets = np.repeat(np.cumsum(k) - k, k)
+        j = np.repeat(np.repeat(starts, sizes), k) + (np.arange(len(i)) - offsets)
+        keep = i != j
+        i, j = i[keep], j[keep]
+        pa, pb = pos[i], pos[j]
+        response = last[i] < last[j]
+        precedence = first[i] < first[j]
+        alt_response = response & ((gaps[i] >> pb) & 1).astype(bool)  # b between every two a
+        alt_precedence = precedence & ((gaps[j] >> pa) & 1).astype(bool)  # a between every two b
+        chain_response = cn[i] == bit[j]
+        chain_precedence = cp[j] == bit[i]
+        cell = pa * n + pb
+        tallies = np.stack(
+            [
+                np.bincount(cell[holds], minlength=n * n)
+                for holds in (
+                    np.ones(len(cell), dtype=bool),
+                    response,
+                    precedence,
+                    response & precedence,
+                    alt_response,
+                    alt_precedence,
+                    alt_response & alt_precedence,
+                    chain_response,
+                    chain_precedence,
+                    chain_response & chain_precedence,
+                )
+            ]
+        ).reshape(10, n, n)
+        for p, act in enumerate(self._by_pos):
+            act.d_cases += int(per_act[0][p])
+            act.d_once += int(per_act[1][p])
+            act.d_first += int(per_act[2][p])
         pairs = self._pairs
-        bit = [act.bit for act in self._by_pos]
-        for x, y in zip(*np.nonzero(tallies.any(axis=0)), strict=True):
-            key = (bit[x], bit[y])
+        bits = [act.bit for act in self._by_pos]
+        for x, y in zip(*np.nonzero(tallies[0]), strict=True):
+            key = (bits[x], bits[y])
             rec = pairs.get(key)
             if rec is None:
                 rec = pairs[key] = [0] * 10
@@ -467,37 +462,42 @@ class DiscoveryTracker:
     def _expand_python(self) -> None:
         by_pos = self._by_pos
         pairs = self._pairs
-
-        def tally(a: int, b: int) -> list[int]:
-            rec = pairs.get((a, b))
-            if rec is None:
-                rec = pairs[(a, b)] = [0] * 10
-            return rec
-
-        for (s, first, multi), w in self._case_keys.items():
-            bits = _bits(s)
-            for x in bits:
-                act = by_pos[x.bit_length() - 1]
-                act.d_cases += w
-                if not multi & x:
-                    act.d_once += w
-                for y in bits:
-                    if x != y:
-                        tally(x, y)[0] += w
-            by_pos[first.bit_length() - 1].d_first += w
-        for (a, t, g, ar, ap, out, cn, cp, chs), w in self._act_keys.items():
-            for rel, mask in ((1, t), (3, t & ~g), (4, ar), (6, out)):
-                for y in _bits(mask):
-                    tally(a, y)[rel] += w
-            for rel, mask in ((2, g), (5, ap)):
-                for x in _bits(mask):
-                    tally(x, a)[rel] += w
-            if cn > 0:
-                tally(a, cn)[7] += w
-                if chs:
-                    tally(a, cn)[9] += w
-            if cp > 0:
-                tally(cp, a)[8] += w
+        rows = self._rows
+        cases = [rows[x : x + _ROW] for x in range(0, len(rows), _ROW)]
+        for _, group in itertools.groupby(cases, key=lambda row: row[0]):
+            acts = [row[1:] for row in group]
+            for b, _last, first, r, _cp, _cn in acts:
+                act = by_pos[b.bit_length() - 1]
+                act.d_cases += 1
+                act.d_once += r == _ALL
+                act.d_first += first == 0
+            for a, last_a, first_a, r_a, _cp, cn_a in acts:
+                for b, last_b, first_b, r_b, cp_b, _cn in acts:
+                    if a == b:
+                        continue
+                    resp = last_a < last_b
+                    prec = first_a < first_b
+                    alt_resp = resp and bool(r_a & b)
+                    alt_prec = prec and bool(r_b & a)
+                    chain_resp = cn_a == b
+                    chain_prec = cp_b == a
+                    holds = (
+                        True,
+                        resp,
+                        prec,
+                        resp and prec,
+                        alt_resp,
+                        alt_prec,
+                        alt_resp and alt_prec,
+                        chain_resp,
+                        chain_prec,
+                        chain_resp and chain_prec,
+                    )
+                    rec = pairs.get((a, b))
+                    if rec is None:
+                        rec = pairs[(a, b)] = [0] * 10
+                    for rel, h in enumerate(holds):
+                        rec[rel] += h
 
     # -- reading ----------------------------------------------------------------------------
     @property
@@ -532,11 +532,11 @@ class DiscoveryTracker:
             key=lambda p: (p.a, p.b),
         )
         return DiscoveryCounts(
-            events=self._events,
+            events=sum(a.events for a in acts),
             cases_started=self._started,
             cases_completed=self._completed,
-            first_time=None if self._events == 0 else self._lo,
-            last_time=None if self._events == 0 else self._hi,
+            first_time=None if not self._started else self._lo,
+            last_time=None if not self._started else self._hi,
             activities=tuple(ActivityStat(a.name, a.events, a.starts, a.ends) for a in acts),
             pairs=tuple(pairs),
             loops=tuple(loops),
@@ -619,7 +619,6 @@ class DiscoveryTracker:
         if self._declare:
             self._expand()
         act = self._activity
-        self._events += counts.events
         self._started += counts.cases_started
         self._completed += counts.cases_completed
         if counts.first_time is not None and counts.first_time < self._lo:

@@ -273,10 +273,10 @@ def test_more_activities_than_an_int64_holds(
     acts = [f"a{i:02d}" for i in range(70)]
     log = [acts[i : i + 8] + acts[i : i + 3] for i in range(0, 63, 3)]
     tracker = DiscoveryTracker()
-    for i, trace in enumerate(log):
-        for j, act in enumerate(trace):
+    for i, trace in enumerate(log):  # each case completes before the next starts, so rows
+        for j, act in enumerate(trace):  # are waiting when the 63rd activity shows up
             tracker.update(Event.create(f"c{i}", act, T0 + timedelta(minutes=j)))
-    tracker.flush()
+        tracker.complete(f"c{i}")
     df = pm4py.convert_to_dataframe(make_pm4py_log(log))
     ratios = {"min_support_ratio": 0.0, "min_confidence_ratio": 0.0}
     expected = pm4py.discover_declare(df, **ratios)

@@ -553,26 +553,62 @@ class DiscoveryTracker:
     def snapshot(self) -> TrackerState:
         """The whole state as a frozen value (canonical: equal states, equal snapshots)."""
         counts = self.counts()
-        cases = []
-        for case_id in sorted(self._cases):
-            cs = self._cases[case_id]
-            activities = None
-            recency: tuple[str, ...] = ()
-            if self._declare:
-                by_pos = self._by_pos
-                activities = tuple(self._case_activity(b, cs) for b in cs.firsts)
-                recency = tuple(by_pos[b.bit_length() - 1].name for b in cs.order)
-            cases.append(
-                CaseState(
-                    case_id,
-                    cs.last.name,
-                    None if cs.prev is None else cs.prev.name,
-                    cs.ts,
-                    activities,
-                    recency,
-                )
-            )
-        return TrackerState(settings=self.settings, counts=counts, cases=tuple(cases))
+        cases = tuple(self._case_state(cid, self._cases[cid]) for cid in sorted(self._cases))
+        return TrackerState(settings=self.settings, counts=counts, cases=cases)
+
+    def shared_snapshot(self) -> TrackerState:
+        """The state without any active case (:meth:`case_state`): settings and counts. Its
+        size does not grow with the number of active cases, and it names no case.
+
+        A store that keeps this and, per active case, the :meth:`case_state` written when the
+        case was last updated restores the whole tracker: :meth:`restore` this, then
+        :meth:`restore_case` every stored case state (of the cases not completed since).
+
+        >>> from datetime import UTC, datetime
+        >>> from procvault.monitor.event import Event
+        >>> t0 = datetime(2024, 1, 1, tzinfo=UTC)
+        >>> tracker = DiscoveryTracker()
+        >>> for case, act in (("c1", "A"), ("c2", "A"), ("c1", "B"), ("c2", "C")):
+        ...     tracker.update(Event.create(case, act, t0))
+        >>> tracker.complete("c2")
+        True
+        >>> shares = [tracker.case_state("c1")]
+        >>> back = DiscoveryTracker.restore(tracker.shared_snapshot())
+        >>> for share in shares:
+        ...     back.restore_case(share)
+        >>> back.snapshot() == tracker.snapshot()
+        True
+        """
+        return TrackerState(settings=self.settings, counts=self.counts())
+
+    def case_state(self, case_id: str) -> CaseState | None:
+        """An active case's share of the state (see :meth:`shared_snapshot`), ``None`` if the
+        case is not active. O(k) for the case's k distinct activities."""
+        cs = self._cases.get(case_id)
+        return None if cs is None else self._case_state(case_id, cs)
+
+    def restore_case(self, state: CaseState) -> None:
+        """Put back an active case's share taken with :meth:`case_state` (``ValueError`` if the
+        case is active already)."""
+        if state.case_id in self._cases:
+            raise ValueError(f"case {state.case_id!r} is active already")
+        self._restore_case(state)
+
+    def _case_state(self, case_id: str, cs: _Case) -> CaseState:
+        activities = None
+        recency: tuple[str, ...] = ()
+        if self._declare:
+            by_pos = self._by_pos
+            activities = tuple(self._case_activity(b, cs) for b in cs.firsts)
+            recency = tuple(by_pos[b.bit_length() - 1].name for b in cs.order)
+        return CaseState(
+            case_id,
+            cs.last.name,
+            None if cs.prev is None else cs.prev.name,
+            cs.ts,
+            activities,
+            recency,
+        )
 
     def _name_set(self, mask: int) -> tuple[str, ...]:
         by_pos = self._by_pos

@@ -18,6 +18,7 @@ import procvault.monitor.discovery.tracker as tracker_module
 from procvault.discovery.convert import to_declare
 from procvault.generators._pm4py import import_pm4py
 from procvault.monitor.discovery import (
+    CaseState,
     DeclareSettings,
     DiscoveryCounts,
     DiscoveryTracker,
@@ -241,6 +242,37 @@ def test_snapshot_restore_round_trips_mid_stream(
         for e in events[cut:]:
             resumed.update(e)
         assert resumed.snapshot() == whole.snapshot()
+
+
+@settings(max_examples=60, deadline=2000)
+@given(log=traces, cut=st.integers(0, 120), declare=st.booleans())
+def test_shared_snapshot_and_case_states_restore_the_whole_tracker(
+    log: list[list[tuple[str, int]]], cut: int, declare: bool
+) -> None:
+    """The vault-worker layout: the shared part once, each active case's share on its own
+    (through msgpack bytes), then the rest of the stream."""
+    events = _events(log, order=list(range(cut)))
+    cut = min(cut, len(events))
+    s = TrackerSettings(declare=declare)
+    whole = _track(events, s)
+    first = _track(events[:cut], s)
+    shared = first.shared_snapshot()
+    assert shared.cases == ()
+    shares = [first.case_state(c.case_id) for c in first.snapshot().cases]
+    assert first.case_state("nobody") is None
+    back = DiscoveryTracker.restore(shared)
+    for share in shares:
+        assert share is not None
+        back.restore_case(msgspec.msgpack.decode(msgspec.msgpack.encode(share), type=CaseState))
+    assert back.snapshot() == first.snapshot()
+    for e in events[cut:]:
+        back.update(e)
+    assert back.snapshot() == whole.snapshot()
+    if shares and shares[0] is not None:
+        again = DiscoveryTracker.restore(shared)
+        again.restore_case(shares[0])
+        with pytest.raises(ValueError, match="is active already"):
+            again.restore_case(shares[0])
 
 
 def test_restore_refuses_another_version() -> None:

@@ -225,7 +225,7 @@ def _discover(args: argparse.Namespace) -> int:
     track_s = time.perf_counter() - t0
     model = build_model(counts, heuristics=heuristics, declare=declare)
     written = write_models(model, args.out, pictures=formats)
-    summary = {
+    summary: dict[str, Any] = {
         "log": str(args.log),
         "out": str(args.out),
         "events": counts.events,

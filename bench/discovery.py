@@ -30,6 +30,7 @@ inflates far less than wall-clock time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -91,7 +92,7 @@ def _tracker(
             return tracker.counts()
 
         cpu, wall, counts = _timed(run)
-        mcpu, mwall, model = _timed(lambda counts=counts: build_model(counts))
+        mcpu, mwall, model = _timed(functools.partial(build_model, counts))
         stream.append((cpu, wall))
         total.append((cpu + mcpu, wall + mwall))
         model_cpu.append(mcpu)
@@ -103,7 +104,7 @@ def _tracker(
 
 
 def _frame(events: list[Event]) -> Any:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]
 
     pm4py = import_pm4py()
     acts = [e for e in events if not e.kind]
@@ -145,10 +146,10 @@ def _pm4py(df: Any, n: int, runs: int) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _pybeamline(events: list[Event], exact_dfg: dict[tuple[str, str], int], runs: int) -> Any:
-    from pybeamline.algorithms.discovery.heuristics_miner_lossy_counting import (
+    from pybeamline.algorithms.discovery.heuristics_miner_lossy_counting import (  # type: ignore[import-untyped]
         HeuristicsMinerLossyCounting,
     )
-    from pybeamline.bevent import BEvent
+    from pybeamline.bevent import BEvent  # type: ignore[import-untyped]
 
     bevents = [BEvent(e.activity, e.case_id, event_time=e.timestamp) for e in events if not e.kind]
     times = []
@@ -277,6 +278,11 @@ def _memory(total: int) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def say(msg: str) -> None:
+    """Progress on stderr."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5, help="Sepsis passes under fresh case ids")
@@ -288,7 +294,6 @@ def main() -> None:
     if args.memory_child:
         _memory_child(*args.memory_child)
         return
-    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     load_start = os.getloadavg()
     log = read_xes(DATA / "logs/sepsis_cases.xes.gz")
     events = list(log.replay(end_markers=True, repeat=args.repeat))

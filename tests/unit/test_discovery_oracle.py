@@ -229,7 +229,7 @@ def test_declare_equals_pm4py(
     shared_data: Path,
     log: dict[str, Any],
     which: str,
-    ratios: dict[str, float],
+    ratios: dict[str, Any],
 ) -> None:
     path = _path(shared_data, request.node.callspec.params["log"])
     expected = _pm4py_declare(path, tuple(sorted(ratios.items())))
@@ -252,6 +252,7 @@ def test_declare_with_some_templates_equals_pm4py(
 ) -> None:
     pm4py = import_pm4py()
     log = _log(sepsis_log)
+    ratios: dict[str, Any]
     for ratios in ({}, {"min_support_ratio": 0.0, "min_confidence_ratio": 0.0}):
         expected = pm4py.discover_declare(log["df"], allowed_templates=set(templates), **ratios)
         ours = discover_declare(log["whole"], DeclareSettings(templates=templates, **ratios))

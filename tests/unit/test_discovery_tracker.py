@@ -138,12 +138,17 @@ def test_random_logs_equal_pm4py_whatever_the_interleaving(
         dict(start),
         dict(end),
     )
-    for params in ({}, {"dependency_threshold": 0.0, "loop_two_threshold": 0.0}):
+    heuristics: list[dict[str, Any]] = [
+        {},
+        {"dependency_threshold": 0.0, "loop_two_threshold": 0.0},
+    ]
+    for params in heuristics:
         expected = _heuristics_view(pm4py.discover_heuristics_net(df, **params))
         ours = discover_heuristics(counts, HeuristicsSettings(**params))
         assert _our_heuristics_view(ours) == expected
     table = classic.form_rules_table(df)
-    for ratios in ({}, {"min_support_ratio": 0.0, "min_confidence_ratio": 0.0}):
+    selections: list[dict[str, Any]] = [{}, {"min_support_ratio": 0.0, "min_confidence_ratio": 0.0}]
+    for ratios in selections:
         expected_rules = classic.get_rules_from_rules_df(table, parameters=ratios)
         assert to_declare(discover_declare(counts, DeclareSettings(**ratios))) == expected_rules
 
@@ -290,11 +295,11 @@ def test_counts_do_not_depend_on_the_summary_cache_or_the_expansion_path(
     expected = _track(events).counts()
     assert _track(events, TrackerSettings(summary_cache=cap)).counts() == expected
     saved = tracker_module._NUMPY_MAX_ACTIVITIES
-    tracker_module._NUMPY_MAX_ACTIVITIES = 0  # the plain-Python expansion
+    setattr(tracker_module, "_NUMPY_MAX_ACTIVITIES", 0)  # noqa: B010 (the plain-Python path)
     try:
         assert _track(events, TrackerSettings(summary_cache=cap)).counts() == expected
     finally:
-        tracker_module._NUMPY_MAX_ACTIVITIES = saved
+        setattr(tracker_module, "_NUMPY_MAX_ACTIVITIES", saved)  # noqa: B010
 
 
 def test_more_activities_than_an_int64_holds(
@@ -310,7 +315,7 @@ def test_more_activities_than_an_int64_holds(
             tracker.update(Event.create(f"c{i}", act, T0 + timedelta(minutes=j)))
         tracker.complete(f"c{i}")
     df = pm4py.convert_to_dataframe(make_pm4py_log(log))
-    ratios = {"min_support_ratio": 0.0, "min_confidence_ratio": 0.0}
+    ratios: dict[str, Any] = {"min_support_ratio": 0.0, "min_confidence_ratio": 0.0}
     expected = pm4py.discover_declare(df, **ratios)
     assert to_declare(discover_declare(tracker.counts(), DeclareSettings(**ratios))) == expected
 
@@ -405,18 +410,18 @@ def test_model_json_round_trips_and_refuses_other_records() -> None:
     ("build", "error", "match"),
     [
         (lambda: TrackerSettings(summary_cache=0), ValueError, "summary_cache must be >= 1"),
-        (lambda: TrackerSettings(declare="yes"), TypeError, "declare must be True or False"),
-        (lambda: HeuristicsSettings(dependency_threshold="x"), ConfigError, "must be a number"),
+        (lambda: TrackerSettings(declare="yes"), TypeError, "declare must be True or False"),  # type: ignore[arg-type]
+        (lambda: HeuristicsSettings(dependency_threshold="x"), ConfigError, "must be a number"),  # type: ignore[arg-type]
         (lambda: HeuristicsSettings(and_threshold=float("nan")), ConfigError, "must be finite"),
-        (lambda: HeuristicsSettings(min_act_count=1.5), ConfigError, "must be an integer"),
+        (lambda: HeuristicsSettings(min_act_count=1.5), ConfigError, "must be an integer"),  # type: ignore[arg-type]
         (
             lambda: HeuristicsSettings(dfg_pre_cleaning_noise_thresh=2),
             ConfigError,
             r"must be in \[0, 1\]",
         ),
         (lambda: DeclareSettings(templates=("nope",)), ConfigError, "unknown Declare templates"),
-        (lambda: DeclareSettings(templates="response"), ConfigError, "not a string"),
-        (lambda: DeclareSettings(min_support_ratio="a"), ConfigError, "a number or None"),
+        (lambda: DeclareSettings(templates="response"), ConfigError, "not a string"),  # type: ignore[arg-type]
+        (lambda: DeclareSettings(min_support_ratio="a"), ConfigError, "a number or None"),  # type: ignore[arg-type]
     ],
 )
 def test_settings_are_checked_once(build: Callable[[], object], error: type, match: str) -> None:

@@ -2,7 +2,8 @@
 # procvault set-up: everything a fresh machine needs, then the quick-start.
 #   Python deps in .venv (editable install with the test, dev and bench extras),
 #   the Apache Kafka jars from Maven Central (cached in $PROCVAULT_HOME, default ~/.cache/procvault),
-#   Debian's prometheus package (used by the metrics tests and `procvault observe`).
+#   Debian's prometheus package (used by the metrics tests and `procvault observe`),
+#   Debian's graphviz (the pictures `procvault discover` draws).
 # Needs: python3 >= 3.11, Java 17 (java), Maven (mvn); apt-get for prometheus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,15 @@ if ! command -v prometheus >/dev/null 2>&1; then
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q prometheus >/dev/null; }
 fi
 prometheus --version 2>&1 | head -1
+
+if ! command -v dot >/dev/null 2>&1; then
+  say "graphviz (Debian package: pictures of discovered models)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q graphviz >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q graphviz >/dev/null; }
+fi
+dot -V 2>&1 | head -1
 
 say "Quick-start"
 ./scripts/quickstart.sh

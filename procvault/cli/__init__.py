@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from procvault.cli import (
         anonymize,
         consent,
+        discover,
         monitor,
         observe,
         pipeline,
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     results.register(sub)
     observe.register(sub)
     report.register(sub)
+    discover.register(sub)
     return parser
 
 

@@ -1,0 +1,259 @@
+"""``procvault discover``: discover the models of a log in-process, or compare two saved models.
+
+``procvault discover LOG --out DIR`` streams the log (in replay order, with end-of-case
+markers) through the discovery tracker, the centralized reference of what the vault discovers,
+derives the heuristics net and the Declare model and writes ``model.json``, PNML, BPMN,
+``declare.json``, pm4py's ``.dfg`` and pictures into DIR (``procvault.discovery.write_models``).
+``procvault discover --compare A B`` shows what changed from model A to model B (a
+``model.json`` or the folder holding it). The command only parses, reads and writes; the
+tracker lives in ``procvault.monitor.discovery``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from procvault.cli.options import add_option as _add
+from procvault.cli.options import add_progress_option, fail_usage, progress_bar
+from procvault.cli.options import positive as _positive
+
+__all__ = ["cmd_discover", "register"]
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def register(sub: Any) -> None:
+    """Add the ``discover`` subcommand to the CLI's subparsers."""
+    from procvault.monitor.discovery import TEMPLATES, HeuristicsSettings
+
+    h = HeuristicsSettings()
+    p = sub.add_parser(
+        "discover",
+        help="discover a log's DFG, heuristics net and Declare model; compare two models",
+        description="Stream an XES log through the discovery tracker in-process (the "
+        "centralized reference of what the vault discovers) and write into --out: model.json "
+        "(counts, heuristics net, Declare model), heuristics.pnml and heuristics.bpmn (the "
+        "heuristics net as pm4py converts it), declare.json, dfg.dfg (pm4py's format) and "
+        "pictures. The models equal pm4py's discover_dfg, discover_heuristics_net and "
+        "discover_declare with the same parameters. With --compare A B, show what changed "
+        "from model A to model B instead. See docs/discovery.md.",
+    )
+    p.add_argument("log", nargs="?", help="the .xes or .xes.gz file")
+    _add(p, "--out", metavar="DIR", help="the folder to write the models into")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="compare two saved models (model.json files or the folders holding them)",
+    )
+    _add(
+        p,
+        "--pictures",
+        default="png",
+        help="picture formats, comma-separated: png, svg, or 'none'",
+    )
+    _add(p, "--no-declare", action="store_true", help="do not tally or write the Declare model")
+    _add(
+        p,
+        "--dependency-threshold",
+        type=float,
+        default=h.dependency_threshold,
+        help="Heuristics Miner: dependency threshold",
+    )
+    _add(
+        p,
+        "--and-threshold",
+        type=float,
+        default=h.and_threshold,
+        help="Heuristics Miner: AND threshold",
+    )
+    _add(
+        p,
+        "--loop-two-threshold",
+        type=float,
+        default=h.loop_two_threshold,
+        help="Heuristics Miner: length-two loop threshold",
+    )
+    _add(
+        p,
+        "--min-act-count",
+        type=_count,
+        default=h.min_act_count,
+        help="Heuristics Miner: least events of an activity in the net",
+    )
+    _add(
+        p,
+        "--min-dfg-occurrences",
+        type=_count,
+        default=h.min_dfg_occurrences,
+        help="Heuristics Miner: least count of an arc in the net",
+    )
+    _add(
+        p,
+        "--templates",
+        help=f"Declare templates, comma-separated (default: all of {', '.join(TEMPLATES)})",
+    )
+    _add(
+        p,
+        "--min-support-ratio",
+        type=_ratio,
+        help="Declare: least support / cases (default: chosen as pm4py does)",
+    )
+    _add(
+        p,
+        "--min-confidence-ratio",
+        type=_ratio,
+        help="Declare: least confidence / support (default: chosen as pm4py does)",
+    )
+    _add(
+        p,
+        "--limit",
+        type=_positive(int),
+        default=20,
+        help="--compare: entries shown per section",
+    )
+    _add(p, "--json", action="store_true", help="print the summary (or comparison) as JSON")
+    add_progress_option(p)
+    p.set_defaults(func=cmd_discover)
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    """Run ``procvault discover``."""
+    if args.compare:
+        if args.log or args.out:
+            fail_usage("--compare takes two models and no LOG or --out")
+        return _compare(args)
+    if not args.log or not args.out:
+        fail_usage("give LOG and --out DIR (or --compare A B)")
+    return _discover(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from procvault.discovery.changes import diff, render_diff
+    from procvault.discovery.files import read_model
+
+    a, b = (read_model(x) for x in args.compare)
+    d = diff(a, b)
+    if args.json:
+        print(
+            json.dumps(
+                {"before": args.compare[0], "after": args.compare[1], **msgspec.to_builtins(d)}
+            )
+        )
+    else:
+        print(render_diff(d, limit=args.limit))
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> tuple[Any, Any, tuple[str, ...]]:
+    from procvault.monitor.discovery import DeclareSettings, HeuristicsSettings
+    from procvault.monitor.errors import ConfigError
+
+    heuristics = HeuristicsSettings(
+        dependency_threshold=args.dependency_threshold,
+        and_threshold=args.and_threshold,
+        loop_two_threshold=args.loop_two_threshold,
+        min_act_count=args.min_act_count,
+        min_dfg_occurrences=args.min_dfg_occurrences,
+    )
+    declare = None
+    if not args.no_declare:
+        kw: dict[str, Any] = {
+            "min_support_ratio": args.min_support_ratio,
+            "min_confidence_ratio": args.min_confidence_ratio,
+        }
+        if args.templates:
+            kw["templates"] = tuple(t.strip() for t in args.templates.split(",") if t.strip())
+        declare = DeclareSettings(**kw)
+    elif args.templates or args.min_support_ratio is not None or args.min_confidence_ratio:
+        raise ConfigError(
+            "--templates and the Declare ratios need the Declare model (no --no-declare)"
+        )
+    formats = tuple(f.strip().lower() for f in args.pictures.split(",") if f.strip())
+    if formats == ("none",):
+        formats = ()
+    bad = sorted(set(formats) - {"png", "svg"})
+    if bad:
+        raise ConfigError(f"--pictures takes png, svg or none, not {', '.join(bad)}")
+    return heuristics, declare, formats
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from procvault.discovery.files import write_models
+    from procvault.generators.xes import read_xes
+    from procvault.monitor.discovery import DiscoveryTracker, TrackerSettings, build_model
+
+    started = time.perf_counter()
+    heuristics, declare, formats = _settings(args)
+    log = read_xes(args.log)
+    events = list(log.replay(end_markers=True))
+    tracker = DiscoveryTracker(TrackerSettings(declare=declare is not None))
+    update = tracker.update
+    bar = progress_bar(args.progress, len(events), "discovering")
+    t0 = time.perf_counter()
+    if bar is None:
+        for ev in events:
+            update(ev)
+    else:
+        task = bar.task_ids[0]
+        step = 10_000
+        with bar:
+            for i in range(0, len(events), step):
+                for ev in events[i : i + step]:
+                    update(ev)
+                bar.advance(task, len(events[i : i + step]))
+    tracker.flush()
+    counts = tracker.counts()
+    track_s = time.perf_counter() - t0
+    model = build_model(counts, heuristics=heuristics, declare=declare)
+    written = write_models(model, args.out, pictures=formats)
+    summary: dict[str, Any] = {
+        "log": str(args.log),
+        "out": str(args.out),
+        "events": counts.events,
+        "cases": counts.cases_completed,
+        "activities": len(counts.activities),
+        "dfg_arcs": len(counts.pairs),
+        "heuristics_nodes": len(model.heuristics.nodes),
+        "heuristics_arcs": len(model.heuristics.arcs),
+        "declare_constraints": None if model.declare is None else len(model.declare.constraints),
+        "tracker_events_per_second": round(counts.events / track_s) if track_s > 0 else None,
+        "seconds": round(time.perf_counter() - started, 2),
+        "files": [p.name for p in written],
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        decl = summary["declare_constraints"]
+        print(
+            f"{summary['events']:,} events, {summary['cases']:,} cases, "
+            f"{summary['activities']} activities, {summary['dfg_arcs']} directly-follows arcs; "
+            f"heuristics net: {summary['heuristics_nodes']} nodes, "
+            f"{summary['heuristics_arcs']} arcs"
+            + ("" if decl is None else f"; Declare: {decl} constraints")
+        )
+        print(f"wrote {len(written)} files to {args.out}: {', '.join(summary['files'])}")
+        print(
+            f"tracker {summary['tracker_events_per_second']:,} events/s; "
+            f"{summary['seconds']} s in all",
+            file=sys.stderr,
+        )
+    return 0

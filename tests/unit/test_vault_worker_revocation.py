@@ -101,19 +101,22 @@ def test_a_revoked_case_leaves_the_vault_and_the_ack_reaches_its_org(tmp_path: P
     assert restored.revocations.covers(Event.create("victim", "C", T0))
 
 
-def test_an_old_keyring_without_signing_keys_still_loads(tmp_path: Path) -> None:
+def test_a_keyring_without_signing_keys_is_a_clear_error(tmp_path: Path) -> None:
     import json
+
+    import pytest
+
+    from procvault.monitor.errors import ConfigError
 
     init_keyring(tmp_path, ["lab"])
     path = tmp_path / "org-lab.json"
     data = json.loads(path.read_text())
     del data["signing_ed25519"]
     path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="'signing_ed25519' is missing"):
+        OrgKeys.load(path)
     reg = json.loads((tmp_path / "registry.json").read_text())
     del reg["orgs"]["lab"]["signing_ed25519"]
     (tmp_path / "registry.json").write_text(json.dumps(reg))
-    assert OrgKeys.load(path).signing is None
-    assert Registry.load(tmp_path / "registry.json").signing == {}
-    # ... and its revocations are refused by the vault (no key registered)
-    worker = _worker(tmp_path)
-    assert worker._signers == {}
+    with pytest.raises(ConfigError, match="'signing_ed25519' is missing"):
+        Registry.load(tmp_path / "registry.json")

@@ -668,9 +668,25 @@ def _files_of(directory: Path, names: Iterable[str]) -> list[Path]:
     ]
 
 
+def _narrow_if_empty(directory: Path) -> None:
+    """An existing *empty* folder of ours (a container volume, say) becomes 0700 before any
+    key goes in: nothing in it could have been seen. A folder with anything in it is left as
+    it is (and refused if it is too open)."""
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return
+    mine = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+    if mine and _too_open(st.st_mode) and not os.listdir(directory):
+        os.chmod(directory, 0o700)
+        if os.listdir(directory):  # something slipped in before the chmod
+            raise ConfigError(f"{directory}: files appeared while the keyring was created")
+
+
 def init_keyring(directory: Path, orgs: Iterable[str]) -> None:
     """Write ``vault.json``, ``registry.json`` and ``org-<name>.json`` for a local deployment
-    (the folder is created 0700; nothing existing is overwritten)."""
+    (the folder is created 0700, an existing empty one narrowed to 0700; nothing existing is
+    overwritten)."""
     directory = Path(directory)
     names = list(dict.fromkeys(orgs))
     if not names:
@@ -682,6 +698,7 @@ def init_keyring(directory: Path, orgs: Iterable[str]) -> None:
             raise ConfigError(
                 f"{directory}: a keyring already exists here ({path.name}; refusing to overwrite)"
             )
+    _narrow_if_empty(directory)
     os.close(_open_folder(directory, create=True))  # created 0700, or checked
     vault = VaultSecrets.generate()
     pseudonym_key = os.urandom(32)

@@ -346,3 +346,29 @@ def test_fuzz_certificate_and_evidence_parsers(value: object) -> None:
         EpochCertificate.from_dict(value)
     with pytest.raises(AttestationError):
         Evidence.from_dict(value)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.data())
+def test_fuzz_procvault_results_reader_of_vault_keys(data: st.DataObject) -> None:
+    """``procvault results``' reader of ``vault.keys``: whatever it reads is counted, never
+    raised, and only the pinned identity's keys are learned."""
+    import contextlib
+    import io
+
+    from procvault.cli.results import ResultsReader
+    from procvault.streams.frames import Topics
+
+    reader = ResultsReader("127.0.0.1:9", Topics(), identity=PINNED, verifier=OK)
+    values = [
+        _mutated(data) if data.draw(st.booleans()) else data.draw(_RECORDS)
+        for _ in range(data.draw(st.integers(1, 3)))
+    ]
+    with contextlib.redirect_stderr(io.StringIO()):
+        for value in values:
+            reader.add_announcement(value)  # type: ignore[arg-type]
+    stats = reader.stats
+    assert stats.announcements == len(values)
+    assert stats.announcements_refused == sum(stats.refused_by.values())
+    assert set(reader.epochs) <= {1}
+    assert all(k == VAULT.current.public() for k in reader.epochs.values())

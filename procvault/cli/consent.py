@@ -50,19 +50,9 @@ def register(sub: Any) -> None:
         default=3,
         help="partitions of the event topics",
     )
-    _add(
-        p,
-        "--allow-insecure-attestation",
-        action="store_true",
-        help="accept the vault's SIMULATED evidence (development only)",
-    )
-    _add(
-        p,
-        "--attestation-timeout",
-        type=_positive(float),
-        default=60.0,
-        help="seconds to wait for the vault's answer",
-    )
+    from procvault.cli.pipeline import add_attestation_options
+
+    add_attestation_options(p)
     p.set_defaults(func=cmd_revoke)
 
 
@@ -89,12 +79,6 @@ def build_revocation(args: argparse.Namespace) -> tuple[Any, int | None, Any]:
     org_keys = OrgKeys.load(Path(args.keys) / f"org-{args.org}.json")
     if org_keys.org != args.org:
         raise ConfigError(f"the keys file is for {org_keys.org!r}, not {args.org!r}")
-    if org_keys.signing is None:
-        raise ConfigError(
-            f"{args.keys}/org-{args.org}.json has no signing key (written before revocations "
-            "existed): add an Ed25519 'signing_ed25519' key and register its public key in "
-            "registry.json, or create the keyring again with `procvault keys init`"
-        )
     engine = None
     policy_id = args.org
     if args.policy:
@@ -152,8 +136,6 @@ async def publish_revocation(
 
     topic = topics.events(org_keys.org)
     await ensure_topics(bootstrap, [topic], partitions=partitions)
-    if org_keys.sender is None:
-        raise KafkaSetupError(f"the key file of {org_keys.org} has no sender key")
     session = ProducerSession(vault_keys, org_keys.sender, org=org_keys.org, producer="revoke")
     frame = encode_frame(REVOKE, 0, time.time_ns() // 1000, wire)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
@@ -171,21 +153,27 @@ async def publish_revocation(
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     """``procvault revoke``."""
-    from procvault.cli.pipeline import kafka_address
-    from procvault.streams.attestation import SimulatedVerifier
+    from procvault.cli.pipeline import attestation_verifier, kafka_address
     from procvault.streams.frames import Topics
     from procvault.streams.provisioning import attest_vault
     from procvault.streams.revocation import sign_revocation
+    from procvault.streams.secrets import Registry
 
     rev, partition, org_keys = build_revocation(args)
     wire = sign_revocation(rev, org_keys.signing)
     topics = Topics(args.topic_prefix)
     bootstrap = kafka_address(args.kafka)
-    verifier = SimulatedVerifier(allow_insecure=args.allow_insecure_attestation)
+    identity = Registry.load(Path(args.keys) / "registry.json").identity
+    verifier = attestation_verifier(args, identity, "revoke")
 
     async def main() -> None:
         vault_keys = await attest_vault(
-            bootstrap, topics, verifier, timeout=args.attestation_timeout
+            bootstrap,
+            topics,
+            identity,
+            verifier,
+            timeout=args.attestation_timeout,
+            warn=lambda line: print(f"procvault revoke: {line}", file=sys.stderr),
         )
         await publish_revocation(
             bootstrap, topics, args.partitions, vault_keys, org_keys, wire, partition

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -83,15 +84,21 @@ def register(sub: Any) -> None:
     """Add the ``keys``, ``vault`` and ``agent`` subcommands."""
     p = sub.add_parser(
         "keys",
-        help="create the key material of a local deployment",
-        description="'init DIR --orgs a,b,c' writes vault.json (the vault's state and epoch "
-        "keys), org-<name>.json per organization (alert key, consortium pseudonym key) and "
-        "registry.json (organizations and their alert public keys). In production each "
-        "organization makes its own file and registers only its public key. 'rotate DIR' "
-        "starts a new epoch in vault.json: vault workers started afterwards announce it, and "
-        "keep accepting the --keep newest older epochs (the grace period) until rotated again.",
+        help="create, rotate or upgrade the key material of a local deployment",
+        description="'init DIR --orgs a,b,c' writes, in a folder created 0700, vault.json (the "
+        "vault's long-term identity, its state master key and the certified keys of epoch 1), "
+        "org-<name>.json per organization (alert, signing and sender keys, the consortium "
+        "pseudonym key), all 0600, and registry.json (the vault identity's public key, which "
+        "every agent and reader pins, and the organizations' public keys). In production each "
+        "organization makes its own file and registers only its public keys. 'rotate DIR' "
+        "starts a new epoch in vault.json, certified by the identity: vault workers started "
+        "afterwards announce it, and keep accepting the --keep newest older epochs (the grace "
+        "period) until rotated again; 'rotate DIR --state' adds a new state master key instead "
+        "(older key ids stay, to read what they sealed). 'upgrade DIR' brings a keyring written "
+        "by an older procvault to the current format (adds the vault identity, sender keys, "
+        "certificates; agents must then use the new registry.json).",
     )
-    p.add_argument("action", choices=("init", "rotate"))
+    p.add_argument("action", choices=("init", "rotate", "upgrade"))
     p.add_argument("dir", help="the keyring folder")
     _add(p, "--orgs", help="comma-separated organization names (init)")
     _add(
@@ -100,6 +107,12 @@ def register(sub: Any) -> None:
         type=int,
         default=1,
         help="rotate: older epochs still accepted (0: retire them at once)",
+    )
+    _add(
+        p,
+        "--state",
+        action="store_true",
+        help="rotate: add a new state master key (instead of a new epoch)",
     )
     p.set_defaults(func=cmd_keys)
 
@@ -168,9 +181,27 @@ def register(sub: Any) -> None:
     _add(
         p,
         "--attestation",
-        choices=("simulated",),
+        choices=ATTESTATION_MODES,
         default="simulated",
-        help="evidence provider ('simulated' is INSECURE, for development)",
+        help="evidence provider: 'simulated' (the identity's signature: INSECURE, for "
+        "development), 'gramine-sgx' (DCAP quotes from Gramine's /dev/attestation), 'tdx' or "
+        "'sev-snp' (reports from configfs-tsm, /sys/kernel/config/tsm/report; SEV-SNP reports are "
+        "not verified by agents yet)",
+    )
+    _add(
+        p,
+        "--attestation-dir",
+        metavar="DIR",
+        help="the device interface of --attestation (default: /dev/attestation for "
+        "gramine-sgx, /sys/kernel/config/tsm/report for tdx and sev-snp)",
+    )
+    _add(
+        p,
+        "--attestation-rate",
+        type=_positive(float),
+        default=10.0,
+        help="attestation requests answered per second at most (bursts of twice as many; "
+        "repeated nonces are answered once; what is dropped is counted)",
     )
     _add_observability_options(p)
     p.set_defaults(func=cmd_vault)
@@ -286,18 +317,15 @@ def register(sub: Any) -> None:
         default=1,
         help="replay the log N times (case ids suffixed, time shifted past the previous round)",
     )
+    add_attestation_options(p)
     _add(
         p,
-        "--allow-insecure-attestation",
-        action="store_true",
-        help="accept the vault's SIMULATED evidence (development only)",
-    )
-    _add(
-        p,
-        "--attestation-timeout",
+        "--reattest-interval",
         type=_positive(float),
-        default=60.0,
-        help="seconds to wait for the vault's answer",
+        default=300.0,
+        metavar="SECONDS",
+        help="re-verify the vault this often, with a fresh nonce (also at every newer epoch "
+        "announced); if a re-verification fails the agent stops sending and says why",
     )
     _add_observability_options(p)
     p.set_defaults(func=cmd_agent)
@@ -313,16 +341,141 @@ def kafka_address(text: str) -> str:
     return host_port
 
 
-def cmd_keys(args: argparse.Namespace) -> int:
-    """``procvault keys init|rotate``."""
-    from procvault.monitor.errors import ConfigError
-    from procvault.streams.secrets import VaultSecrets, init_keyring
+ATTESTATION_MODES = ("simulated", "gramine-sgx", "tdx", "sev-snp")
+_INSECURE_ENV = "PROCVAULT_ALLOW_INSECURE_ATTESTATION"
 
+
+def add_attestation_options(p: argparse.ArgumentParser) -> None:
+    """How a process that trusts the vault (agent, results, revoke) verifies its evidence."""
+    _add(
+        p,
+        "--allow-insecure-attestation",
+        action="store_true",
+        help="accept SIMULATED evidence: the vault's announcements must still chain to the "
+        "identity pinned in registry.json, but nothing about its code is proven (development "
+        "only; said loudly once when it happens)",
+    )
+    _add(
+        p,
+        "--attestation-policy",
+        metavar="FILE",
+        help="verify hardware evidence (SGX or TDX DCAP quotes) with dcap-qvl against this "
+        "attestation policy (YAML: kind, measurements, tcb_statuses, allow_debug, collateral; "
+        "see docs/security.md)",
+    )
+    _add(
+        p,
+        "--attestation-timeout",
+        type=_positive(float),
+        default=60.0,
+        help="seconds to wait for a valid answer of the vault",
+    )
+
+
+def attestation_verifier(
+    args: argparse.Namespace, identity: bytes, prog: str, metrics: Any = None
+) -> Any:
+    """The :class:`~procvault.streams.attestation.EvidenceVerifier` the options ask for; it
+    prints one warning, the first time it trusts simulated evidence."""
+    from procvault.streams.attestation import EvidenceVerifier
+    from procvault.streams.attestation_hw import load_attestation_policy
+
+    hardware = None
+    if args.attestation_policy:
+        hardware = load_attestation_policy(args.attestation_policy)
+        if hardware.policy.verify_at is not None:
+            print(
+                f"procvault {prog}: WARNING: {args.attestation_policy} verifies quotes as of "
+                f"{hardware.policy.verify_at:.0f} (collateral.verify_at), not now: expired "
+                "collateral is accepted (offline tests only)",
+                file=sys.stderr,
+            )
+    env = os.environ.get(_INSECURE_ENV, "")
+    from_env = env.lower() in ("1", "true", "yes", "on")  # the option's default came from it
+
+    def on_insecure() -> None:
+        how = (
+            f"{_INSECURE_ENV}={env} in the environment"
+            if from_env
+            else "--allow-insecure-attestation"
+        )
+        print(
+            f"procvault {prog}: WARNING: trusting SIMULATED attestation evidence "
+            f"(simulated-INSECURE, accepted because of {how}): the vault's identity is "
+            "checked, its code and hardware are not (development only)",
+            file=sys.stderr,
+        )
+        if metrics is not None and hasattr(metrics, "set_attestation_insecure"):
+            metrics.set_attestation_insecure(True)
+
+    return EvidenceVerifier(
+        identity,
+        allow_insecure=args.allow_insecure_attestation,
+        hardware=hardware,
+        on_insecure=on_insecure,
+    )
+
+
+def _attestation_provider(args: argparse.Namespace, secrets: Any) -> Any:
+    """The vault's evidence provider for ``--attestation``, checked once (one quote)."""
+    from procvault.streams.attestation import SimulatedProvider, report_data
+    from procvault.streams.attestation_hw import (
+        DEFAULT_CONFIGFS_TSM,
+        DEFAULT_GRAMINE,
+        ConfigfsTsmProvider,
+        GramineSgxProvider,
+    )
+
+    mode = args.attestation
+    if mode == "simulated":
+        if args.attestation_dir:
+            from procvault.monitor.errors import ConfigError
+
+            raise ConfigError("--attestation-dir goes with a hardware --attestation mode")
+        return SimulatedProvider(secrets.identity)
+    provider: Any
+    if mode == "gramine-sgx":
+        provider = GramineSgxProvider(Path(args.attestation_dir or DEFAULT_GRAMINE))
+    else:
+        expect = "tdx_guest" if mode == "tdx" else "sev_guest"
+        root = Path(args.attestation_dir or DEFAULT_CONFIGFS_TSM)
+        provider = ConfigfsTsmProvider(root, expect=expect)
+    provider.evidence(
+        report_data(secrets.current.public(), os.urandom(16), secrets.identity_public)
+    )
+    return provider
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``procvault keys init|rotate|upgrade``."""
+    from procvault.monitor.errors import ConfigError
+    from procvault.streams.secrets import VaultSecrets, init_keyring, upgrade_keyring
+
+    if args.action == "upgrade":
+        added = upgrade_keyring(Path(args.dir))
+        for line in added:
+            print(f"procvault keys: {line}", file=sys.stderr)
+        print(
+            f"procvault keys: {args.dir} is current"
+            + (" (give every agent and reader the new registry.json)" if added else ""),
+            file=sys.stderr,
+        )
+        return 0
     if args.action == "rotate":
         if args.keep < 0:
             raise ConfigError("--keep must be >= 0")
         path = Path(args.dir) / "vault.json"
-        rotated = VaultSecrets.load(path).rotate(keep=args.keep)
+        secrets = VaultSecrets.load(path)
+        if args.state:
+            rotated = secrets.rotate_state()
+            rotated.save(path)
+            print(
+                f"state key id {rotated.state_key_id} is current; kept for reading: "
+                f"{sorted(rotated.state_keys)} (restart the vault workers)",
+                file=sys.stderr,
+            )
+            return 0
+        rotated = secrets.rotate(keep=args.keep)
         rotated.save(path)
         print(
             f"epoch {rotated.current_epoch} is current; accepted: {sorted(rotated.epochs)} "
@@ -330,6 +483,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
+    if args.state:
+        raise ConfigError("--state goes with rotate")
     if not args.orgs:
         raise ConfigError("keys init needs --orgs")
     orgs = [o.strip() for o in args.orgs.split(",") if o.strip()]
@@ -344,7 +499,6 @@ def cmd_vault(args: argparse.Namespace) -> int:
     from procvault.monitor.compliance import Compliance
     from procvault.monitor.errors import ConfigError
     from procvault.monitor.vault import Vault, VaultSettings
-    from procvault.streams.attestation import SimulatedProvider
     from procvault.streams.frames import Topics
     from procvault.streams.provisioning import AttestationResponder
     from procvault.streams.secrets import Registry, VaultSecrets
@@ -355,6 +509,12 @@ def cmd_vault(args: argparse.Namespace) -> int:
     keys = Path(args.keys)
     secrets = VaultSecrets.load(keys / "vault.json")
     registry = Registry.load(keys / "registry.json")
+    if registry.identity != secrets.identity_public:
+        raise ConfigError(
+            f"{keys / 'registry.json'} pins another vault identity than {keys / 'vault.json'} "
+            "holds (two keyrings mixed?)"
+        )
+    provider = _attestation_provider(args, secrets)
     engines = load_engines(args.model, args.rules, args.final_marking)
     net, rules = engines.net, engines.rules
     settings = VaultSettings(
@@ -392,7 +552,7 @@ def cmd_vault(args: argparse.Namespace) -> int:
                 "data (events, cases, alerts): they are OUTSIDE the DP guarantee",
                 file=sys.stderr,
             )
-        metrics.set_attestation_insecure(True)  # the simulated provider
+        metrics.set_attestation_insecure(args.attestation == "simulated")
     if args.run_dir:
         from procvault.reports.recorder import RunRecorder
 
@@ -430,13 +590,25 @@ def cmd_vault(args: argparse.Namespace) -> int:
     vault_log = logging.getLogger("procvault.vault")
     vault_log.addHandler(handler)
     vault_log.setLevel(logging.INFO)
-    provider = SimulatedProvider.development()
-    print(
-        "procvault vault: WARNING: attestation is SIMULATED (INSECURE): agents must opt in "
-        "to trust this vault",
-        file=sys.stderr,
+    if args.attestation == "simulated":
+        print(
+            "procvault vault: WARNING: attestation is SIMULATED (INSECURE: signed by the vault "
+            "identity, proving nothing about the code): agents must opt in to trust this vault",
+            file=sys.stderr,
+        )
+    else:
+        print(f"procvault vault: attestation: {args.attestation}", file=sys.stderr)
+    rate = args.attestation_rate
+    responder = AttestationResponder(
+        bootstrap,
+        topics,
+        secrets,
+        provider,
+        rate=rate,
+        burst=max(1, int(2 * rate)),
+        metrics=metrics,
+        log=vault_log.warning,
     )
-    responder = AttestationResponder(bootstrap, topics, secrets, provider)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -460,6 +632,7 @@ def cmd_vault(args: argparse.Namespace) -> int:
         if server is not None:
             server.close()
     stats = worker.stats.as_dict()
+    stats["attestation_requests"] = dict(sorted(responder.counts.items()))
     stats["seconds"] = round(time.monotonic() - started, 3)
     print(json.dumps(stats), file=sys.stderr)
     return 0
@@ -537,10 +710,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from procvault.monitor.errors import ConfigError
     from procvault.organization.agent import Agent, AgentSettings, ordered_share
     from procvault.organization.control import AgentControl
-    from procvault.streams.attestation import SimulatedVerifier
+    from procvault.organization.trust import TrustSettings, VaultTrust, run_while_trusted
     from procvault.streams.frames import Topics
-    from procvault.streams.provisioning import attest_vault
-    from procvault.streams.secrets import OrgKeys
+    from procvault.streams.secrets import OrgKeys, Registry
 
     missing = [
         f
@@ -556,6 +728,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     org_keys = OrgKeys.load(Path(args.keys) / f"org-{args.org}.json")
     if org_keys.org != args.org:
         raise ConfigError(f"the keys file is for {org_keys.org!r}, not {args.org!r}")
+    registry = Registry.load(Path(args.keys) / "registry.json")
+    if args.org not in registry.orgs:
+        raise ConfigError(f"{args.org!r} is not registered in {args.keys}/registry.json")
     log = read_xes(args.source)
     replay = {"end_markers": args.end_markers, "repeat": args.repeat}
     events: Any = log.replay(org=args.org, **replay)
@@ -584,12 +759,21 @@ def cmd_agent(args: argparse.Namespace) -> int:
         granularity = engine.time_granularity_us
     topics = Topics(args.topic_prefix)
     bootstrap = kafka_address(args.kafka)
-    verifier = SimulatedVerifier(allow_insecure=args.allow_insecure_attestation)
     metrics = None
     if args.metrics_port is not None:
         from procvault.metrics.exporters import AgentMetrics
 
         metrics = AgentMetrics()
+    verifier = attestation_verifier(args, registry.identity, "agent", metrics)
+    trust = VaultTrust(
+        bootstrap,
+        topics,
+        registry.identity,
+        verifier,
+        TrustSettings(reattest_interval=args.reattest_interval, timeout=args.attestation_timeout),
+        metrics=metrics,
+        log=lambda line: print(f"procvault agent: {line}", file=sys.stderr),
+    )
     control = AgentControl(
         _control_dir(args),
         org=args.org,
@@ -613,9 +797,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     server = _serve_metrics(args, metrics, "agent")
 
     async def main() -> Any:
-        vault_keys = await attest_vault(
-            bootstrap, topics, verifier, timeout=args.attestation_timeout
-        )
+        async with trust:
+            return await run_while_trusted(trust, publish(trust.current))
+
+    async def publish(vault_keys: Any) -> Any:
         agent = Agent(
             AgentSettings(
                 bootstrap,

@@ -29,6 +29,9 @@ from procvault.cli.options import positive as _positive
 
 __all__ = ["cmd_audit_verify", "cmd_policy_apply", "cmd_policy_check", "register"]
 
+#: Exit code of ``audit verify`` for an empty log (nothing broken, nothing proven either).
+EXIT_EMPTY = 3
+
 #: Environment variable with the shared case-id key (when it differs from the org's key).
 CASE_KEY_ENV = "PROCVAULT_POLICY_CASE_KEY"
 
@@ -106,7 +109,8 @@ def register(sub: Any) -> None:
         "verify",
         help="verify the hash chain and name the first broken entry",
         description="Check every entry's hash, the chain of prev hashes, the sequence numbers "
-        "and that each session is closed; exit 0 if intact, 1 naming the first broken entry.",
+        "and that each session is closed; exit 0 if intact, 1 naming the first broken entry, "
+        f"{EXIT_EMPTY} for an empty log (no entries: not 'intact', nothing is proven).",
     )
     v.add_argument("log", help="the audit log (JSON lines)")
     _add(v, "--head", metavar="HASH", help="the head hash kept elsewhere; it must match")
@@ -316,7 +320,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "log": str(report.path),
-                    "ok": True,
+                    "ok": report.intact,
+                    "status": report.status,
                     "entries": report.entries,
                     "sessions": report.sessions,
                     "decisions": report.decisions,
@@ -326,10 +331,15 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                 }
             )
         )
+    elif not report.intact:
+        print(
+            f"{report.path}: empty: no entries, nothing to verify (a log whose entries were "
+            "all removed looks the same; check the head recorded elsewhere with --head)"
+        )
     else:
         outcomes = ", ".join(f"{n:,} {k}" for k, n in sorted(report.outcomes.items()))
         print(
             f"{report.path}: intact: {report.entries:,} entries, {report.sessions:,} sessions, "
             f"{report.decisions:,} decisions ({outcomes or 'none'}); head {report.head}"
         )
-    return 0
+    return 0 if report.intact else EXIT_EMPTY

@@ -1,11 +1,14 @@
 """``procvault results``: read the pipeline's results, verify them, show them.
 
-The vault's public keys per epoch come from its signed announcements on ``vault.keys`` (each
-announcement's signature and attestation evidence checked; simulated evidence only with
-``--allow-insecure-attestation``). Every record of ``results.aggregates`` is verified against
-them before it is parsed; with ``--org`` the organization's alerts (``results.alerts.<org>``)
-are opened with its key file (``DIR/org-<org>.json``) and their vault signature checked. A
-record that fails is counted and named by its position and a short reason, never shown.
+The vault's public keys per epoch come from its signed announcements on ``vault.keys``: only
+from those that chain to the vault identity pinned in ``DIR/registry.json`` (the identity's
+certificate over the epoch's keys, the epoch key's signature) and whose attestation evidence is
+accepted (simulated evidence only with ``--allow-insecure-attestation``, hardware evidence with
+``--attestation-policy``); anything else on ``vault.keys`` is counted and skipped. Every
+record of ``results.aggregates`` is verified against them before it is parsed; with ``--org``
+the organization's alerts (``results.alerts.<org>``) are opened with its key file
+(``DIR/org-<org>.json``) and their vault signature checked. A record that fails is counted
+and named by its position and a short reason, never shown.
 A record republished unchanged (the release stage after a restart) is shown once.
 
 ``--map`` shows the DP process map of the latest pane (``--window N``: of the latest window of
@@ -56,7 +59,13 @@ def register(sub: Any) -> None:
     )
     _add(p, "--kafka", "--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap")
     _add(p, "--topic-prefix", default="", metavar="PREFIX", help="prefix of every topic name")
-    _add(p, "--keys", required=True, metavar="DIR", help="folder with org-<ORG>.json (for --org)")
+    _add(
+        p,
+        "--keys",
+        required=True,
+        metavar="DIR",
+        help="folder with registry.json (the pinned vault identity) and org-<ORG>.json (--org)",
+    )
     _add(p, "--org", help="also read this organization's alerts (needs DIR/org-ORG.json)")
     _add(p, "--follow", action="store_true", help="keep reading new records until interrupted")
     _add(p, "--json", action="store_true", help="one JSON object per record on stdout")
@@ -104,7 +113,15 @@ def register(sub: Any) -> None:
         p,
         "--allow-insecure-attestation",
         action="store_true",
-        help="accept keys announced with SIMULATED evidence (development only)",
+        help="accept keys announced with SIMULATED evidence (they must still chain to the "
+        "pinned vault identity; development only)",
+    )
+    _add(
+        p,
+        "--attestation-policy",
+        metavar="FILE",
+        help="accept keys announced with hardware evidence (SGX/TDX DCAP quotes) that passes "
+        "this attestation policy (see docs/security.md)",
     )
     _add(
         p,
@@ -125,14 +142,14 @@ def _non_negative_int(text: str) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     """Run ``procvault results``."""
-    from procvault.cli.pipeline import kafka_address
+    from procvault.cli.pipeline import attestation_verifier, kafka_address
     from procvault.monitor.errors import ConfigError
-    from procvault.streams.attestation import SimulatedVerifier
     from procvault.streams.frames import Topics
-    from procvault.streams.secrets import OrgKeys
+    from procvault.streams.secrets import OrgKeys, Registry
 
     host_port = kafka_address(args.kafka)
     view = _map_view(args)
+    registry = Registry.load(Path(args.keys) / "registry.json")
     org_keys = None
     if args.org:
         org_keys = OrgKeys.load(Path(args.keys) / f"org-{args.org}.json")
@@ -141,17 +158,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     reader = ResultsReader(
         host_port,
         Topics(args.topic_prefix),
-        verifier=SimulatedVerifier(allow_insecure=args.allow_insecure_attestation),
+        identity=registry.identity,
+        verifier=attestation_verifier(args, registry.identity, "results"),
         org_keys=org_keys,
         out=sys.stdout,
         json_lines=args.json,
         view=view,
     )
-    if args.allow_insecure_attestation:
-        print(
-            "warning: accepting SIMULATED attestation evidence (INSECURE, development only)",
-            file=sys.stderr,
-        )
     problem = None
     if view is None:
         stats = asyncio.run(reader.run(follow=args.follow, timeout=args.timeout))
@@ -203,6 +216,7 @@ class ReadStats:
     republished: int = 0
     announcements: int = 0
     announcements_refused: int = 0
+    refused_by: Counter[str] = field(default_factory=Counter)
 
     @property
     def rejected(self) -> int:
@@ -213,12 +227,13 @@ class ReadStats:
         """One line for stderr."""
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.shown.items())) or "no records"
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.rejected_by.items()))
+        refused = ", ".join(f"{n} {r}" for r, n in sorted(self.refused_by.items()))
         parts = [
             f"results: {kinds}",
             f"{self.rejected} rejected" + (f" ({reasons})" if reasons else ""),
             f"{self.republished} republished duplicates",
             f"keys from {self.announcements} announcements"
-            + (f" ({self.announcements_refused} refused)" if self.announcements_refused else ""),
+            + (f" ({self.announcements_refused} refused: {refused})" if refused else ""),
         ]
         return "; ".join(parts)
 
@@ -246,6 +261,8 @@ class ResultsReader:
         Kafka ``host:port``.
     topics
         The pipeline's topic names.
+    identity
+        The pinned vault identity: only announcements chained to it give keys.
     verifier
         Checks each key announcement's attestation evidence.
     org_keys
@@ -264,6 +281,7 @@ class ResultsReader:
         bootstrap: str,
         topics: Any,
         *,
+        identity: bytes,
         verifier: Any,
         org_keys: Any = None,
         out: TextIO = sys.stdout,
@@ -278,45 +296,33 @@ class ResultsReader:
         self.json_lines = json_lines
         self.view = view
         self.stats = ReadStats()
-        self.epochs: dict[int, VaultPublicKeys] = {}
-        self._conflicting: set[int] = set()
+        from procvault.streams.attestation import AnnouncedKeys
+
+        self._announced = AnnouncedKeys(
+            identity,
+            verifier,
+            warn=lambda line: print(f"warning: {topics.keys}: {line}", file=sys.stderr),
+        )
         self._seen: dict[tuple[str, bytes], bytes] = {}
         self._batches: set[tuple[int, int, int]] = set()
-        self._refusals: Counter[str] = Counter()
 
     # -- keys ------------------------------------------------------------------------------
-    def add_announcement(self, value: bytes | None) -> None:
-        """Learn the keys of one ``vault.keys`` record (if it checks out)."""
-        from procvault.streams.attestation import AttestationError, KeyAnnouncement
+    @property
+    def epochs(self) -> dict[int, VaultPublicKeys]:
+        """Epoch -> the keys learned from announcements chained to the pinned identity."""
+        return self._announced.epochs
 
+    @property
+    def _conflicting(self) -> set[int]:
+        return self._announced.conflicting
+
+    def add_announcement(self, value: bytes | None) -> None:
+        """Learn the keys of one ``vault.keys`` record (if it chains to the pinned identity
+        and its evidence is accepted; anything else is counted and skipped)."""
         self.stats.announcements += 1
-        try:
-            if value is None:
-                raise AttestationError("empty announcement")
-            ann = KeyAnnouncement.from_bytes(value)
-            keys = ann.check(self.verifier, nonce=ann.nonce)
-        except AttestationError as exc:
+        if self._announced.add(value) is None:
             self.stats.announcements_refused += 1
-            reason = str(exc).split(":")[0][:80]
-            if not self._refusals[reason]:
-                print(f"warning: {self.topics.keys}: announcement refused: {exc}", file=sys.stderr)
-            self._refusals[reason] += 1
-            return
-        epoch = keys.epoch
-        if epoch in self._conflicting:
-            return
-        known = self.epochs.get(epoch)
-        if known is None:
-            self.epochs[epoch] = keys
-        elif (known.x25519, known.ed25519) != (keys.x25519, keys.ed25519):
-            # Two different key sets for one epoch: trust neither.
-            del self.epochs[epoch]
-            self._conflicting.add(epoch)
-            print(
-                f"warning: {self.topics.keys}: conflicting announcements for epoch {epoch}; "
-                "its records will be rejected",
-                file=sys.stderr,
-            )
+        self.stats.refused_by = self._announced.refused
 
     # -- records ---------------------------------------------------------------------------
     def _reject(self, topic: str, partition: int, offset: int, reason: str) -> None:

@@ -62,6 +62,8 @@ from prometheus_client.utils import floatToGoString
 __all__ = [
     "AGENT_STATES",
     "AGENT_WITHHELD_REASONS",
+    "ANNOUNCEMENT_REFUSALS",
+    "ATTESTATION_REQUEST_OUTCOMES",
     "DATA_REASONS",
     "LATENCY_BUCKETS",
     "LATENCY_STAGES",
@@ -70,6 +72,7 @@ __all__ = [
     "RELEASE_KINDS",
     "SECURITY_REASONS",
     "SOURCE_NOTICES",
+    "TRUST_STATES",
     "UNREGISTERED_ORG",
     "AgentMetrics",
     "Histogram",
@@ -121,6 +124,17 @@ AGENT_WITHHELD_REASONS: Final = frozenset(
 )
 #: An agent's states (``procvault_agent_state{state}``; see ``procvault.organization.control``).
 AGENT_STATES: Final = ("observing", "paused", "outside_hours", "restricted")
+#: What a vault's attestation responder did with a request (the same set as
+#: ``procvault.streams.provisioning.REQUEST_OUTCOMES``).
+ATTESTATION_REQUEST_OUTCOMES: Final = frozenset(
+    {"answered", "rate_limited", "repeated", "malformed", "provider_error"}
+)
+#: Why an agent refused a key announcement (``procvault.streams.attestation.REFUSAL_REASONS``).
+ANNOUNCEMENT_REFUSALS: Final = frozenset(
+    {"malformed", "wrong_nonce", "not_pinned", "bad_signature", "stale", "evidence", "conflict"}
+)
+#: An agent's trust in the vault (``procvault.organization.trust.TrustState``).
+TRUST_STATES: Final = ("pending", "trusted", "distrusted")
 #: Keys of the released ``cases`` statistic (noisy values of the last released pane).
 PANE_OUTCOMES: Final = frozenset(
     {"started", "completed_fit", "completed_unfit", "completed_unchecked"}
@@ -357,6 +371,15 @@ class VaultMetrics:
             "Partitions refused because their sealed state was older than their last commit.",
             registry=r,
         )
+        requests = Counter(
+            "procvault_attestation_requests_total",
+            "Attestation requests (nonces on vault.attest), by what the responder did.",
+            ["outcome"],
+            registry=r,
+        )
+        self._requests = {
+            k: requests.labels(outcome=k) for k in sorted(ATTESTATION_REQUEST_OUTCOMES)
+        }
         notices = Counter(
             "procvault_source_notices_total",
             "Organizations that went silent, came back, or are waited for.",
@@ -459,6 +482,14 @@ class VaultMetrics:
         """A partition's sealed state was refused as older than its last commit."""
         self._rollbacks.inc()
 
+    def attestation_requests(self, outcome: str, n: int = 1) -> None:
+        """``n`` attestation requests with ``outcome`` (:data:`ATTESTATION_REQUEST_OUTCOMES`)."""
+        child = self._requests.get(outcome)
+        if child is None:
+            _check("outcome", outcome, ATTESTATION_REQUEST_OUTCOMES)
+        else:
+            child.inc(n)
+
     def source_notice(self, kind: str) -> None:
         """An organization went silent, came back, or is waited for."""
         child = self._notices.get(kind)
@@ -499,6 +530,26 @@ class AgentMetrics:
         )
         self._state = {k: state.labels(state=k) for k in AGENT_STATES}
         self._state["observing"].set(1)
+        self._insecure = Gauge(
+            "procvault_agent_attestation_insecure",
+            "1 when the agent trusts the vault on simulated (INSECURE) evidence.",
+            registry=r,
+        )
+        trust = Gauge(
+            "procvault_agent_vault_trust",
+            "The agent's trust in the vault: 1 for the current state, 0 for the others.",
+            ["state"],
+            registry=r,
+        )
+        self._trust = {k: trust.labels(state=k) for k in TRUST_STATES}
+        self._trust["pending"].set(1)
+        refused = Counter(
+            "procvault_agent_announcements_refused_total",
+            "Key announcements the agent refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self._refused = {k: refused.labels(reason=k) for k in sorted(ANNOUNCEMENT_REFUSALS)}
         self._send = Histogram(
             "procvault_agent_send_seconds",
             "Wall time per send (one event or one batch, as the agent reports it).",
@@ -542,6 +593,30 @@ class AgentMetrics:
         for name, child in self._state.items():
             child.set(1 if name == state else 0)
         self._paused.set(1 if state == "paused" else 0)
+
+    def set_attestation_insecure(self, insecure: bool) -> None:
+        """Whether the agent trusts the vault on simulated (INSECURE) evidence."""
+        self._insecure.set(1 if insecure else 0)
+
+    def set_vault_trust(self, state: str) -> None:
+        """The agent's trust in the vault (one of :data:`TRUST_STATES`).
+
+        >>> m = AgentMetrics()
+        >>> m.set_vault_trust("distrusted")
+        >>> 'procvault_agent_vault_trust{state="distrusted"} 1.0' in exposition(m.registry)
+        True
+        """
+        _check("state", state, frozenset(TRUST_STATES))
+        for name, child in self._trust.items():
+            child.set(1 if name == state else 0)
+
+    def announcements_refused(self, reason: str, n: int = 1) -> None:
+        """``n`` key announcements refused for ``reason`` (:data:`ANNOUNCEMENT_REFUSALS`)."""
+        child = self._refused.get(reason)
+        if child is None:
+            _check("reason", reason, ANNOUNCEMENT_REFUSALS)
+        else:
+            child.inc(n)
 
     def observe_send(self, seconds: float) -> None:
         """One send's wall time."""

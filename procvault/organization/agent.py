@@ -53,7 +53,6 @@ from procvault.organization.progress import (
     Progress,
     best_progress,
     load_local,
-    progress_key,
     save_local,
     seal_progress,
 )
@@ -206,13 +205,8 @@ class Agent:
         self.metrics = metrics
         self.topic = settings.topics.events(keys.org)
         self._progress_key = f"{keys.org}/{settings.producer}".encode()
-        if keys.sender is None:
-            raise ConfigError(
-                f"the key file of {keys.org} has no sender key (a keyring of an older "
-                "procvault: create it again with `procvault keys init`)"
-            )
         self._sender = keys.sender
-        self._mac_key = progress_key(keys.sender.private_bytes_raw())  # the org's own secret
+        self._mac_key = keys.progress_key  # the organization's own secret
         self.progress_file = progress_file
         #: this run's producer session generation (set when it starts)
         self.generation = 0

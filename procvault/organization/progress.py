@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from procvault.monitor.errors import ConfigError
 from procvault.streams.envelope import RejectedRecord
@@ -41,7 +39,6 @@ __all__ = [
     "best_progress",
     "load_local",
     "open_progress",
-    "progress_key",
     "save_local",
     "seal_progress",
 ]
@@ -62,13 +59,6 @@ class Progress(msgspec.Struct, frozen=True):
     generation: int
     sequence: int
     format: int = 2
-
-
-def progress_key(secret: bytes) -> bytes:
-    """The organization's progress MAC key, derived from one of its secret keys' bytes."""
-    return HKDF(algorithm=SHA256(), length=32, salt=None, info=b"procvault-progress-v1").derive(
-        secret
-    )
 
 
 def seal_progress(key: bytes, progress: Progress) -> bytes:

@@ -19,7 +19,7 @@ from conftest import SHARED_DATA
 
 from procvault.monitor.event import Event
 from procvault.monitor.findings import decode_batch, finding_to_dict
-from procvault.organization.progress import best_progress, progress_key
+from procvault.organization.progress import best_progress
 from procvault.streams.frames import Topics, open_result
 from procvault.streams.secrets import OrgKeys, VaultSecrets
 
@@ -224,9 +224,7 @@ class Deployment:
         except Exception:  # the topic does not exist yet
             return 0
         key = f"{org}/{producer}".encode()
-        sender = OrgKeys.load(self.keys / f"org-{org}.json").sender
-        assert sender is not None
-        mac = progress_key(sender.private_bytes_raw())
+        mac = OrgKeys.load(self.keys / f"org-{org}.json").progress_key
         best, _bad = best_progress([r.value for r in records if r.key == key], mac, org, producer)
         return best.position if best is not None else 0
 

@@ -77,7 +77,7 @@ def deployment(
         await producer.start()
         try:
             ann = KeyAnnouncement.create(
-                secrets.current, SimulatedProvider.development(), nonce=os.urandom(16)
+                secrets, SimulatedProvider(secrets.identity), nonce=os.urandom(16)
             )
             await producer.send_and_wait(topics.keys, ann.to_bytes())
         finally:

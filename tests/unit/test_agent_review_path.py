@@ -16,7 +16,7 @@ from typing import Any
 from procvault.generators.pacing import AsFastAsPossible
 from procvault.monitor.event import Event
 from procvault.organization.agent import Agent, AgentSettings
-from procvault.organization.progress import open_progress, progress_key
+from procvault.organization.progress import open_progress
 from procvault.organization.review import ReviewQueue
 from procvault.streams import codec
 from procvault.streams.envelope import SessionOpener
@@ -68,9 +68,7 @@ class Reader:
     def __init__(self, keys: Path) -> None:
         senders = Registry.load(keys / "registry.json").sender
         self.opener = SessionOpener(VaultSecrets.load(keys / "vault.json").epochs, senders)
-        shop = OrgKeys.load(keys / "org-shop.json")
-        assert shop.sender is not None
-        self.progress_key = progress_key(shop.sender.private_bytes_raw())
+        self.progress_key = OrgKeys.load(keys / "org-shop.json").progress_key
 
     def read(self, producer: RecordingProducer) -> tuple[list[int], list[Any], int]:
         """Committed (source positions of the events, heartbeat (key, closed), last progress

@@ -134,10 +134,55 @@ def test_the_head_is_what_the_writer_reports(tmp_path: Path) -> None:
     assert verify_audit_log(path, expect_head=head).head == head
 
 
-def test_empty_log_verifies(tmp_path: Path) -> None:
+def test_an_empty_log_is_empty_not_intact(tmp_path: Path) -> None:
+    """An empty file proves nothing (a log whose entries were all removed looks the same): it
+    verifies as ``empty``, which callers and ``procvault audit verify`` tell apart."""
     path = tmp_path / "empty.jsonl"
     path.write_text("")
-    assert verify_audit_log(path).entries == 0
+    report = verify_audit_log(path)
+    assert (report.entries, report.status, report.intact) == (0, "empty", False)
+    _write_log(path)
+    assert (verify_audit_log(path).status, verify_audit_log(path).intact) == ("intact", True)
+
+
+def test_audit_verify_cli_tells_an_empty_log_from_an_intact_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from procvault.cli import main
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["audit", "verify", str(empty)]) == 3
+    assert "empty: no entries" in capsys.readouterr().out
+    assert main(["audit", "verify", str(empty), "--json"]) == 3
+    out = json.loads(capsys.readouterr().out)
+    assert (out["ok"], out["status"], out["entries"]) == (False, "empty", 0)
+    full = tmp_path / "full.jsonl"
+    _write_log(full)
+    assert main(["audit", "verify", str(full), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["ok"], out["status"]) == (True, "intact")
+
+
+def test_the_log_is_created_0600_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0)
+    try:
+        _write_log(tmp_path / "audit.jsonl")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "audit.jsonl").stat().st_mode) == 0o600
+
+
+def test_the_log_is_never_written_through_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("")
+    (tmp_path / "audit.jsonl").symlink_to(victim)
+    with pytest.raises(ConfigError, match="cannot write the audit log"):
+        AuditLog(tmp_path / "audit.jsonl")
+    assert victim.read_text() == ""
 
 
 # ----------------------------------------------------------------------------- tampering

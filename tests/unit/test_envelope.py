@@ -1,4 +1,4 @@
-"""The crypto envelope (version 2), sealing and key announcements."""
+"""The crypto envelope (version 2) and sealing (key announcements: test_attestation.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from procvault.streams.attestation import (
-    AttestationError,
-    Evidence,
-    KeyAnnouncement,
-    SimulatedProvider,
-    SimulatedVerifier,
-)
 from procvault.streams.envelope import (
     ProducerSession,
     RejectedRecord,
@@ -153,47 +146,3 @@ def test_pseudonyms_and_sealing() -> None:
     assert open_sealed(org, blob, context=b"results.alerts.hospital") == b"alert"
     with pytest.raises(RejectedRecord):
         open_sealed(other, blob, context=b"results.alerts.hospital")
-
-
-# ----------------------------------------------------------------------------- attestation
-NONCE = b"n" * 32
-
-
-def test_announcement_round_trip_and_checks() -> None:
-    ann = KeyAnnouncement.create(KEYS, SimulatedProvider.development(), nonce=NONCE, now=1000.0)
-    back = KeyAnnouncement.from_bytes(ann.to_bytes())
-    ok = SimulatedVerifier(allow_insecure=True)
-    assert back.check(ok, nonce=NONCE, now=1010.0, max_age=60) == KEYS.public()
-    with pytest.raises(AttestationError, match="refused"):
-        back.check(SimulatedVerifier(), nonce=NONCE)
-    with pytest.raises(AttestationError, match="stale"):
-        back.check(ok, nonce=NONCE, now=5000.0, max_age=60)
-    with pytest.raises(AttestationError, match="bind"):
-        back.check(ok, nonce=b"m" * 32)
-
-
-def test_announcement_with_swapped_keys_is_refused() -> None:
-    """An attacker re-signs the announcement with its own key: the evidence no longer binds."""
-    ann = KeyAnnouncement.create(KEYS, SimulatedProvider.development(), nonce=NONCE)
-    attacker = VaultKeys.generate(epoch=7)
-    forged = KeyAnnouncement(attacker.public(), NONCE, ann.issued_at, ann.evidence, b"")
-    forged = KeyAnnouncement(
-        forged.keys, NONCE, ann.issued_at, ann.evidence, attacker.sign(forged._payload())
-    )
-    with pytest.raises(AttestationError, match="bind"):
-        forged.check(SimulatedVerifier(allow_insecure=True), nonce=NONCE)
-
-
-def test_tampered_announcement_signature() -> None:
-    ann = KeyAnnouncement.create(KEYS, SimulatedProvider.development(), nonce=NONCE)
-    bad = KeyAnnouncement(ann.keys, ann.nonce, ann.issued_at + 1, ann.evidence, ann.signature)
-    with pytest.raises(AttestationError, match="signature"):
-        bad.check(SimulatedVerifier(allow_insecure=True), nonce=NONCE)
-
-
-def test_evidence_of_another_kind_needs_a_hardware_verifier() -> None:
-    ev = Evidence("tdx-dcap", b"\0" * 64, b"quote")
-    with pytest.raises(AttestationError, match="hardware verifier"):
-        SimulatedVerifier(allow_insecure=True).verify(ev, b"\0" * 64)
-    with pytest.raises(AttestationError, match="malformed"):
-        KeyAnnouncement.from_bytes(b"{}")

@@ -17,12 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from procvault.metrics.exporters import (
     AGENT_STATES,
     AGENT_WITHHELD_REASONS,
+    ANNOUNCEMENT_REFUSALS,
+    ATTESTATION_REQUEST_OUTCOMES,
     LATENCY_BUCKETS,
     LATENCY_STAGES,
     PANE_OUTCOMES,
     REJECT_REASONS,
     RELEASE_KINDS,
     SOURCE_NOTICES,
+    TRUST_STATES,
     UNREGISTERED_ORG,
     AgentMetrics,
     Histogram,
@@ -59,6 +62,8 @@ def _drive_all() -> tuple[VaultMetrics, AgentMetrics, ReleaseMetrics]:
     vault.set_attestation_insecure(True)
     vault.alerts_sent(2)
     vault.cases_completed(3)
+    for outcome in ATTESTATION_REQUEST_OUTCOMES:
+        vault.attestation_requests(outcome)
     agent.events_read(10)
     agent.events_sent(9)
     for reason in AGENT_WITHHELD_REASONS:
@@ -67,6 +72,10 @@ def _drive_all() -> tuple[VaultMetrics, AgentMetrics, ReleaseMetrics]:
     agent.set_paused(False)
     agent.observe_send(0.001)
     agent.observe_sends([1_000, 2_000], unit=1e-6)
+    agent.set_attestation_insecure(True)
+    agent.set_vault_trust("trusted")
+    for reason in ANNOUNCEMENT_REFUSALS:
+        agent.announcements_refused(reason)
     for kind in RELEASE_KINDS:
         release.released(kind)
     release.set_budget(spent=0.4, remaining=0.6)
@@ -91,6 +100,11 @@ def test_every_label_value_comes_from_an_enumeration_or_the_configuration() -> N
     reasons = {
         "procvault_records_rejected_total": set(REJECT_REASONS),
         "procvault_agent_events_withheld_total": set(AGENT_WITHHELD_REASONS),
+        "procvault_agent_announcements_refused_total": set(ANNOUNCEMENT_REFUSALS),
+    }
+    per_sample = {
+        ("procvault_attestation_requests_total", "outcome"): set(ATTESTATION_REQUEST_OUTCOMES),
+        ("procvault_agent_vault_trust", "state"): set(TRUST_STATES),
     }
     seen = set()
     for metrics in _drive_all():
@@ -103,6 +117,8 @@ def test_every_label_value_comes_from_an_enumeration_or_the_configuration() -> N
                 assert re.fullmatch(r"[0-9]+", value), (sample, value)
             elif label == "reason":
                 assert value in reasons[sample], (sample, value)
+            elif (sample, label) in per_sample:
+                assert value in per_sample[sample, label], (sample, label, value)
             else:
                 assert value in allowed[label], (sample, label, value)
     assert seen == {

@@ -402,7 +402,12 @@ def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def _main(tmp_path: Path, *argv: str) -> int:
-    base = ["results", "--kafka", "127.0.0.1:1", "--keys", str(tmp_path)]
+    from procvault.streams.secrets import init_keyring
+
+    keys = tmp_path / "keys"  # results reads the pinned vault identity from its registry
+    if not keys.exists():
+        init_keyring(keys, ["lab"])
+    base = ["results", "--kafka", "127.0.0.1:1", "--keys", str(keys)]
     return cli.main([*base, *argv])
 
 

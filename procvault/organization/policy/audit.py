@@ -93,6 +93,19 @@ def decision_payload(decision: Decision) -> dict[str, Any]:
     return payload
 
 
+def _open_private(path: Path) -> IO[bytes]:
+    """Open ``path`` for appending; a new file is created with mode 0600 (``fchmod``, whatever
+    the umask), never through a symbolic link."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fd = os.open(path, flags)
+    else:
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 class AuditLog:
     """Appends hash-chained entries to a JSON-lines file (created if missing, continued if not).
 
@@ -116,7 +129,7 @@ class AuditLog:
         self._clock = clock
         self._seq, self._prev = self._tail()
         try:
-            self._fh: IO[bytes] | None = self.path.open("ab")
+            self._fh: IO[bytes] | None = _open_private(self.path)
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot write the audit log: {exc.strerror}") from None
         try:
@@ -245,7 +258,9 @@ class AuditLog:
 
 @dataclass(frozen=True)
 class AuditReport:
-    """What :func:`verify_audit_log` found in an intact log."""
+    """What :func:`verify_audit_log` found in a log that is not broken: ``intact`` (entries
+    that all verify) or ``empty`` (no entry at all: nothing is proven, and a log whose content
+    was removed looks exactly like this; :attr:`intact` is False)."""
 
     #: The file.
     path: Path
@@ -261,6 +276,16 @@ class AuditReport:
     reasons: Mapping[str, int]
     #: Hash of the last entry (``GENESIS`` for an empty log).
     head: str
+
+    @property
+    def status(self) -> str:
+        """``intact`` or ``empty``."""
+        return "intact" if self.entries else "empty"
+
+    @property
+    def intact(self) -> bool:
+        """True only for a log with entries that all verify (an empty file is not intact)."""
+        return self.entries > 0
 
 
 def verify_audit_log(

@@ -329,6 +329,8 @@ _TO_LATIN: Final[dict[str, tuple[str, ...]]] = {
     "αυ": ("av", "af"), "ευ": ("ev", "ef"), "γι": ("gi", "yi"),  # noqa: RUF001
 }  # fmt: skip
 _MAX_VARIANTS: Final = 8
+#: A locale whose first-name list is at most this long lists popular names only.
+_POPULAR_LIST: Final = 2500
 
 
 def _transliterations(word: str) -> set[str]:
@@ -400,7 +402,9 @@ class _NameIndex:
     """Folded first names, surname words and common words; case-folded month and day names."""
 
     first: frozenset[str]
-    #: First names that two locales or more list: only these are read as a name alone.
+    #: First names read as a name alone: listed by two locales or more, or by a locale's list
+    #: of popular names (the long lists, ``en`` and ``is_IS``, also hold rare names that are
+    #: common words: "General", "Rich", "Visa").
     lone: frozenset[str]
     last: frozenset[str]
     common: frozenset[str]
@@ -425,6 +429,7 @@ def _add_name(entry: str, into: set[str]) -> None:
 @functools.cache
 def _name_index(locales: tuple[str, ...]) -> _NameIndex:
     support: dict[str, int] = {}
+    popular: set[str] = set()
     last: set[str] = set()
     for loc in locales:
         provider = importlib.import_module(f"{_FAKER_PERSON}.{loc}").Provider
@@ -446,6 +451,8 @@ def _name_index(locales: tuple[str, ...]) -> _NameIndex:
                 _add_name(entry, target)
         for name in first:
             support[name] = support.get(name, 0) + 1
+        if len(first) <= _POPULAR_LIST:
+            popular.update(first)
     common: set[str] = set()
     lorem = importlib.import_module(_FAKER_LOREM)
     for m in pkgutil.iter_modules(lorem.__path__):
@@ -469,7 +476,7 @@ def _name_index(locales: tuple[str, ...]) -> _NameIndex:
                 cal.update(v.casefold() for v in table.values() if isinstance(v, str))
     return _NameIndex(
         first=frozenset(w for w in support if len(w) >= 2),
-        lone=frozenset(w for w, k in support.items() if len(w) >= 3 and k >= 2),
+        lone=frozenset(w for w, k in support.items() if len(w) >= 3 and (k >= 2 or w in popular)),
         last=frozenset(w for w in last if len(w) >= 2),
         common=frozenset(common),
         calendar=frozenset(cal),
@@ -910,6 +917,24 @@ class Scrubber:
                     yield Finding("name", w.start, w.end)
                     i += 1
                     continue
+            # An unknown given name before a known surname: "Daiki Yamamoto", "Aditi Gupta".
+            if (
+                nxt is not None
+                and shaped(w)
+                and w.key not in common
+                and w.key not in _PARTICLES
+                and w.key not in _TITLES
+                and t.casefold() not in cal
+                and spaced(w, nxt)
+                and shaped(nxt)
+                and nxt.key in last
+                and nxt.key not in common
+                and nxt.key not in first
+            ):
+                end = surname_from(i + 1)
+                yield Finding("name", w.start, words[max(end, i + 2) - 1].end)
+                i = max(end, i + 2)
+                continue
             # Surname first: "Rossi Maria", "Tanaka Yuki".
             if (
                 nxt is not None

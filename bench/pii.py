@@ -71,87 +71,144 @@ PHONE_REGIONS = ("NL", "US")
 N_RECORDS = 1000
 SEED = 22
 
+
 # ----------------------------------------------------------------------------- names (by hand)
 # (first names, surnames) per language; surnames of Russian women take -a.
+def _words(text: str) -> list[str]:
+    """Names separated by ``|`` (when a name has spaces) or by spaces."""
+    return text.split("|") if "|" in text else text.split()
+
+
 NAMES: dict[str, tuple[list[str], list[str]]] = {
     "it": (
-        "Giulia Francesca Chiara Alessandro Lorenzo Matteo Giuseppe Federica Martina Davide "
-        "Simone Elena Riccardo Valentina Giovanni Beatrice".split(),
-        "Rossi|Russo|Ferrari|Esposito|Bianchi|Romano|Colombo|Ricci|Marino|Greco|Bruno|Gallo|"
-        "Conti|De Luca|Mancini|Costa|Giordano|Rizzo|Lombardi|Moretti".split("|"),
+        _words(
+            "Giulia Francesca Chiara Alessandro Lorenzo Matteo Giuseppe Federica Martina Davide "
+            "Simone Elena Riccardo Valentina Giovanni Beatrice"
+        ),
+        _words(
+            "Rossi|Russo|Ferrari|Esposito|Bianchi|Romano|Colombo|Ricci|Marino|Greco|Bruno|Gallo|"
+            "Conti|De Luca|Mancini|Costa|Giordano|Rizzo|Lombardi|Moretti"
+        ),
     ),
     "nl": (
-        "Daan Sem Lieke Sanne Bram Thijs Femke Joris Noor Ruud Marieke Willem Annelies Pieter "
-        "Jeroen Maaike".split(),
-        "de Jong|Jansen|de Vries|van den Berg|van Dijk|Bakker|Visser|Smit|Meijer|de Boer|Mulder|"
-        "de Groot|Bos|Vos|Peters|Hendriks|van Leeuwen|Dekker|Brouwer|van der Meer".split("|"),
+        _words(
+            "Daan Sem Lieke Sanne Bram Thijs Femke Joris Noor Ruud Marieke Willem Annelies Pieter "
+            "Jeroen Maaike"
+        ),
+        _words(
+            "de Jong|Jansen|de Vries|van den Berg|van Dijk|Bakker|Visser|Smit|Meijer|de Boer|"
+            "Mulder|"
+            "de Groot|Bos|Vos|Peters|Hendriks|van Leeuwen|Dekker|Brouwer|van der Meer"
+        ),
     ),
     "de": (
-        "Lukas Leon Maximilian Hannah Lena Jonas Felix Anna-Lena Katharina Jürgen Uwe Sabine "
-        "Stefanie Dieter Matthias Ursula".split(),
-        "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Schäfer Koch "
-        "Bauer Richter Klein Wolf Schröder Neumann Schwarz Zimmermann".split(),
+        _words(
+            "Lukas Leon Maximilian Hannah Lena Jonas Felix Anna-Lena Katharina Jürgen Uwe Sabine "
+            "Stefanie Dieter Matthias Ursula"
+        ),
+        _words(
+            "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Schäfer "
+            "Koch Bauer Richter Klein Wolf Schröder Neumann Schwarz Zimmermann"
+        ),
     ),
     "en": (
-        "Oliver Emily Jack Charlotte Harry Amelia George Olivia James Jessica Thomas Sophie "
-        "William Hannah Michael Sarah".split(),
-        "Smith Jones Williams Taylor Brown Davies Evans Wilson Thomas Johnson Roberts Walker "
-        "Wright Robinson Thompson White Hughes Edwards Green Hall".split(),
+        _words(
+            "Oliver Emily Jack Charlotte Harry Amelia George Olivia James Jessica Thomas Sophie "
+            "William Hannah Michael Sarah"
+        ),
+        _words(
+            "Smith Jones Williams Taylor Brown Davies Evans Wilson Thomas Johnson Roberts Walker "
+            "Wright Robinson Thompson White Hughes Edwards Green Hall"
+        ),
     ),
     "fr": (
-        "Camille Léa Chloé Manon Hugo Louis Gabriel Arthur Jules Inès Théo Mathilde Baptiste "
-        "Aurélie Élodie Guillaume".split(),
-        "Martin Bernard Dubois Durand Lefebvre Moreau Laurent Simon Michel Leroy Roux Fournier "
-        "Girard Bonnet Dupont Lambert Fontaine Rousseau Vincent Mercier".split(),
+        _words(
+            "Camille Léa Chloé Manon Hugo Louis Gabriel Arthur Jules Inès Théo Mathilde Baptiste "
+            "Aurélie Élodie Guillaume"
+        ),
+        _words(
+            "Martin Bernard Dubois Durand Lefebvre Moreau Laurent Simon Michel Leroy Roux Fournier "
+            "Girard Bonnet Dupont Lambert Fontaine Rousseau Vincent Mercier"
+        ),
     ),
     "es": (
-        "Lucía Martina Pablo Alejandro Daniel Javier Carmen Sergio Paula Álvaro Marta Raúl "
-        "Nuria Iker Ainhoa Rocío".split(),
-        "García Rodríguez González Fernández López Martínez Sánchez Pérez Gómez Martín Jiménez "
-        "Ruiz Hernández Díaz Moreno Muñoz Álvarez Romero Navarro Torres".split(),
+        _words(
+            "Lucía Martina Pablo Alejandro Daniel Javier Carmen Sergio Paula Álvaro Marta Raúl "
+            "Nuria Iker Ainhoa Rocío"
+        ),
+        _words(
+            "García Rodríguez González Fernández López Martínez Sánchez Pérez Gómez Martín Jiménez "
+            "Ruiz Hernández Díaz Moreno Muñoz Álvarez Romero Navarro Torres"
+        ),
     ),
     "tr": (
-        "Mehmet Ayşe Mustafa Emine Ahmet Fatma Elif Burak Zeynep Emre Can Selin".split(),
-        "Yılmaz Kaya Demir Şahin Çelik Yıldız Yıldırım Öztürk Aydın Özdemir Arslan Doğan".split(),
+        _words("Mehmet Ayşe Mustafa Emine Ahmet Fatma Elif Burak Zeynep Emre Can Selin"),
+        _words("Yılmaz Kaya Demir Şahin Çelik Yıldız Yıldırım Öztürk Aydın Özdemir Arslan Doğan"),  # noqa: RUF001
     ),
     "zh": (
-        "Wei Fang Xiuying Na Min Jing Lei Yang Jun Yong Jie Tao Ming Chao Xia Hui".split(),
-        "Wang Li Zhang Liu Chen Yang Huang Zhao Wu Zhou Xu Sun Ma Zhu Hu Guo He Lin Gao Luo".split(),
+        _words("Wei Fang Xiuying Na Min Jing Lei Yang Jun Yong Jie Tao Ming Chao Xia Hui"),
+        _words(
+            "Wang Li Zhang Liu Chen Yang Huang Zhao Wu Zhou Xu Sun Ma Zhu Hu Guo He Lin Gao Luo"
+        ),
     ),
     "ja": (
-        "Haruto Yuto Sota Yui Hina Aoi Riku Sakura Kenji Takeshi Yuki Naoko Hiroshi Akiko Daiki "
-        "Mei".split(),
-        "Sato Suzuki Takahashi Tanaka Watanabe Ito Yamamoto Nakamura Kobayashi Kato Yoshida "
-        "Yamada Sasaki Yamaguchi Matsumoto Inoue Kimura Hayashi Shimizu Yamazaki".split(),
+        _words(
+            "Haruto Yuto Sota Yui Hina Aoi Riku Sakura Kenji Takeshi Yuki Naoko Hiroshi Akiko "
+            "Daiki Mei"
+        ),
+        _words(
+            "Sato Suzuki Takahashi Tanaka Watanabe Ito Yamamoto Nakamura Kobayashi Kato Yoshida "
+            "Yamada Sasaki Yamaguchi Matsumoto Inoue Kimura Hayashi Shimizu Yamazaki"
+        ),
     ),
     "ru": (
-        "Dmitry Sergey Aleksandr Olga Natalya Ekaterina Ivan Mikhail Anastasia Yulia Andrei "
-        "Tatiana Vladimir Svetlana Nikolai Irina".split(),
-        "Ivanov Smirnov Kuznetsov Popov Vasiliev Petrov Sokolov Mikhailov Novikov Fedorov "
-        "Morozov Volkov Alekseev Lebedev Semenov Egorov Pavlov Kozlov Stepanov Nikolaev".split(),
+        _words(
+            "Dmitry Sergey Aleksandr Olga Natalya Ekaterina Ivan Mikhail Anastasia Yulia Andrei "
+            "Tatiana Vladimir Svetlana Nikolai Irina"
+        ),
+        _words(
+            "Ivanov Smirnov Kuznetsov Popov Vasiliev Petrov Sokolov Mikhailov Novikov Fedorov "
+            "Morozov Volkov Alekseev Lebedev Semenov Egorov Pavlov Kozlov Stepanov Nikolaev"
+        ),
     ),
     "el": (
-        "Giorgos Dimitris Konstantinos Nikos Eleni Katerina Vasiliki Ioannis Panagiotis Christos "
-        "Angeliki Spyros Despina Stavros".split(),
-        "Papadopoulos Papadakis Georgiou Nikolaidis Pappas Oikonomou Karagiannis Vlachos "
-        "Antoniou Dimitriou Ioannou Christodoulou Konstantinidis Makris Alexiou".split(),
+        _words(
+            "Giorgos Dimitris Konstantinos Nikos Eleni Katerina Vasiliki Ioannis Panagiotis "
+            "Christos Angeliki Spyros Despina Stavros"
+        ),
+        _words(
+            "Papadopoulos Papadakis Georgiou Nikolaidis Pappas Oikonomou Karagiannis Vlachos "
+            "Antoniou Dimitriou Ioannou Christodoulou Konstantinidis Makris Alexiou"
+        ),
     ),
     "ar": (
-        "Mohammed Ahmed Fatima Aisha Omar Youssef Khadija Hassan Ali Layla Karim Samira Ibrahim "
-        "Nour Rania Tariq".split(),
-        "Al-Farsi|Haddad|El Amrani|Benali|Khalil|Mansour|Nasser|Saleh|Hamdan|Aziz|Rahman|"
-        "Hussein|Abdullah|Qasim|Darwish|El Idrissi|Bouzid|Chaouki|Mahmoud|Al-Sayed".split("|"),
+        _words(
+            "Mohammed Ahmed Fatima Aisha Omar Youssef Khadija Hassan Ali Layla Karim Samira "
+            "Ibrahim "
+            "Nour Rania Tariq"
+        ),
+        _words(
+            "Al-Farsi|Haddad|El Amrani|Benali|Khalil|Mansour|Nasser|Saleh|Hamdan|Aziz|Rahman|"
+            "Hussein|Abdullah|Qasim|Darwish|El Idrissi|Bouzid|Chaouki|Mahmoud|Al-Sayed"
+        ),
     ),
     "ko": (
-        "Min-jun Seo-yeon Ji-woo Ha-eun Do-yun Ji-ho Su-bin Ye-jin Hyun-woo Eun-ji Jae-won "
-        "Soo-ah".split(),
-        "Kim Lee Park Choi Jung Kang Cho Yoon Jang Lim Han Oh Seo Shin Kwon".split(),
+        _words(
+            "Min-jun Seo-yeon Ji-woo Ha-eun Do-yun Ji-ho Su-bin Ye-jin Hyun-woo Eun-ji Jae-won "
+            "Soo-ah"
+        ),
+        _words("Kim Lee Park Choi Jung Kang Cho Yoon Jang Lim Han Oh Seo Shin Kwon"),
     ),
     "hi": (
-        "Priya Rahul Ananya Arjun Aditi Vikram Sneha Rohan Pooja Amit Kavya Sanjay Neha Ravi "
-        "Divya Karan".split(),
-        "Sharma Verma Gupta Singh Kumar Patel Reddy Iyer Nair Mehta Joshi Chopra Malhotra Kapoor "
-        "Bose Rao Das Mishra Agarwal Banerjee".split(),
+        _words(
+            "Priya Rahul Ananya Arjun Aditi Vikram Sneha Rohan Pooja Amit Kavya Sanjay Neha Ravi "
+            "Divya Karan"
+        ),
+        _words(
+            "Sharma Verma Gupta Singh Kumar Patel Reddy Iyer Nair Mehta Joshi Chopra Malhotra "
+            "Kapoor "
+            "Bose Rao Das Mishra Agarwal Banerjee"
+        ),
     ),
 }
 RU_FEMALE = {"Olga", "Natalya", "Ekaterina", "Anastasia", "Yulia", "Tatiana", "Svetlana", "Irina"}

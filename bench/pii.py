@@ -638,7 +638,8 @@ def evaluate(records: list[dict[str, Any]], scrubber: Scrubber) -> dict[str, Any
 
 
 def log_values(name: str) -> list[str]:
-    """Every distinct activity, resource and attribute value of a shared log, as text."""
+    """Every distinct activity, resource, timestamp and attribute value of a shared log, as
+    text (numbers and dates as Python prints them)."""
     from procvault.generators.xes import read_xes
 
     values: set[str] = set()
@@ -646,8 +647,9 @@ def log_values(name: str) -> list[str]:
         values.add(ev.activity)
         if ev.resource:
             values.add(ev.resource)
+        values.add(str(ev.timestamp))
         for _, v in ev.attributes:
-            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            if not isinstance(v, bool):
                 values.add(str(v))
     return sorted(values)
 

@@ -110,9 +110,10 @@ _CARD_RE: Final = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _SSN_RE: Final = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])")
 _BSN_RE: Final = re.compile(r"(?<![\d.])(?:\d{9}|\d{4}\.\d{2}\.\d{3})(?!\d|\.\d)")
 #: Separators people put inside phone numbers: ASCII ones, no-break and thin spaces, dashes.
+#: A digit run right after "12:" is the seconds of a time ("13:33:13.103000"), not a phone.
 _PHONE_SEPARATORS: Final = " ().\\-/\u00a0\u2007\u2009\u202f\u2010\u2011\u2012\u2013"
 _PHONE_CANDIDATE_RE: Final = re.compile(
-    rf"(?<![\w+])(?:\+|\(\+?)?\d[\d{_PHONE_SEPARATORS}]{{5,22}}\d(?!\w)"
+    rf"(?<![\w+])(?<!\d:)(?:\+|\(\+?)?\d[\d{_PHONE_SEPARATORS}]{{5,22}}\d(?!\w)"
 )
 _PHONE_ASCII: Final = str.maketrans(
     {"\u00a0": " ", "\u2007": " ", "\u2009": " ", "\u202f": " ", "\u2010": "-"}

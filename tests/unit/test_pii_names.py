@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from procvault.organization.policy import Scrubber, ScrubSettings, parse_policy
-from procvault.organization.policy.pii import name_locales
 
 SHARED = Path(os.environ.get("PROCVAULT_SHARED_DATA", Path(__file__).parents[3] / "shared/data"))
 
@@ -98,6 +97,8 @@ def test_name_dataset_can_be_limited_or_turned_off() -> None:
 
 
 def test_name_locales_are_checked_and_loaded_from_a_policy() -> None:
+    from procvault.organization.policy.pii import name_locales
+
     with pytest.raises(ValueError, match="unknown name locale 'xx_XX'"):
         ScrubSettings(name_locales=("xx_XX",))
     assert {"it_IT", "nl_NL", "de_DE", "en_US", "fr_FR", "es_ES", "ru_RU"} <= set(name_locales())

@@ -122,6 +122,8 @@ _PHONE_ASCII: Final = str.maketrans(
 _WORD_RE: Final = re.compile(r"[^\W\d_]+(?:['\u2019-][^\W\d_]+)*")
 _SPACE_RE: Final = re.compile(r"\s+")
 _MIN_PHONE_DIGITS: Final = 7
+#: Matches a text with at least :data:`_MIN_PHONE_DIGITS` digits (every number kind needs them).
+_DIGITS_RE: Final = re.compile(rf"(?:\D*\d){{{_MIN_PHONE_DIGITS}}}")
 _CACHE_LIMIT: Final = 1 << 16
 _CACHE_MAX_LEN: Final = 256
 
@@ -410,6 +412,8 @@ class _NameIndex:
     last: frozenset[str]
     common: frozenset[str]
     calendar: frozenset[str]
+    #: First names, surname words and titles: a text with none of them has no name.
+    anchors: frozenset[str]
 
 
 def _add_name(entry: str, into: set[str]) -> None:
@@ -475,12 +479,15 @@ def _name_index(locales: tuple[str, ...]) -> _NameIndex:
             table = getattr(provider, attr, None)
             if isinstance(table, dict):
                 cal.update(v.casefold() for v in table.values() if isinstance(v, str))
+    first_names = frozenset(w for w in support if len(w) >= 2)
+    surnames = frozenset(w for w in last if len(w) >= 2)
     return _NameIndex(
-        first=frozenset(w for w in support if len(w) >= 2),
+        first=first_names,
         lone=frozenset(w for w, k in support.items() if len(w) >= 3 and (k >= 2 or w in popular)),
-        last=frozenset(w for w in last if len(w) >= 2),
+        last=surnames,
         common=frozenset(common),
         calendar=frozenset(cal),
+        anchors=first_names | surnames | _TITLES,
     )
 
 
@@ -666,14 +673,20 @@ class Scrubber:
             if sum(c.isdigit() for c in cand) < _MIN_PHONE_DIGITS:
                 continue
             start, end = m.span()
-            if any(f.start <= start and end <= f.end for f in taken):
-                continue  # inside an e-mail address or an IBAN
+            lead = cand.lstrip("(")
+            intl = lead.startswith(("+", "00"))
+            if any(
+                f.start <= start and end <= f.end and (not intl or f.kind in ("email", "iban"))
+                for f in taken
+            ):
+                # Inside an e-mail address or an IBAN; or a card or national id, unless written
+                # in international format (then the phone number outranks it, see find()).
+                continue
             # One character either side lets libphonenumber reject a number glued to other
             # text, and three after let it see a time suffix ("2024-03-31 14:30" is no phone).
             # Exotic spaces and dashes become ASCII ones of the same length (offsets hold).
             base = max(0, start - 1)
             window = text[base : end + 3].translate(_PHONE_ASCII)
-            lead = cand.lstrip("(")
             if lead.startswith("+"):
                 # International format: the country code says where it is from, so no region
                 # is needed, and a possible length for that country is enough.
@@ -688,11 +701,11 @@ class Scrubber:
                 # length, so offsets hold), and ask for a valid number, since order numbers
                 # start with zeros too.
                 at = window.index(lead)
-                intl = window[:at] + " +" + window[at + 2 :]
+                plus = window[:at] + " +" + window[at + 2 :]
                 found = False
-                for pm in phonenumbers.PhoneNumberMatcher(intl, None):
+                for pm in phonenumbers.PhoneNumberMatcher(plus, None):
                     found = True
-                    s = pm.start - 1 if intl[pm.start] == "+" and pm.start > 0 else pm.start
+                    s = pm.start - 1 if plus[pm.start] == "+" and pm.start > 0 else pm.start
                     yield Finding("phone", base + s, base + pm.end)
                 if found:
                     continue
@@ -728,9 +741,17 @@ class Scrubber:
             i += 1
 
     def _dataset_names(self, text: str, index: _NameIndex) -> Iterable[Finding]:
-        words = [
-            _Word(m.start(), m.end(), m.group(), _fold(m.group())) for m in _WORD_RE.finditer(text)
-        ]
+        matches = list(_WORD_RE.finditer(text))
+        anchors = index.anchors
+        # Every rule needs a title, or a capitalised known first name or surname: most texts
+        # have none, and cost one look-up per capitalised word.
+        for m in matches:
+            g = m.group()
+            if (g in _TITLES) if g.islower() else (g[0].isupper() and _fold(g) in anchors):
+                break
+        else:
+            return
+        words = [_Word(m.start(), m.end(), m.group(), _fold(m.group())) for m in matches]
         n = len(words)
         first, lone, last = index.first, index.lone, index.last
         common, cal = index.common, index.calendar
@@ -893,16 +914,16 @@ class Scrubber:
                 # First name, then middle names and initials, then a surname.
                 k = i + 1
                 while k < n and joined(words[k - 1], words[k]):
-                    m = words[k]
+                    mid = words[k]
                     after = words[k + 1] if k + 1 < n else None
-                    if initial(m, after):
+                    if initial(mid, after):
                         k += 1
                         continue
                     if (
-                        shaped(m)
-                        and is_first(m)
+                        shaped(mid)
+                        and is_first(mid)
                         and after is not None
-                        and joined(m, after)
+                        and joined(mid, after)
                         and surname_from(k + 1) > k + 1
                     ):
                         k += 1
@@ -961,16 +982,16 @@ class Scrubber:
         found: list[Finding] = []
         if run["email"]:
             found.extend(self._emails(text))
-        has_digits = sum(c.isdigit() for c in text) >= _MIN_PHONE_DIGITS
+        has_digits = _DIGITS_RE.match(text) is not None
         if has_digits:
             if run["iban"]:
                 found.extend(self._ibans(text))
-            if run["phone"]:
-                found.extend(self._phones(text, found))
             if run["card"]:
                 found.extend(self._cards(text))
             if run["national_id"]:
                 found.extend(self._national_ids(text))
+            if run["phone"]:
+                found.extend(self._phones(text, found))
         if run["name"] and not text.islower():
             if self._names:
                 found.extend(self._listed_names(text))

@@ -45,6 +45,7 @@ def _names(s: Scrubber, text: str) -> list[str]:
         ("Note from Giorgos Papadopoulos", ["Giorgos Papadopoulos"]),
         ("Driver Mohammed Al-Farsi reachable", ["Mohammed Al-Farsi"]),
         ("Overdracht aan Priya Sharma", ["Priya Sharma"]),
+        ("Visit of Min-jun Seo after Admission IC", ["Min-jun Seo"]),
         # forms: first name alone, title, initials, particle and surname, capitals
         ("Emma called back about the results", ["Emma"]),
         ("Seen by Dr. Bianchi; Sig.ra Esposito waiting", ["Bianchi", "Esposito"]),

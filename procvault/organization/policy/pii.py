@@ -747,8 +747,13 @@ class Scrubber:
         # have none, and cost one look-up per capitalised word.
         for m in matches:
             g = m.group()
-            if (g in _TITLES) if g.islower() else (g[0].isupper() and _fold(g) in anchors):
-                break
+            if g.islower():
+                if g in _TITLES:
+                    break
+            elif g[0].isupper():
+                k = _fold(g)
+                if k in anchors or ("-" in k and any(p in anchors for p in k.split("-"))):
+                    break
         else:
             return
         words = [_Word(m.start(), m.end(), m.group(), _fold(m.group())) for m in matches]

@@ -756,7 +756,14 @@ class Scrubber:
                     break
         else:
             return
-        words = [_Word(m.start(), m.end(), m.group(), _fold(m.group())) for m in matches]
+        # Built as plain tuples (a NamedTuple's own constructor is slow); a lower-case ASCII
+        # word is its own key.
+        new, fold = tuple.__new__, _fold
+        words: list[_Word] = [
+            new(_Word, (m.start(), m.end(), g, g if g.islower() and g.isascii() else fold(g)))
+            for m in matches
+            for g in (m.group(),)
+        ]
         n = len(words)
         first, lone, last = index.first, index.lone, index.last
         common, cal = index.common, index.calendar

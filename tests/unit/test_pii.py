@@ -88,6 +88,25 @@ def test_look_alikes_are_left_alone(scrubber: Scrubber, text: str) -> None:
     assert scrubber.find(text) == []
 
 
+@pytest.mark.parametrize(
+    ("value", "token"),
+    [
+        ("giulia.bianchi@posta.example.it", "[EMAIL]"),
+        ("IT60 X054 2811 1010 0000 0123 456", "[IBAN]"),
+        ("4111 1111 1111 1111", "[CARD]"),
+        ("536-22-8726", "[NATIONAL_ID]"),
+        ("111222333", "[NATIONAL_ID]"),
+        ("+39\u00a0347\u00a0123\u00a04567", "[PHONE]"),
+        ("Francesca Esposito", "[NAME]"),
+    ],
+)
+def test_each_kind_in_a_note_with_no_name_list(value: str, token: str) -> None:
+    """A user's note: a name, a +39 number and one value of each kind, no list configured."""
+    s = Scrubber(ScrubSettings(phone_regions=("NL",)))
+    text = f"Giulia Bianchi (+39\u00a0333\u00a01234567) ha lasciato: {value}."
+    assert s.scrub(text)[0] == f"[NAME] ([PHONE]) ha lasciato: {token}."
+
+
 def test_scrub_replaces_and_counts(scrubber: Scrubber) -> None:
     text = "Maria (maria@example.org) paid with 4111-1111-1111-1111 from NL91ABNA0417164300"
     clean, counts = scrubber.scrub(text)

@@ -590,6 +590,14 @@ def _international(text: str, f: Finding) -> bool:
     return head.startswith(("+", "(+", "00"))
 
 
+def _phone_span(text: str, start: int, end: int) -> Finding:
+    """A phone finding, without an opening bracket that the number does not close
+    ("(+39 333 1234567)" keeps its brackets around ``[PHONE]``)."""
+    if text[start : start + 1] == "(" and ")" not in text[start:end]:
+        start += 1
+    return Finding("phone", start, end)
+
+
 class _Word(NamedTuple):
     start: int
     end: int
@@ -694,7 +702,7 @@ class Scrubber:
                     window, None, leniency=phonenumbers.Leniency.POSSIBLE
                 )
                 for pm in matches:
-                    yield Finding("phone", base + pm.start, base + pm.end)
+                    yield _phone_span(text, base + pm.start, base + pm.end)
                 continue
             if lead.startswith("00") and lead[2:3] not in ("", "0"):
                 # 00 is the international prefix almost everywhere: read it as "+" (same
@@ -706,14 +714,14 @@ class Scrubber:
                 for pm in phonenumbers.PhoneNumberMatcher(plus, None):
                     found = True
                     s = pm.start - 1 if plus[pm.start] == "+" and pm.start > 0 else pm.start
-                    yield Finding("phone", base + s, base + pm.end)
+                    yield _phone_span(text, base + s, base + pm.end)
                 if found:
                     continue
             for region in self._regions:
                 found = False
                 for pm in phonenumbers.PhoneNumberMatcher(window, region):
                     found = True
-                    yield Finding("phone", base + pm.start, base + pm.end)
+                    yield _phone_span(text, base + pm.start, base + pm.end)
                 if found:
                     break
 

@@ -658,6 +658,9 @@ def log_false_positives(scrubber: Scrubber) -> dict[str, Any]:
     """Findings in the shared logs' values (none of which is personal data)."""
     out: dict[str, Any] = {}
     for name in LOGS:
+        if not (SHARED / "logs" / f"{name}.xes.gz").exists():
+            out[name] = {"missing": str(SHARED / "logs" / f"{name}.xes.gz")}
+            continue
         values = log_values(name)
         kinds: dict[str, int] = {}
         flagged: list[str] = []
@@ -807,7 +810,7 @@ def main() -> None:
             },
             "recall_by_group": base["recall_by_group"],
             "shared_logs": {
-                k: {m: v[m] for m in ("values", "values_flagged")}
+                k: {m: v[m] for m in ("values", "values_flagged") if m in v}
                 for k, v in base["shared_logs"].items()
             },
         }

@@ -759,8 +759,8 @@ class Scrubber:
                 if g in _TITLES:
                     break
             elif g[0].isupper():
-                k = _fold(g)
-                if k in anchors or ("-" in k and any(p in anchors for p in k.split("-"))):
+                key = _fold(g)
+                if key in anchors or ("-" in key and any(p in anchors for p in key.split("-"))):
                     break
         else:
             return

@@ -88,6 +88,25 @@ def test_look_alikes_are_left_alone(scrubber: Scrubber, text: str) -> None:
     assert scrubber.find(text) == []
 
 
+@pytest.mark.parametrize(
+    ("value", "token"),
+    [
+        ("giulia.bianchi@posta.example.it", "[EMAIL]"),
+        ("IT60 X054 2811 1010 0000 0123 456", "[IBAN]"),
+        ("4111 1111 1111 1111", "[CARD]"),
+        ("536-22-8726", "[NATIONAL_ID]"),
+        ("111222333", "[NATIONAL_ID]"),
+        ("+39\u00a0347\u00a0123\u00a04567", "[PHONE]"),
+        ("Francesca Esposito", "[NAME]"),
+    ],
+)
+def test_each_kind_in_a_note_with_no_name_list(value: str, token: str) -> None:
+    """A user's note: a name, a +39 number and one value of each kind, no list configured."""
+    s = Scrubber(ScrubSettings(phone_regions=("NL",)))
+    text = f"Giulia Bianchi (+39\u00a0333\u00a01234567) ha lasciato: {value}."
+    assert s.scrub(text)[0] == f"[NAME] ([PHONE]) ha lasciato: {token}."
+
+
 def test_scrub_replaces_and_counts(scrubber: Scrubber) -> None:
     text = "Maria (maria@example.org) paid with 4111-1111-1111-1111 from NL91ABNA0417164300"
     clean, counts = scrubber.scrub(text)
@@ -139,37 +158,69 @@ def test_scrubbing_works_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def quality() -> dict[str, Any]:
     bench = _bench()
     records = bench.load_fixture()
-    names = bench.load_names()
-    result: dict[str, Any] = bench.evaluate(records, Scrubber(bench.scrub_settings(names)))
+    result: dict[str, Any] = bench.evaluate(records, Scrubber(bench.scrub_settings()))
     return result
 
 
 def test_fixture_is_what_the_generator_makes() -> None:
     bench = _bench()
     assert bench.load_fixture() == bench.build_fixture()
-    assert bench.load_names() == tuple(bench.names_list())
 
 
 def test_fixture_has_every_kind_planted(quality: dict[str, Any]) -> None:
     for kind, row in quality["per_kind"].items():
-        assert row["planted"] >= 50, kind
+        assert row["planted"] >= 70, kind
 
 
-@pytest.mark.parametrize("kind", ["email", "phone", "iban", "card", "national_id", "name"])
-def test_recall_per_kind(quality: dict[str, Any], kind: str) -> None:
-    assert quality["per_kind"][kind]["recall"] >= 0.95
+def test_fixture_plants_names_of_many_languages_and_phones_of_many_regions() -> None:
+    records = _bench().load_fixture()
+    langs = {p["lang"] for r in records for p in r["pii"] if p["kind"] == "name"}
+    assert {"it", "nl", "de", "en", "fr", "es", "zh", "ja", "ru", "el", "ar", "ko", "hi"} <= langs
+    phones = [r["text"][p["start"] : p["end"]] for r in records for p in r["pii"]]
+    prefixes = {t[:3] for t in phones if t.startswith("+")}
+    assert {"+39", "+31", "+49", "+33", "+34", "+44", "+81", "+91"} <= prefixes
 
 
 @pytest.mark.parametrize(
     ("kind", "floor"),
     [
-        ("email", 0.98),
-        ("phone", 0.95),
-        ("iban", 0.98),
-        ("card", 0.98),
-        ("national_id", 0.9),  # a 9-digit batch number passes the BSN 11-check 1 time in 11
-        ("name", 0.7),  # "Mark the parcel", "Bill sent", "Grace period": names from the list
+        ("email", 0.99),
+        ("phone", 0.99),  # the start commit: 0.87 (no-break spaces, card and BSN look-alikes)
+        ("iban", 0.99),
+        ("card", 0.99),
+        ("national_id", 0.99),
+        ("name", 0.88),  # the start commit: 0.0 without a name list; measured 0.92
+    ],
+)
+def test_recall_per_kind_without_a_name_list(
+    quality: dict[str, Any], kind: str, floor: float
+) -> None:
+    assert quality["per_kind"][kind]["recall"] >= floor
+
+
+@pytest.mark.parametrize(
+    ("kind", "floor"),
+    [
+        ("email", 0.99),
+        ("phone", 0.99),
+        ("iban", 0.99),
+        ("card", 0.99),  # the start commit: 0.97 (international phone numbers read as cards)
+        ("national_id", 0.95),  # a 9-digit batch number passes the BSN 11-check 1 time in 11
+        ("name", 0.9),  # "Faith in ...", "Ruby release", "Addison crisis": measured 0.93
     ],
 )
 def test_precision_per_kind(quality: dict[str, Any], kind: str, floor: float) -> None:
-    assert quality["per_kind"][kind]["precision"] >= floor
+    precision = quality["per_kind"][kind]["precision"]
+    assert precision is not None and precision >= floor
+
+
+@pytest.mark.parametrize("lang", ["it", "nl", "de", "en", "fr", "es", "ru", "zh", "el", "ar"])
+def test_name_recall_per_language(quality: dict[str, Any], lang: str) -> None:
+    assert quality["recall_by_group"][f"name/lang:{lang}"]["recall"] >= 0.9
+
+
+def test_decoys_without_names_stay_clean(quality: dict[str, Any]) -> None:
+    fp = quality["decoy_false_positives"]
+    assert fp["activities"]["findings"] == 0
+    assert fp["numbers"]["findings"] <= 2
+    assert fp["medical"]["findings"] <= fp["medical"]["records"] // 5

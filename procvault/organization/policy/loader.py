@@ -326,6 +326,7 @@ class _Reader:
             "national_ids",
             "names",
             "names_file",
+            "name_locales",
             "skip_attributes",
         )
         m = self.mapping(value, "scrub", line, allowed)
@@ -365,6 +366,18 @@ class _Reader:
                 ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")
             )
         kw["names"] = tuple(names)
+        if "name_locales" in m:
+            raw = m["name_locales"]
+            if raw in ("all", "none"):
+                kw["name_locales"] = None if raw == "all" else ()
+            elif isinstance(raw, str):
+                raise self.fail(
+                    self.line_of(m, "name_locales"),
+                    "scrub.name_locales",
+                    f"expected all, none or a list of locales like [it_IT, nl_NL], got {raw!r}",
+                )
+            else:
+                kw["name_locales"] = strings("name_locales")
         if "skip_attributes" in m:
             kw["skip_attributes"] = frozenset(strings("skip_attributes"))
         enabled = self.boolean(m.get("enabled", False), "scrub.enabled", self.line_of(m, "enabled"))
@@ -380,6 +393,7 @@ class _Reader:
                         ("kinds", "kind"),
                         ("phone_regions", "region"),
                         ("national_ids", "national"),
+                        ("name_locales", "name locale"),
                         ("names", "name"),
                     )
                     if w in text

@@ -337,5 +337,8 @@ class Policy:
                 "phone_regions": list(self.scrub.phone_regions),
                 "national_ids": list(self.scrub.national_ids),
                 "names": len(self.scrub.names),
+                "name_locales": (
+                    "all" if self.scrub.name_locales is None else list(self.scrub.name_locales)
+                ),
             },
         }

@@ -143,7 +143,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     log = read_xes(args.log)
     assigner = _assigner(args)
     if assigner is not None and hasattr(assigner, "check_covers"):
-        assigner.check_covers({e.activity for e in log.events}, args.split_map)
+        assigner.check_covers(log.activities, args.split_map)
     events = _select(log.replay(end_markers=args.end_markers, org=args.org), args, assigner)
     total: int | None = (
         None if args.only else log.n_events + (log.n_cases if args.end_markers else 0)
@@ -154,7 +154,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if log.dropped_attributes:
         dropped = ", ".join(f"{k} ({n})" for k, n in sorted(log.dropped_attributes.items()))
         print(
-            f"warning: {args.log}: attribute values of unsupported types dropped: {dropped}",
+            f"warning: {args.log}: attribute values dropped (nested, unparseable or of "
+            f"unsupported types): {dropped}",
             file=sys.stderr,
         )
     stats = _drive(events, args, total=total, label=f"replay {Path(args.log).name}")

@@ -198,6 +198,7 @@ class _XesTarget:
         self.start = start
         self.end = end
         self.close = close
+
         def log_seen() -> bool:
             return seen_log
 
@@ -243,6 +244,8 @@ def read_columns(path: Path) -> XesColumns:
         problem = f"cannot read: {exc.strerror or exc}"
     except (etree.XMLSyntaxError, zlib.error) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # The feed parser has no file name; pm4py's iterparse names the file it was given.
+        first = first.replace("(<string>, line ", f"({path.name}, line ")
         problem = f"not a valid XES log: {first}"
     if problem is None and not target.seen_log():
         problem = "not an XES log: no <log> element"

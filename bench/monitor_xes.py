@@ -7,7 +7,7 @@ folder; both trees run with this interpreter and its packages, each through a ``
 folder that maps ``procvault``, ``procvault.monitor``, ``procvault.streams`` and
 ``procvault.generators`` onto that tree (as the editable install maps them). Runs alternate
 base / head; per tree the median over ``--runs`` of the command's wall time (process start to
-exit) and peak RSS (``os.wait4``'s rusage of that child), the ratios base / head, and a check
+exit) and peak RSS (its ``VmHWM`` as it exits), the ratios base / head, and a check
 that both wrote byte-identical ``--case-results`` and the same summary counts.
 
     .venv/bin/python bench/monitor_xes.py [--rounds 66] [--runs 3] [--base COMMIT]
@@ -61,27 +61,39 @@ def _base_tree(commit: str) -> Path:
     return tree
 
 
+#: ``python -m procvault ARGS`` that writes its peak RSS (``VmHWM``: since its ``exec``, so not
+#: this process's memory) to the file named first, as it exits.
+_WRAP = """
+import atexit, runpy, sys
+def _hwm(path=sys.argv[1]):
+    with open("/proc/self/status") as fh, open(path, "w") as out:
+        out.write(next(line.split()[1] for line in fh if line.startswith("VmHWM:")))
+atexit.register(_hwm)
+sys.argv = ["procvault", *sys.argv[2:]]
+runpy.run_module("procvault", run_name="__main__", alter_sys=True)
+"""
+
+
 def _run(root: Path, log: Path, out: Path) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": str(root), "PM4PY_SHOW_PROGRESS_BAR": "false"}
     env.pop("PROCVAULT_XES_READER", None)
-    cmd = [sys.executable, "-m", "procvault", "monitor", str(log), "--model", str(MODEL)]
+    hwm = out.with_suffix(".hwm")
+    cmd = [sys.executable, "-c", _WRAP, str(hwm), "monitor", str(log), "--model", str(MODEL)]
     start = time.perf_counter()
-    proc = subprocess.Popen(
+    proc = subprocess.run(
         [*cmd, "--json", "--case-results", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
+        check=False,
     )
-    assert proc.stdout is not None
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         raise SystemExit(f"bench/monitor_xes.py: monitor failed under {root}")
-    summary = json.loads(stdout)
+    summary = json.loads(proc.stdout)
     return {
         "seconds": wall,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": int(hwm.read_text()) / 1024,
         "counts": {k: summary[k] for k in ("events", "cases", "fitting_cases", "deviations")},
         "case_results_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "engine_events_per_second": summary["events_per_second"],

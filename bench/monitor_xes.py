@@ -85,6 +85,7 @@ def _run(root: Path, log: Path, out: Path) -> dict[str, object]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
+        cwd=root,  # not the repository: python -c puts the working folder first on sys.path
         check=False,
     )
     wall = time.perf_counter() - start

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _biglog import SHARED, million_log
@@ -74,7 +75,7 @@ runpy.run_module("procvault", run_name="__main__", alter_sys=True)
 """
 
 
-def _run(root: Path, log: Path, out: Path) -> dict[str, object]:
+def _run(root: Path, log: Path, out: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(root), "PM4PY_SHOW_PROGRESS_BAR": "false"}
     env.pop("PROCVAULT_XES_READER", None)
     hwm = out.with_suffix(".hwm")
@@ -114,13 +115,13 @@ def main() -> None:
             "base": _import_root(_base_tree(args.base), Path(tmp, "base")),
             "head": _import_root(REPO, Path(tmp, "head")),
         }
-        samples: dict[str, list[dict[str, object]]] = {"base": [], "head": []}
+        samples: dict[str, list[dict[str, Any]]] = {"base": [], "head": []}
         for i in range(args.runs):
             for name, taken in samples.items():
                 taken.append(_run(roots[name], log, Path(tmp, f"{name}-{i}.jsonl")))
     digests = {s["case_results_sha256"] for rs in samples.values() for s in rs}
     counts = {json.dumps(s["counts"], sort_keys=True) for rs in samples.values() for s in rs}
-    med = {
+    med: dict[str, dict[str, Any]] = {
         name: {
             "seconds_median": round(statistics.median(float(s["seconds"]) for s in rs), 2),
             "seconds_runs": [round(float(s["seconds"]), 2) for s in rs],

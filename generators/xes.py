@@ -23,7 +23,7 @@ tests compare against; it imports pm4py and holds the whole log as pm4py objects
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from operator import itemgetter
 from pathlib import Path
@@ -266,7 +266,12 @@ def _reader(reader: str | None) -> str:
     return chosen
 
 
-def read_xes(path: str | os.PathLike[str], *, reader: Reader | None = None) -> XesLog:
+def read_xes(
+    path: str | os.PathLike[str],
+    *,
+    reader: Reader | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> XesLog:
     """Read an XES log into replay order.
 
     Parameters
@@ -276,6 +281,9 @@ def read_xes(path: str | os.PathLike[str], *, reader: Reader | None = None) -> X
     reader
         ``"lxml"`` (default: streaming, a few arrays per event) or ``"pm4py"``
         (``pm4py.read_xes``, the reference); default ``$PROCVAULT_XES_READER`` or ``"lxml"``.
+    progress
+        ``progress(done, total)``: bytes of the file read so far and its size, after each chunk
+        (the lxml reader; the pm4py reader reports nothing).
 
     Raises :class:`InputError` with a one-line message naming the file when it is missing,
     truncated, not XML, not XES, or holds a trace without a case id, a case id used twice, an
@@ -303,5 +311,5 @@ def read_xes(path: str | os.PathLike[str], *, reader: Reader | None = None) -> X
     else:
         from .xes_lxml import read_columns
 
-        columns = read_columns(p)
+        columns = read_columns(p, progress)
     return XesLog(p, columns)

@@ -21,7 +21,9 @@ an unparseable value never replaces a good one.
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -215,8 +217,11 @@ class _NotXes(Exception):
         self.tag = tag
 
 
-def read_columns(path: Path) -> XesColumns:
+def read_columns(path: Path, progress: Callable[[int, int], None] | None = None) -> XesColumns:
     """Parse ``path`` (``.xes``, or gzip if the name ends in ``.gz``) into columns.
+
+    ``progress(done, total)``, if given, is called after each chunk with the bytes of the file
+    read so far (compressed bytes for ``.gz``) and its size.
 
     Raises :class:`~procvault.monitor.errors.InputError` (one line, naming the file) for an
     unreadable, truncated, malformed or non-XES file, and for the first trace or event replay
@@ -229,11 +234,15 @@ def read_columns(path: Path) -> XesColumns:
     parser = etree.XMLParser(target=target, encoding="utf-8")
     problem: str | None = None
     try:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rb") as fh:
+        with open(path, "rb") as raw:
+            total = os.fstat(raw.fileno()).st_size
+            gz = path.name.lower().endswith(".gz")
+            fh = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
             read, feed = fh.read, parser.feed
             while chunk := read(_CHUNK):
                 feed(chunk)
+                if progress is not None:
+                    progress(raw.tell(), total)
         parser.close()
     except _NotXes as exc:
         local = str(exc.tag).rpartition("}")[2]

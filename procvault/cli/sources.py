@@ -138,9 +138,7 @@ def _add_split_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``procvault replay``."""
-    from procvault.generators.xes import read_xes
-
-    log = read_xes(args.log)
+    log = _read_log(args)
     assigner = _assigner(args)
     if assigner is not None and hasattr(assigner, "check_covers"):
         assigner.check_covers(log.activities, args.split_map)
@@ -161,6 +159,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stats = _drive(events, args, total=total, label=f"replay {Path(args.log).name}")
     _summary("replayed", stats, args.to)
     return 0
+
+
+def _read_log(args: argparse.Namespace) -> Any:
+    """``read_xes(args.log)``, with a bar over the file's bytes when --progress shows one."""
+    from procvault.generators.xes import read_xes
+
+    path = Path(args.log)
+    size = path.stat().st_size if path.is_file() else None
+    bar = progress_bar(args.progress, size, f"read {path.name}") if size else None
+    if bar is None:
+        return read_xes(path)
+    task = bar.task_ids[0]
+    with bar:
+        return read_xes(path, progress=lambda done, _total: bar.update(task, completed=done))
 
 
 def _take(events: Iterable[Any], n: int) -> Iterable[Any]:

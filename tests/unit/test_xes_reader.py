@@ -441,3 +441,12 @@ def test_replay_does_not_import_pm4py(tmp_path: Path) -> None:
         check=True,
     )
     assert json.loads(proc.stdout) == [0, False]
+
+
+def test_progress_reports_the_bytes_read_up_to_the_file_size(sepsis_log: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    read_xes(sepsis_log, progress=lambda done, total: seen.append((done, total)))
+    size = sepsis_log.stat().st_size
+    assert seen and seen[-1] == (size, size)
+    assert all(t == size for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

@@ -107,6 +107,8 @@ class _Nested:
 NESTED: Final = _Nested()
 
 _XES_TYPE: Final = {str: "string", int: "int", float: "float", bool: "boolean"}
+#: No timestamp seen yet in a trace (``None`` would match an event without one).
+_NOT_YET: Final = object()
 #: Event keys that become fields of the event, not attributes.
 _SPECIAL_KEYS: Final = frozenset({ACTIVITY_KEY, TIME_KEY, RESOURCE_KEY})
 
@@ -354,7 +356,7 @@ class ColumnsBuilder:
         res_col, ts_col = self._resource, self._ts
         t_str, t_int, t_float, t_bool, t_none = Tag.STR, Tag.INT, Tag.FLOAT, Tag.BOOL, Tag.NONE
         skipped = _SPECIAL_KEYS
-        last_ts: Any = None
+        last_ts: Any = _NOT_YET  # the previous event's timestamp object (ties share one)
         last_us = 0
         for ei, ev in enumerate(events):
             activity = ev.get(ACTIVITY_KEY)

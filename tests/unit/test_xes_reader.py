@@ -322,6 +322,10 @@ BAD = {
         _xes("<event/>"),
         "not a valid XES log: file contains an <event> outside a <trace>",
     ),
+    "first event without a timestamp": (
+        _one_event(""),
+        "event #1 of case 'c1' has no timestamp (time:timestamp)",
+    ),
     "duplicate case": (
         _xes(
             '<trace><string key="concept:name" value="c1"/></trace>'

@@ -23,7 +23,8 @@ def import_pm4py() -> ModuleType:
         warnings.simplefilter("ignore")
         import pm4py
 
-    return pm4py  # type: ignore[no-any-return]
+    module: ModuleType = pm4py
+    return module
 
 
 def read_pm4py_log(path: Path) -> Any:

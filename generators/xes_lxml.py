@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from .xes_columns import NESTED, ColumnsBuilder, Unparseable, XesColumns
 

@@ -303,7 +303,7 @@ def read_xes(
     if not p.is_file():
         raise InputError(f"{p}: not a file")
     if chosen == "pm4py":
-        from ._pm4py import read_pm4py_log
+        from .xes_pm4py import read_pm4py_log
 
         builder = ColumnsBuilder(p)
         add_pm4py_log(builder, read_pm4py_log(p))

@@ -1,14 +1,25 @@
-"""XES replay throughput: to a null sink and to the local Kafka broker, median of 3 runs.
+"""XES readers (parse + replay) and replay throughput to a null sink and to the local Kafka.
 
-Prints one JSON object. The null sink is the in-process baseline; ``kafka_vs_null`` is the
-ratio of the two medians measured in this same run. Kafka: ``$KAFKA_BOOTSTRAP`` if set,
-otherwise a broker started here from the cached jars (``procvault kafka install``) in a
-temporary folder on free ports, stopped at the end.
+Prints one JSON object.
 
-    .venv/bin/python bench/replay.py [--log PATH] [--runs 3] [--repeat 5]
+``readers``: for ``--log`` (Sepsis) and for the million-event log of ``bench/_biglog.py``
+(Sepsis x ``--million-rounds``, cached under ``bench/results/``), each reader (``lxml``, the
+default, and ``pm4py``, ``pm4py.read_xes``) runs in a fresh child process that reads the log
+and replays it with end markers, building every event; runs alternate between the readers.
+Per reader: the median over ``--runs`` of the child's parse + replay seconds (its imports, pm4py
+for the pm4py reader, are inside the parse), the child's whole wall time (interpreter start
+included) and its peak RSS (``VmHWM`` from ``/proc/self/status`` at its end: the peak since its
+``exec``, so neither this process's memory nor another run's counts), and the ratios.
 
-Each run sends the log ``--repeat`` times (case ids suffixed per round) and is timed from the
-sink's start to its final flush, producer connection and topic creation included.
+Throughput: the null sink is the in-process baseline; ``kafka_vs_null`` is the ratio of the two
+medians measured in this same run. Kafka: ``$KAFKA_BOOTSTRAP`` if set, otherwise a broker
+started here from the cached jars (``procvault kafka install``) in a temporary folder on free
+ports, stopped at the end; ``--no-kafka`` leaves it out.
+
+    .venv/bin/python bench/replay.py [--log PATH] [--runs 3] [--repeat 5] [--million-rounds 66]
+
+Each throughput run sends the log ``--repeat`` times (case ids suffixed per round) and is timed
+from the sink's start to its final flush, producer connection and topic creation included.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +47,9 @@ from procvault.generators.xes import XesLog, read_xes
 from procvault.monitor.event import Event
 from procvault.streams import kafka_local
 from procvault.streams.sinks import EventSink, KafkaSink, NullSink
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _biglog import million_log
 
 SHARED = Path(
     os.environ.get("PROCVAULT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -65,12 +80,87 @@ async def _to_sink(log: XesLog, sink: EventSink, repeat: int) -> tuple[int, floa
     return stats.events, time.perf_counter() - start
 
 
+#: The child: read with one reader, replay with end markers (every event built), report.
+_CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+from procvault.generators.xes import read_xes
+log = read_xes(sys.argv[1], reader=sys.argv[2])
+t1 = time.perf_counter()
+n = 0
+for _ in log.replay(end_markers=True):
+    n += 1
+t2 = time.perf_counter()
+with open("/proc/self/status") as fh:  # VmHWM: this process's peak RSS since exec
+    hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+print(json.dumps({"parse_s": t1 - t0, "replay_s": t2 - t1, "events": log.n_events, "stream": n,
+                  "peak_rss_kb": hwm}))
+"""
+
+
+def _child(log: Path, reader: str) -> dict[str, float]:
+    """One fresh process: parse + replay seconds, its wall time and peak RSS."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(log), reader],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PM4PY_SHOW_PROGRESS_BAR": "false"},
+    )
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench/replay.py: the {reader} child failed on {log}")
+    res = json.loads(out)
+    return {
+        "parse_replay_s": res["parse_s"] + res["replay_s"],
+        "parse_s": res["parse_s"],
+        "replay_s": res["replay_s"],
+        "process_s": wall,
+        "peak_rss_mb": res["peak_rss_kb"] / 1024,
+        "events": res["events"],
+    }
+
+
+def _readers(log: Path, runs: int) -> dict[str, object]:
+    samples: dict[str, list[dict[str, float]]] = {"lxml": [], "pm4py": []}
+    for _ in range(runs):
+        for reader, taken in samples.items():
+            taken.append(_child(log, reader))
+    out: dict[str, object] = {"log": log.name, "events": samples["lxml"][0]["events"]}
+    med = {}
+    for reader, rs in samples.items():
+        med[reader] = {
+            k: round(statistics.median(r[k] for r in rs), 3)
+            for k in ("parse_replay_s", "parse_s", "replay_s", "process_s", "peak_rss_mb")
+        }
+        med[reader]["parse_replay_s_runs"] = [round(r["parse_replay_s"], 3) for r in rs]
+        med[reader]["peak_rss_mb_runs"] = [round(r["peak_rss_mb"], 1) for r in rs]
+    out.update(med)
+    lx, pm = med["lxml"], med["pm4py"]
+    out["pm4py_over_lxml"] = {
+        "parse_replay_time": round(pm["parse_replay_s"] / lx["parse_replay_s"], 2),
+        "process_time": round(pm["process_s"] / lx["process_s"], 2),
+    }
+    out["lxml_over_pm4py_peak_rss"] = round(lx["peak_rss_mb"] / pm["peak_rss_mb"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--log", type=Path, default=DEFAULT_LOG)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=5, help="replay the log this many times per run")
+    ap.add_argument(
+        "--million-rounds",
+        type=int,
+        default=66,
+        help="Sepsis rounds in the large log (66: 1,004,124 events; 0: leave it out)",
+    )
+    ap.add_argument("--no-kafka", action="store_true", help="leave out the Kafka throughput")
     args = ap.parse_args()
+
+    logs = [args.log] + ([million_log(args.million_rounds)] if args.million_rounds else [])
+    readers = [_readers(p, args.runs) for p in logs]
 
     parse_times = []
     for _ in range(args.runs):
@@ -83,7 +173,7 @@ def main() -> None:
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
     tmp = tempfile.TemporaryDirectory(prefix="procvault-bench-")
-    if not bootstrap:
+    if not bootstrap and not args.no_kafka:
         broker = kafka_local.LocalKafka(
             data_dir=Path(tmp.name),
             port=kafka_local.free_port(),
@@ -95,7 +185,7 @@ def main() -> None:
     try:
         kafka = []
         settings: dict[str, object] = {}
-        for _ in range(args.runs):
+        for _ in range(0 if args.no_kafka else args.runs):
             sink = KafkaSink(f"kafka://{bootstrap}/bench-replay-{uuid.uuid4().hex[:8]}")
             settings = sink.producer_settings
             kafka.append(asyncio.run(_to_sink(log, sink, args.repeat)))
@@ -104,9 +194,12 @@ def main() -> None:
             broker.stop()
         tmp.cleanup()
 
-    null_r, kafka_r = _median_rate(null), _median_rate(kafka)
+    null_r = _median_rate(null)
+    kafka_r = _median_rate(kafka) if kafka else None
     out = {
         "benchmark": "xes_replay",
+        "machine": "2 cores shared with other engineers' work: ratios are from this one run",
+        "readers": readers,
         "log": args.log.name,
         "events_per_run": log.n_events * args.repeat,
         "log_events": log.n_events,
@@ -115,7 +208,9 @@ def main() -> None:
         "runs": args.runs,
         "parse_seconds_median": round(statistics.median(parse_times), 3),
         "null_sink": null_r,
-        "kafka": {
+        "kafka": None
+        if kafka_r is None
+        else {
             **kafka_r,
             "bootstrap": "KAFKA_BOOTSTRAP"
             if broker is None
@@ -124,7 +219,9 @@ def main() -> None:
             "payload": "procvault binary codec (msgpack), key = case id",
             "producer_settings": {k: v for k, v in settings.items() if k != "bootstrap_servers"},
         },
-        "kafka_vs_null": round(kafka_r["events_per_s_median"] / null_r["events_per_s_median"], 4),
+        "kafka_vs_null": None
+        if kafka_r is None
+        else round(kafka_r["events_per_s_median"] / null_r["events_per_s_median"], 4),
     }
     json.dump(out, sys.stdout, indent=2)
     print()

@@ -736,7 +736,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     events: Any = log.replay(org=args.org, **replay)
     if args.split_map:
         mapping = ActivityMapping.from_file(args.split_map)
-        mapping.check_covers({e.activity for e in log.events}, args.split_map)
+        mapping.check_covers(log.activities, args.split_map)
         events = assign(log.replay(**replay), mapping)
     elif args.split_hash:
         orgs = [o.strip() for o in args.split_hash.split(",") if o.strip()]

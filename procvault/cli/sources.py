@@ -138,12 +138,10 @@ def _add_split_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``procvault replay``."""
-    from procvault.generators.xes import read_xes
-
-    log = read_xes(args.log)
+    log = _read_log(args)
     assigner = _assigner(args)
     if assigner is not None and hasattr(assigner, "check_covers"):
-        assigner.check_covers({e.activity for e in log.events}, args.split_map)
+        assigner.check_covers(log.activities, args.split_map)
     events = _select(log.replay(end_markers=args.end_markers, org=args.org), args, assigner)
     total: int | None = (
         None if args.only else log.n_events + (log.n_cases if args.end_markers else 0)
@@ -154,12 +152,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if log.dropped_attributes:
         dropped = ", ".join(f"{k} ({n})" for k, n in sorted(log.dropped_attributes.items()))
         print(
-            f"warning: {args.log}: attribute values of unsupported types dropped: {dropped}",
+            f"warning: {args.log}: attribute values dropped (nested, unparseable or of "
+            f"unsupported types): {dropped}",
             file=sys.stderr,
         )
     stats = _drive(events, args, total=total, label=f"replay {Path(args.log).name}")
     _summary("replayed", stats, args.to)
     return 0
+
+
+def _read_log(args: argparse.Namespace) -> Any:
+    """``read_xes(args.log)``, with a bar over the file's bytes when --progress shows one."""
+    from procvault.generators.xes import read_xes
+
+    path = Path(args.log)
+    size = path.stat().st_size if path.is_file() else None
+    bar = progress_bar(args.progress, size, f"read {path.name}") if size else None
+    if bar is None:
+        return read_xes(path)
+    task = bar.task_ids[0]
+    with bar:
+        return read_xes(path, progress=lambda done, _total: bar.update(task, completed=done))
 
 
 def _take(events: Iterable[Any], n: int) -> Iterable[Any]:

@@ -101,7 +101,10 @@ def load_model(path: str | os.PathLike[str], *, final_marking: str | None = None
     ------
     InputError
         The file is missing or cannot be parsed, it is not a plain P/T net with arcs of weight
-        1, it has no initial marking, or it has no final marking and no unique sink place.
+        1, it has no initial marking, or it has no final marking and no unique sink place; or
+        it is not a workflow net as monitoring needs one: the initial or the final marking is
+        not exactly one token (two marked sources, say), or the sink place taken as the final
+        marking cannot be reached from the initial place along the arcs.
     ConfigError
         ``final_marking`` names no place of the net, or more than one.
 
@@ -147,7 +150,54 @@ def load_model(path: str | os.PathLike[str], *, final_marking: str | None = None
             )
         fm = _marking_of(sinks[0])
         source = "sink place"
+    _check_workflow(file, im, fm, source)
     return LoadedModel(net, im, fm, source, file)
+
+
+def _tokens(marking: Any) -> str:
+    return ", ".join(f"{tokens} on {place.name}" for place, tokens in marking.items())
+
+
+def _check_workflow(file: Path, im: Any, fm: Any, source: str) -> None:
+    """Refuse what is not a workflow net in the sense monitoring needs.
+
+    A case starts with one token in one place and ends with one token in one place; when
+    procvault picked the end itself (the unique sink place), that place must also be reachable
+    from the start along the net's arcs. A final marking the file or the option names is taken
+    as given, reachable or not: pm4py's BPMN conversion of some diagrams (two of ProMTEE's)
+    leaves fragments the start does not reach, and such a net still monitors (its cases never
+    fit). This is a structural check, not soundness.
+    """
+    start_tokens = sum(im.values())
+    if start_tokens != 1:
+        raise InputError(
+            f"{file}: not a workflow net: the initial marking has {start_tokens} tokens "
+            f"({_tokens(im)}); a case must start with one token in one place"
+        )
+    end_tokens = sum(fm.values())
+    if end_tokens != 1:
+        raise InputError(
+            f"{file}: not a workflow net: the final marking ({source}) has {end_tokens} tokens "
+            f"({_tokens(fm)}); a case must end with one token in one place"
+        )
+    if source != "sink place":
+        return
+    (start,) = im.keys()
+    (end,) = fm.keys()
+    seen = {start}
+    todo = [start]
+    while todo and end not in seen:
+        node = todo.pop()
+        for arc in node.out_arcs:
+            if arc.target not in seen:
+                seen.add(arc.target)
+                todo.append(arc.target)
+    if end not in seen:
+        raise InputError(
+            f"{file}: not a workflow net: the sink place {end.name} (the final marking) cannot "
+            f"be reached from the initial place {start.name}, so no case can end; "
+            "pass final_marking= (a place id or name) if another place is the end"
+        )
 
 
 def _read(file: Path, suffix: str) -> tuple[Any, Any, Any]:

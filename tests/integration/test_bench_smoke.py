@@ -22,6 +22,8 @@ def test_replay_benchmark_smoke(kafka_bootstrap: str, sepsis_log: Path) -> None:
             "1",
             "--repeat",
             "1",
+            "--million-rounds",
+            "2",
         ],
         capture_output=True,
         text=True,
@@ -36,3 +38,6 @@ def test_replay_benchmark_smoke(kafka_bootstrap: str, sepsis_log: Path) -> None:
     assert out["kafka"]["events_per_s_median"] > 0
     assert out["kafka"]["producer_settings"]["acks"] == "all"
     assert out["kafka_vs_null"] > 0
+    sepsis, doubled = out["readers"]
+    assert (sepsis["events"], doubled["events"]) == (15_214, 30_428)
+    assert sepsis["lxml"]["peak_rss_mb"] > 0 and sepsis["pm4py_over_lxml"]["parse_replay_time"] > 0

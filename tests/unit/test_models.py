@@ -97,6 +97,8 @@ def test_final_marking_option_replaces_the_files(tmp_path: Path) -> None:
     path = pnml(
         tmp_path,
         places='<place id="other"/>',
+        arcs='<arc id="a1" source="start" target="t"/><arc id="a2" source="t" target="end"/>'
+        '<arc id="a3" source="t" target="other"/>',
         final='<marking><place idref="end"><text>1</text></place></marking>',
     )
     assert load_model(path).final_marking_source == "file"

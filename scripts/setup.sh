@@ -2,8 +2,9 @@
 # procvault set-up: everything a fresh machine needs, then the quick-start.
 #   Python deps in .venv (editable install with the test, dev and bench extras),
 #   the Apache Kafka jars from Maven Central (cached in $PROCVAULT_HOME, default ~/.cache/procvault),
-#   Debian's prometheus package (used by the metrics tests and `procvault observe`).
-# Needs: python3 >= 3.11, Java 17 (java), Maven (mvn); apt-get for prometheus.
+#   Debian's prometheus package (used by the metrics tests and `procvault observe`),
+#   Debian's spin and gcc (tests/formal: the protocol's model checking).
+# Needs: python3 >= 3.11, Java 17 (java), Maven (mvn); apt-get for prometheus, spin and gcc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,15 @@ if ! command -v prometheus >/dev/null 2>&1; then
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q prometheus >/dev/null; }
 fi
 prometheus --version 2>&1 | head -1
+
+if ! command -v spin >/dev/null 2>&1 || ! command -v gcc >/dev/null 2>&1; then
+  say "spin and gcc (Debian packages: the model checker of formal/ and the compiler of its pan)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q spin gcc >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q spin gcc >/dev/null; }
+fi
+spin -V 2>&1 | head -1
 
 say "Quick-start"
 ./scripts/quickstart.sh

@@ -3,8 +3,10 @@
 #   Python deps in .venv (editable install with the test, dev and bench extras),
 #   the Apache Kafka jars from Maven Central (cached in $PROCVAULT_HOME, default ~/.cache/procvault),
 #   Debian's prometheus package (used by the metrics tests and `procvault observe`),
-#   Debian's graphviz (the pictures `procvault discover` draws).
-# Needs: python3 >= 3.11, Java 17 (java), Maven (mvn); apt-get for prometheus.
+#   Debian's graphviz (the pictures `procvault discover` draws),
+#   Debian's spin and gcc (tests/formal: the protocol's model checking).
+# Needs: python3 >= 3.11, Java 17 (java), Maven (mvn); apt-get for prometheus, graphviz, spin
+# and gcc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +44,14 @@ if ! command -v dot >/dev/null 2>&1; then
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q graphviz >/dev/null; }
 fi
 dot -V 2>&1 | head -1
+if ! command -v spin >/dev/null 2>&1 || ! command -v gcc >/dev/null 2>&1; then
+  say "spin and gcc (Debian packages: the model checker of formal/ and the compiler of its pan)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q spin gcc >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q spin gcc >/dev/null; }
+fi
+spin -V 2>&1 | head -1
 
 say "Quick-start"
 ./scripts/quickstart.sh

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
         async def handle(stream: Any) -> None:
             async for event in stream.events():
                 header, plain = opener.open(event.value, topic=name)
-                kind, _order, _sent, body = decode_frame(plain)
+                kind, _order, _sent, _prev, body = decode_frame(plain)
                 if kind != EVENT:
                     continue
                 codec.decode(body)

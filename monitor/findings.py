@@ -21,7 +21,9 @@ batch holds findings, each a tagged struct whose ``type`` says what it is:
 ``notice`` (:class:`NoticeFinding`)
     Something about the streams: an organization went silent (``source_silent``: its records
     stopped holding the merge back, later ones are applied late) or came back
-    (``source_back``).
+    (``source_back``), to every organization; to the organization alone, that a record of its
+    stream in this partition is missing (``source_gap``: one did not continue its chain; its
+    stream waits there while the vault reads its topic again).
 
 ``sent_us`` (when given) is the agent's send time of the event that caused the finding: the
 organization measures its alert latency with it.
@@ -169,7 +171,7 @@ class NoticeFinding(
 ):
     """A note about the organizations' streams (see the module docstring)."""
 
-    kind: Literal["source_silent", "source_back", "waiting_for_source"]
+    kind: Literal["source_silent", "source_back", "waiting_for_source", "source_gap"]
     org: str
     partition: int
 

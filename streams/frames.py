@@ -15,27 +15,33 @@ topic                    partitions   records
 ``vault.changelog``      P            compacted; key: ``c`` + case pseudonym or ``p`` + partition;
                                       value: a versioned record sealed with the state key
                                       (:mod:`.changelog`)
+``vault.commits``        P            compacted; key: ``k`` + partition; value: the sealed
+                                      commit record of the partition's newest transaction
 ``vault.partials``       1            key: partition; value: sealed :class:`PanePartials`
 ``results.alerts.<org>`` 1            per-organization findings, signed and sealed to it
 ``results.aggregates``   1            signed DP releases (:mod:`.release`)
 ``release.state``        1            compacted; the release stage's sealed state
 =======================  ===========  ============================================================
 
-A **frame** is the plaintext an agent encrypts: ``kind u8 | order u64 | sent_us u64 | body``.
+A **frame** is the plaintext an agent encrypts:
+``kind u8 | order u64 | sent_us u64 | prev_generation u64 | prev_sequence u64 | body``.
 ``order`` breaks timestamp ties the same way in every organization: the event's position in
 the shared source times 256 plus the output's index among what the policy made of it, so one
 producer's merge keys ``(timestamp, order)`` strictly increase; ``sent_us`` is the agent's wall
-clock when it sent the record (end-to-end latency). An ``EVENT`` frame's body is an encoded
+clock when it sent the record (end-to-end latency); ``prev`` is the ``(generation, sequence)``
+of the frame the producer sent to the same partition before this one (``(0, 0)``: none), so
+the frames of one organization in one partition form a chain in which a missing record shows
+(:mod:`procvault.monitor.partition`). An ``EVENT`` frame's body is an encoded
 event (:mod:`.codec`); a ``HEARTBEAT`` frame's body is ``watermark_us i64 | closed u8``, and with
 the frame's ``order`` it promises that no later event of the organization sorts at or below
 ``(watermark_us, order)`` (``closed``: no more events at all). A ``REVOKE`` frame's body is a
 signed revocation (:mod:`.revocation`). Agents send heartbeats to every partition, so the vault
 can merge the organizations' streams in event-time order even where one is silent.
 
->>> f = encode_frame(EVENT, 7, 1_000, b"body")
+>>> f = encode_frame(EVENT, 7, 1_000, b"body", prev=(5, 41))
 >>> decode_frame(f)
-(0, 7, 1000, b'body')
->>> decode_heartbeat(decode_frame(encode_heartbeat(3, 5, 123, closed=True))[3])
+WireFrame(kind=0, order=7, sent_us=1000, prev=(5, 41), body=b'body')
+>>> decode_heartbeat(decode_frame(encode_heartbeat(3, 5, 123, closed=True, prev=(0, 0))).body)
 (123, True)
 >>> placement(b"k" * 32, "case-1", 4) == placement(b"k" * 32, "case-1", 4)
 True
@@ -57,22 +63,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from procvault.monitor.privacy.combiner import PanePartials
 
+if TYPE_CHECKING:
+    from .changelog import StateKeys
+
 from .envelope import (
+    ProducerSession,
     RejectedRecord,
     VaultKeys,
     VaultPublicKeys,
     open_sealed,
-    open_state,
-    seal_state,
     seal_to,
     verify_signature,
 )
@@ -81,14 +89,17 @@ __all__ = [
     "AGGREGATES_TOPIC",
     "ATTEST_TOPIC",
     "CHANGELOG_TOPIC",
+    "COMMITS_TOPIC",
     "EVENT",
     "HEARTBEAT",
     "KEYS_TOPIC",
     "PARTIALS_TOPIC",
     "PROGRESS_TOPIC",
     "REVOKE",
+    "FrameChain",
     "PanePartials",
     "Topics",
+    "WireFrame",
     "alerts_topic",
     "decode_frame",
     "decode_heartbeat",
@@ -105,6 +116,7 @@ __all__ = [
 
 KEYS_TOPIC: Final = "vault.keys"
 CHANGELOG_TOPIC: Final = "vault.changelog"
+COMMITS_TOPIC: Final = "vault.commits"
 PARTIALS_TOPIC: Final = "vault.partials"
 AGGREGATES_TOPIC: Final = "results.aggregates"
 RELEASE_STATE_TOPIC: Final = "release.state"
@@ -113,7 +125,7 @@ EVENT: Final = 0
 HEARTBEAT: Final = 1
 REVOKE: Final = 2
 
-_FRAME: Final = struct.Struct(">BQQ")
+_FRAME: Final = struct.Struct(">BQQQQ")
 _BEAT: Final = struct.Struct(">qB")
 _PARTIAL_CONTEXT: Final = b"procvault-partials-v2|"
 
@@ -163,6 +175,12 @@ class Topics:
         return self.prefix + CHANGELOG_TOPIC
 
     @property
+    def commits(self) -> str:
+        """The vault's commit records: one per transaction, in the partition's own
+        partition (compacted)."""
+        return self.prefix + COMMITS_TOPIC
+
+    @property
     def partials(self) -> str:
         """Sealed pane partials for the release stage."""
         return self.prefix + PARTIALS_TOPIC
@@ -199,22 +217,104 @@ def alerts_topic(org: str) -> str:
     return f"results.alerts.{org}"
 
 
-def encode_frame(kind: int, order: int, sent_us: int, body: bytes) -> bytes:
+class WireFrame(NamedTuple):
+    """A decoded frame (see the module docstring)."""
+
+    kind: int
+    order: int
+    sent_us: int
+    #: ``(generation, sequence)`` of the producer's previous frame in this partition
+    prev: tuple[int, int]
+    body: bytes
+
+
+def encode_frame(
+    kind: int, order: int, sent_us: int, body: bytes, *, prev: tuple[int, int]
+) -> bytes:
     """A frame (see the module docstring)."""
-    return _FRAME.pack(kind, order, sent_us) + body
+    return _FRAME.pack(kind, order, sent_us, prev[0], prev[1]) + body
 
 
-def decode_frame(data: bytes) -> tuple[int, int, int, bytes]:
-    """``(kind, order, sent_us, body)``; :class:`RejectedRecord` (``malformed``) if truncated."""
+def decode_frame(data: bytes) -> WireFrame:
+    """The frame in ``data``; :class:`RejectedRecord` (``malformed``) if truncated."""
     if len(data) < _FRAME.size:
         raise RejectedRecord("malformed", "frame is truncated")
-    kind, order, sent = _FRAME.unpack_from(data)
-    return kind, order, sent, data[_FRAME.size :]
+    kind, order, sent, prev_gen, prev_seq = _FRAME.unpack_from(data)
+    return WireFrame(kind, order, sent, (prev_gen, prev_seq), data[_FRAME.size :])
 
 
-def encode_heartbeat(order: int, sent_us: int, watermark_us: int, *, closed: bool = False) -> bytes:
+def encode_heartbeat(
+    order: int, sent_us: int, watermark_us: int, *, closed: bool = False, prev: tuple[int, int]
+) -> bytes:
     """A heartbeat frame."""
-    return encode_frame(HEARTBEAT, order, sent_us, _BEAT.pack(watermark_us, closed))
+    return encode_frame(HEARTBEAT, order, sent_us, _BEAT.pack(watermark_us, closed), prev=prev)
+
+
+class FrameChain:
+    """One producer's chains: per partition, the ``(generation, sequence)`` of the last frame
+    it sealed there (its head; ``(0, 0)``: none). :meth:`seal` links each new frame to its
+    partition's head and moves the head on.
+
+    >>> from procvault.streams.secrets import OrgKeys, VaultSecrets
+    >>> vault = VaultSecrets.generate().current
+    >>> session = ProducerSession(vault.public(), X25519PrivateKey.generate(), org="lab",
+    ...                           producer="a", generation=7)
+    >>> chain = FrameChain(2)
+    >>> _ = chain.event(session, 256, 0, b"e", topic="events.lab", partition=1)
+    >>> _ = chain.heartbeat(session, 256, 0, 1, topic="events.lab", partition=1)
+    >>> chain.heads
+    [(0, 0), (7, 1)]
+    """
+
+    def __init__(self, partitions: int, heads: Sequence[tuple[int, int]] = ()) -> None:
+        if heads and len(heads) != partitions:
+            raise ValueError(f"{len(heads)} chain heads for {partitions} partitions")
+        self.heads: list[tuple[int, int]] = list(heads) if heads else [(0, 0)] * partitions
+
+    def seal(
+        self,
+        session: ProducerSession,
+        kind: int,
+        order: int,
+        sent_us: int,
+        body: bytes,
+        *,
+        topic: str,
+        partition: int,
+    ) -> bytes:
+        """The record of one frame, linked to ``partition``'s head (which it becomes)."""
+        frame = encode_frame(kind, order, sent_us, body, prev=self.heads[partition])
+        record = session.seal(frame, topic=topic, partition=partition)
+        self.heads[partition] = (session.generation, session.next_sequence - 1)
+        return record
+
+    def event(
+        self,
+        session: ProducerSession,
+        order: int,
+        sent_us: int,
+        body: bytes,
+        *,
+        topic: str,
+        partition: int,
+    ) -> bytes:
+        """An ``EVENT`` frame's record (``body``: an encoded event)."""
+        return self.seal(session, EVENT, order, sent_us, body, topic=topic, partition=partition)
+
+    def heartbeat(
+        self,
+        session: ProducerSession,
+        order: int,
+        sent_us: int,
+        watermark_us: int,
+        *,
+        closed: bool = False,
+        topic: str,
+        partition: int,
+    ) -> bytes:
+        """A ``HEARTBEAT`` frame's record."""
+        body = _BEAT.pack(watermark_us, closed)
+        return self.seal(session, HEARTBEAT, order, sent_us, body, topic=topic, partition=partition)
 
 
 def decode_heartbeat(body: bytes) -> tuple[int, bool]:
@@ -234,26 +334,24 @@ def partials_key(partition: int) -> bytes:
     return partition.to_bytes(4, "big")
 
 
-def seal_partials(key: bytes, partials: PanePartials) -> tuple[bytes, bytes]:
+def seal_partials(keys: StateKeys, partials: PanePartials) -> tuple[bytes, bytes]:
     """``(key, value)`` of the ``vault.partials`` record for ``partials``, sealed with the
-    vault's partial key and bound to its partition and plan."""
+    vault's partials key and bound to its partition and plan."""
     k = partials_key(partials.partition)
     context = _PARTIAL_CONTEXT + k + partials.plan.encode()
-    return k, seal_state(key, _PARTIALS_ENC.encode(partials), context=context)
+    return k, keys.seal("partials", _PARTIALS_ENC.encode(partials), context=context)
 
 
 def open_partials(
-    key: bytes, record_key: bytes | None, value: bytes | None, *, plan: str
+    keys: StateKeys, record_key: bytes | None, value: bytes | None, *, plan: str
 ) -> PanePartials:
     """The inverse of :func:`seal_partials` for a stage of DP plan ``plan``;
     :class:`RejectedRecord` if tampered, moved or made under another plan (``bad_tag``: the
     seal binds the plan), or not a partial of this version (``malformed``)."""
     if record_key is None or value is None or len(record_key) != 4:
         raise RejectedRecord("malformed", "partial without a partition key or a value")
-    if len(value) < 12 + 16:
-        raise RejectedRecord("malformed", "partial is truncated")
     context = _PARTIAL_CONTEXT + record_key + plan.encode()
-    body = open_state(key, value, context=context)
+    body = keys.open("partials", value, context=context)
     try:
         partials = _PARTIALS_DEC.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):

@@ -42,8 +42,8 @@ from procvault.monitor.errors import ConfigError, KafkaSetupError
 from procvault.monitor.privacy.records import PaneRecord, Record, WithheldRecord
 from procvault.monitor.privacy.stage import ReleaseEngine, ReleaseHead
 
-from .changelog import derive_key
-from .envelope import RejectedRecord, open_state, seal_state
+from .changelog import StateKeys
+from .envelope import RejectedRecord
 from .frames import Topics, open_partials
 from .release import ReleaseSignatureError, record_key, sign_record, verify_record
 from .settings import option
@@ -100,16 +100,16 @@ class StateStore:
     """The stage's sealed state records (``release.state``): one ``head`` and one record per
     retained pane, each sealed with the vault's release-state key and bound to its key."""
 
-    def __init__(self, master: bytes) -> None:
-        self._key = derive_key(master, "release-state")
+    def __init__(self, keys: StateKeys) -> None:
+        self._keys = keys
 
     def seal(self, key: bytes, body: bytes) -> bytes:
         """A state value."""
-        return seal_state(self._key, body, context=_CONTEXT + key)
+        return self._keys.seal("release-state", body, context=_CONTEXT + key)
 
     def open(self, key: bytes, value: bytes) -> bytes:
         """The inverse of :meth:`seal`; :class:`~.envelope.RejectedRecord` if tampered."""
-        return open_state(self._key, value, context=_CONTEXT + key)
+        return self._keys.open("release-state", value, context=_CONTEXT + key)
 
     def head(self, head: ReleaseHead) -> tuple[bytes, bytes]:
         """``(key, value)`` of the head."""
@@ -184,8 +184,8 @@ class ReleaseStage:
         self.metrics = metrics
         self.recorder = recorder
         self.clock = clock
-        self.store = StateStore(secrets.state_key)
-        self._partial_key = derive_key(secrets.state_key, "partials")
+        self.state_keys = StateKeys(secrets)
+        self.store = StateStore(self.state_keys)
         self.engine: ReleaseEngine | None = None
         self._stopping = asyncio.Event()
         self._problems: set[str] = set()
@@ -288,7 +288,7 @@ class ReleaseStage:
     # -- steps ------------------------------------------------------------------------------
     def _receive(self, engine: ReleaseEngine, r: Any) -> None:
         try:
-            partials = open_partials(self._partial_key, r.key, r.value, plan=engine.fingerprint)
+            partials = open_partials(self.state_keys, r.key, r.value, plan=engine.fingerprint)
             engine.receive(partials, r.offset)
         except RejectedRecord as exc:
             engine.reject(r.offset)

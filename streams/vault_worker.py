@@ -20,8 +20,19 @@ DP contributions) is the engine's; the worker only moves bytes:
    organization's findings as signed :class:`~procvault.monitor.findings.ResultBatch`
    records sealed to it, the closed panes as sealed
    :class:`~procvault.monitor.privacy.combiner.PanePartials`;
-5. **one transaction**: state, outputs and the consumer offsets (never past a record still
-   waiting in a merge) commit together, or not at all.
+5. **one transaction per partition**, with that partition's own transactional id
+   (``procvault-vault/p<p>``): its state, its outputs, its commit record (``vault.commits``,
+   see :mod:`.changelog`) and its consumer offsets (never past a record still waiting in a
+   merge) commit together, or not at all. A worker that takes a partition over starts that
+   partition's producer (which fences any earlier owner still running: a worker expelled from
+   the group without knowing it can no longer commit) *before* it restores the state.
+
+A frame that does not continue its organization's chain (a record before it is missing) stalls
+that organization in its partition (:meth:`~procvault.monitor.partition.PartitionEngine.stalled`):
+the worker reads the topic partition again from where the engine says, with a back-off (0.5 s
+doubling to 60 s); an organization gone silent without closing its stream is read again the
+same way from where its chain ended (a record at its end may have been hidden), doubling to
+10 minutes.
 
 A batch that changed nothing but merge positions commits only after ``idle_commit_ms``.
 Rejected records are counted in the metrics when they are read, whether or not their batch
@@ -59,7 +70,7 @@ from procvault.monitor.partition.state import encode_record
 from procvault.monitor.privacy.combiner import PanePartials
 
 from . import codec
-from .changelog import PartitionLog, RollbackError, StateCodec, derive_key, restore
+from .changelog import PartitionLog, RollbackError, StateCodec, StateKeys, restore
 from .envelope import RejectedRecord, SessionOpener
 from .frames import (
     EVENT,
@@ -93,6 +104,9 @@ REASONS: Final = (
     "bad_tag",
     "bad_signature",
     "replay",
+    "gap",
+    "old_epoch",
+    "resent",
     "future",
     "wrong_org",
 )
@@ -191,6 +205,8 @@ class WorkerStats:
     revoked_events: int = 0
     after_completion: int = 0
     rollbacks: int = 0
+    #: changelog values set aside on restore (re-produced, uncommitted or not the vault's)
+    stale_state: int = 0
     first_applied: float | None = None  # wall clock (Unix s) of the first event applied
     last_applied: float | None = None  # ... and of the last one
 
@@ -256,8 +272,8 @@ class VaultWorker:
         self.clock = clock
         self.stats = WorkerStats()
         self.opener = SessionOpener(dict(secrets.epochs), senders=registry.sender)
-        self.codec = StateCodec(secrets.state_key)
-        self._partial_key = derive_key(secrets.state_key, "partials")
+        self.state_keys = StateKeys(secrets)
+        self.codec = StateCodec(self.state_keys)
         self._topic_org = {settings.topics.events(o): o for o in self.orgs}
         self._signers = registry.trusted_signers()
         expect = settings.expect_orgs
@@ -270,12 +286,16 @@ class VaultWorker:
         self.logs: dict[int, PartitionLog] = {}
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        #: partitions read from or changed since their last commit
+        self._dirty_parts: set[int] = set()
+        #: ``(partition, org) -> (when due, attempts, chain head when planned)``: reads of a
+        #: topic partition again
+        self._rereads: dict[tuple[int, str], tuple[float, int, tuple[int, int]]] = {}
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
         self._last_offsets = 0.0
         self._generation = 0
-        self._dirty = False  # records processed since the last commit
         self._seen_counters: dict[int, dict[str, int]] = {}
 
     # -- partitions -------------------------------------------------------------------------
@@ -293,16 +313,36 @@ class VaultWorker:
             results=self.results,
         )
 
-    def restore_partition(self, partition: int, records: Mapping[bytes, bytes | None]) -> None:
-        """Rebuild ``partition``'s engine from its latest changelog values; raises
-        :class:`~.changelog.RollbackError` (counted) if they are not what it last committed."""
+    def restore_partition(
+        self,
+        partition: int,
+        values: Iterable[tuple[bytes | None, bytes | None]],
+        commits: Iterable[bytes | None],
+    ) -> None:
+        """Rebuild ``partition``'s engine from its changelog (``(key, value)`` in log order)
+        and its newest commit records (:func:`~.changelog.restore`): stale or foreign values
+        are set aside, counted and named in a log line; raises
+        :class:`~.changelog.RollbackError` (counted) if what is left is not what the
+        partition last committed."""
         try:
-            found = restore(self.codec, partition, records)
+            found = restore(self.codec, partition, values, commits)
         except RollbackError:
             self.stats.rollbacks += 1
             if self.metrics is not None:
                 self.metrics.rollback_detected()
             raise
+        if found.stale or found.foreign:
+            self.stats.stale_state += found.stale + found.foreign
+            if self.metrics is not None:
+                self.metrics.rollback_detected()
+            log.warning(
+                "partition %d: set aside %d changelog value(s) older than what the partition "
+                "committed or of a transaction that did not commit, and %d the vault did not "
+                "write: restored what the last commit holds",
+                partition,
+                found.stale,
+                found.foreign,
+            )
         meta = decode_meta(found.meta) if found.meta is not None else None
         cases = [decode_case(body) for body in found.cases]
         self.engines[partition] = PartitionEngine.restore(
@@ -315,7 +355,20 @@ class VaultWorker:
             now_us=self.clock() // 1000,
         )
         self.logs[partition] = found.log
-        counters = self.engines[partition].counters  # (counts of earlier runs: not this one's)
+        eng = self.engines[partition]
+        for org in self.orgs:
+            epoch = eng.lane_epoch(org)
+            if epoch and epoch not in self.secrets.epochs and org not in eng.closed:
+                log.warning(
+                    "partition %d: %s's stream was last sealed under key epoch %d, which this "
+                    "vault no longer holds: its records from there cannot be read and its "
+                    "stream will stall; keep an epoch (`procvault keys rotate --keep`) until "
+                    "every agent has moved to a newer one",
+                    partition,
+                    org,
+                    epoch,
+                )
+        counters = eng.counters  # (counts of earlier runs: not this one's)
         self._seen_counters[partition] = {f: getattr(counters, f) for f in _COUNTED}
 
     # -- a batch ----------------------------------------------------------------------------
@@ -340,6 +393,7 @@ class VaultWorker:
                 if reason is not None and reason != "redelivered":
                     rejected[reason] = rejected.get(reason, 0) + 1
             eng.read_until(org, recs[-1].offset + 1)
+            self._dirty_parts.add(tp.partition)
         for reason, n in rejected.items():
             self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + n
             if reason == "bad_signature":
@@ -363,21 +417,80 @@ class VaultWorker:
                     )
                 elif kind == "source_back":
                     log.info("partition %d: %s is back", p, org)
+                elif kind == "source_gap":
+                    log.warning(
+                        "partition %d: a record of %s's stream is missing (a frame did not "
+                        "continue its chain): its stream waits there while its topic is read "
+                        "again",
+                        p,
+                        org,
+                    )
                 else:
                     log.info("partition %d: waiting for %s (nothing of it read yet)", p, org)
                 if self.metrics is not None:
                     self.metrics.source_notice(kind)
             effects[p] = eff
+            if eff:
+                self._dirty_parts.add(p)
+            self._plan_rereads(p, eng)
         self._fold(effects)
         return effects
+
+    def _plan_rereads(self, partition: int, eng: PartitionEngine) -> None:
+        """Schedule reading again what a stalled or a silent, unclosed organization may be
+        missing (see the module docstring); forget the schedule of those that recovered."""
+        now = time.monotonic()
+        stalled = eng.stalled()
+        quiet = eng.silent - eng.closed
+        for org in self.orgs:
+            key = (partition, org)
+            planned = self._rereads.get(key)
+            if org in stalled or org in quiet:
+                if planned is None:
+                    delay = 0.5 if org in stalled else 1.0
+                    self._rereads[key] = (now + delay, 0, eng.chain_head(org))
+            elif planned is not None and planned[2] != eng.chain_head(org):
+                del self._rereads[key]  # its chain moved on
+
+    def due_rereads(self, now: float) -> list[tuple[int, str, int]]:
+        """``(partition, org, offset)`` of the reads again due at ``now`` (monotonic s);
+        each is rescheduled with its back-off, and the engine told (0: from the start of the
+        log)."""
+        out = []
+        for (p, org), (due, attempt, head) in list(self._rereads.items()):
+            eng = self.engines.get(p)
+            if eng is None:
+                del self._rereads[(p, org)]
+                continue
+            stalled = eng.stalled()
+            if due > now or (org not in stalled and org not in eng.silent - eng.closed):
+                continue
+            if org in stalled:
+                offset = stalled[org]
+                wait = min(60.0, 0.5 * 2 ** (attempt + 1))
+            else:  # silent without closing: from where its chain ended, then from the start
+                offset = eng.chain_end(org) if attempt % 2 == 0 else 0
+                wait = min(600.0, 1.0 * 2 ** (attempt + 1))
+            eng.reread(org)
+            self._rereads[(p, org)] = (now + wait, attempt + 1, head)
+            out.append((p, org, offset))
+        return out
 
     def _admit(self, eng: PartitionEngine, org: str, tp: Any, r: Any) -> str | None:
         try:
             header, plaintext = self.opener.open(r.value, topic=tp.topic, partition=tp.partition)
             if header.org != org:
                 raise RejectedRecord("unknown_org", "record of another organization's topic")
-            kind, order, sent_us, body = decode_frame(plaintext)
-            origin = Origin(org, header.producer, header.generation, header.sequence, r.offset)
+            kind, order, sent_us, prev, body = decode_frame(plaintext)
+            origin = Origin(
+                org,
+                header.producer,
+                header.generation,
+                header.sequence,
+                r.offset,
+                prev,
+                header.epoch,
+            )
             if kind == EVENT:
                 try:
                     ev = codec.decode(body)
@@ -409,34 +522,46 @@ class VaultWorker:
         return to_revoked(revocation)
 
     def outputs(
-        self, effects: Mapping[int, Any]
+        self, effects: Mapping[int, Any], partitions: Iterable[int] | None = None
     ) -> list[tuple[str, bytes | None, bytes | None, int | None]]:
-        """``(topic, key, value, partition)`` of everything one commit writes: per partition
+        """Everything one commit writes for ``partitions`` (default: every partition held),
+        in one list (see :meth:`outputs_by_partition`)."""
+        by_part = self.outputs_by_partition(effects, partitions)
+        return [r for p in sorted(by_part) for r in by_part[p]]
+
+    def outputs_by_partition(
+        self, effects: Mapping[int, Any], partitions: Iterable[int] | None = None
+    ) -> dict[int, list[tuple[str, bytes | None, bytes | None, int | None]]]:
+        """Per partition, ``(topic, key, value, partition)`` of what its transaction writes:
         the changed case records and the metadata (sealed at the partition's next commit
-        version), the findings per organization, the pane partials."""
-        out: list[_Record] = []
+        version), its commit record, the findings per organization, the pane partials."""
         topics = self.settings.topics
         keys = self.secrets.current
-        for p, eng in self.engines.items():
+        parts = sorted(self.engines if partitions is None else partitions)
+        result: dict[int, list[_Record]] = {}
+        for p in parts:
+            eng = self.engines[p]
+            out: list[_Record] = []
+            result[p] = out
             eff = effects.get(p)
             plog = self.logs[p]
             commit = plog.begin()
             if eff is not None:
                 for case_id in eff.forgotten:
                     key = self.codec.case_key(case_id)
-                    self.codec.delete_case(plog, key)
-                    out.append((topics.changelog, key, None, p))
+                    out.append((topics.changelog, key, self.codec.delete_case(plog, key), p))
                 for case_id in sorted(eff.changed):
                     key = self.codec.case_key(case_id)
                     rec = eng.case_record(case_id)
                     if rec is None:
-                        self.codec.delete_case(plog, key)
-                        out.append((topics.changelog, key, None, p))
+                        deletion = self.codec.delete_case(plog, key)
+                        out.append((topics.changelog, key, deletion, p))
                     else:
                         value = self.codec.seal_case(plog, key, encode_record(rec))
                         out.append((topics.changelog, key, value, p))
             meta = self.codec.seal_meta(plog, encode_record(eng.meta()))
             out.append((topics.changelog, self.codec.meta_key(p), meta, p))
+            out.append((topics.commits, self.codec.commit_key(p), self.codec.seal_commit(plog), p))
             if eff is None:
                 continue
             for org, items in eff.findings.items():
@@ -449,14 +574,16 @@ class VaultWorker:
                     out.append((topic, None, seal_result(pub, body, topic=topic, keys=keys), None))
             if eff.panes and self.plan is not None:
                 for partials in self._partials(p, eff.panes):
-                    k, v = seal_partials(self._partial_key, partials)
+                    k, v = seal_partials(self.state_keys, partials)
                     out.append((topics.partials, k, v, None))
-        return out
+        return result
 
     def _partials(self, partition: int, panes: list[tuple[Any, int]]) -> Iterable[PanePartials]:
         """The closed panes as partials records, each well below Kafka's record limit."""
         assert self.plan is not None
         n = self.settings.partitions
+        acc = self.engines[partition].accumulator
+        first_pane = acc.first_pane if acc is not None else None
         start = 0
         while start < len(panes):
             size, end = 0, start
@@ -481,15 +608,19 @@ class VaultWorker:
                 panes[end - 1][0].index,
                 tuple(filled),
                 tuple(sent),
+                opens=panes[start][0].index == first_pane,
             )
             start = end
 
-    def offsets(self) -> dict[TopicPartition, int]:
-        """The consumer offsets to commit: never past a record still waiting in a merge."""
+    def offsets(self, partition: int | None = None) -> dict[TopicPartition, int]:
+        """The consumer offsets to commit (of ``partition``, default every one held): never
+        past a record still waiting in a merge."""
         from aiokafka import TopicPartition
 
         offs: dict[TopicPartition, int] = {}
         for p, eng in self.engines.items():
+            if partition is not None and p != partition:
+                continue
             for org, offset in eng.resume_offsets().items():
                 offs[TopicPartition(self.settings.topics.events(org), p)] = offset
         return offs
@@ -497,7 +628,7 @@ class VaultWorker:
     # -- the Kafka loop ---------------------------------------------------------------------
     async def run(self, *, ready: Callable[[], None] | None = None) -> None:
         """Consume, process and commit until :meth:`stop` (or cancellation)."""
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka import AIOKafkaConsumer
         from aiokafka.abc import ConsumerRebalanceListener
         from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
@@ -505,7 +636,13 @@ class VaultWorker:
 
         s = self.settings
         topics = [s.topics.events(o) for o in self.orgs]
-        await ensure_topics(s.bootstrap, [*topics, s.topics.changelog], partitions=s.partitions)
+        await ensure_topics(s.bootstrap, topics, partitions=s.partitions)
+        await ensure_topics(
+            s.bootstrap,
+            [s.topics.changelog, s.topics.commits],
+            partitions=s.partitions,
+            compacted=True,
+        )
         await ensure_topics(
             s.bootstrap, [s.topics.partials, *(s.topics.alerts(o) for o in self.orgs)]
         )
@@ -518,15 +655,14 @@ class VaultWorker:
                     parts = sorted({tp.partition for tp in revoked})
                     log.info("revoked partitions %s", parts)
                     for p in parts:
-                        worker.engines.pop(p, None)
-                        worker.logs.pop(p, None)
-                        if worker.metrics is not None:
-                            worker.metrics.forget_partition(p)
+                        await worker._drop(p)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 async with worker._lock:
                     worker._generation += 1
                     new = {tp.partition for tp in assigned} - set(worker.engines)
+                    # fence any earlier owner of these partitions first, then read their state
+                    await asyncio.gather(*(worker._start_producer(p) for p in sorted(new)))
                     await worker._restore(new)
                     await worker._check_anchor(consumer, new)
                     await worker._seek_to_state(consumer, assigned)
@@ -536,15 +672,6 @@ class VaultWorker:
                         sum(worker.engines[p].active_cases() for p in new),
                     )
 
-        producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap,
-            transactional_id=f"{s.topics.prefix}procvault-vault/{s.worker_id}",
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=2,
-            max_batch_size=512 * 1024,
-            transaction_timeout_ms=s.transaction_timeout_ms,
-        )
         session_ms = int(s.session_timeout * 1000)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap,
@@ -560,19 +687,17 @@ class VaultWorker:
             fetch_max_wait_ms=s.batch_ms,
         )
         try:
-            await producer.start()
             await consumer.start()
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                await producer.stop()
             raise KafkaSetupError(f"cannot reach Kafka at {s.bootstrap}: {exc}") from None
-        self._producer, self._consumer = producer, consumer
+        self._consumer = consumer
         consumer.subscribe(topics, listener=Listener())
         if ready is not None:
             ready()
         try:
             while not self._stopping.is_set():
                 generation = self._generation
+                await self._reread_due(consumer)
                 records = await consumer.getmany(timeout_ms=s.batch_ms, max_records=s.batch_records)
                 async with self._lock:
                     if generation != self._generation:
@@ -581,18 +706,76 @@ class VaultWorker:
                         # them and seek again to where the restored state resumes.
                         records = {}
                         await self._seek_to_state(consumer, consumer.assignment())
-                    await self._commit_batch(producer, records)
+                    await self._commit_batch(records)
             async with self._lock:  # what deferred metadata is left
-                await self._commit_batch(producer, {}, force=True)
+                await self._commit_batch({}, force=True)
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await consumer.stop()
+            for p in list(self._producers):
+                await self._drop(p)
+
+    def _producer_for(self, partition: int) -> AIOKafkaProducer:
+        from aiokafka import AIOKafkaProducer
+
+        s = self.settings
+        return AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap,
+            # one transactional id per partition: whoever holds the partition holds the id,
+            # and starting it fences (and aborts the open transaction of) an earlier holder
+            transactional_id=f"{s.topics.prefix}procvault-vault/p{partition}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=512 * 1024,
+            transaction_timeout_ms=s.transaction_timeout_ms,
+        )
+
+    async def _start_producer(self, partition: int) -> None:
+        producer = self._producer_for(partition)
+        try:
+            await producer.start()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise KafkaSetupError(
+                f"cannot start the producer of partition {partition} at "
+                f"{self.settings.bootstrap}: {exc}"
+            ) from None
+        self._producers[partition] = producer
+
+    async def _drop(self, partition: int) -> None:
+        """Forget ``partition``: its engine, its log, its producer."""
+        self.engines.pop(partition, None)
+        self.logs.pop(partition, None)
+        self._dirty_parts.discard(partition)
+        for key in [k for k in self._rereads if k[0] == partition]:
+            del self._rereads[key]
+        producer = self._producers.pop(partition, None)
+        if producer is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await producer.stop()
+        if self.metrics is not None:
+            self.metrics.forget_partition(partition)
 
-    async def _commit_batch(
-        self, producer: AIOKafkaProducer, records: Any, *, force: bool = False
-    ) -> None:
+    async def _reread_due(self, consumer: AIOKafkaConsumer) -> None:
+        """Seek back the topic partitions due to be read again (see :meth:`due_rereads`)."""
+        from aiokafka import TopicPartition
+
+        if not self._rereads:
+            return
+        async with self._lock:  # (no rebalance between planning and seeking)
+            for p, org, offset in self.due_rereads(time.monotonic()):
+                tp = TopicPartition(self.settings.topics.events(org), p)
+                if tp not in consumer.assignment():
+                    continue
+                log.info("partition %d: reading %s's records again from offset %d", p, org, offset)
+                if offset <= 0:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, offset)
+
+    async def _commit_batch(self, records: Any, *, force: bool = False) -> None:
         s = self.settings
         # records of partitions revoked while we waited are dropped: read again by their owner
         records = {tp: r for tp, r in records.items() if tp.partition in self.engines}
@@ -601,35 +784,64 @@ class VaultWorker:
         effects = self.process(records)
         if not self.engines:
             return
-        if records:
-            self._dirty = True
-        if not any(effects.values()):
-            # only merge positions moved: commit them now and then, not per batch (until
-            # then the last commit's state and offsets stay together; a restart reads the
-            # records since again)
-            due = time.monotonic() - self._last_commit >= s.idle_commit_ms / 1000
-            if not force and not (due and self._dirty):
-                return
-        out = self.outputs(effects)
-        offsets = self.offsets()
+        now = time.monotonic()
+        due = now - self._last_commit >= s.idle_commit_ms / 1000
+        # only merge positions moved: commit them now and then, not per batch (until then the
+        # last commit's state and offsets stay together; a restart reads the records since
+        # again)
+        if not any(effects.values()) and (not (force or due) or not self._dirty_parts):
+            return
+        parts = sorted(p for p in self._dirty_parts if p in self.engines)
+        if not parts:
+            return
+        by_part = self.outputs_by_partition(effects, parts)
+        with_offsets = force or now - self._last_offsets >= s.idle_commit_ms / 1000
+        results = await asyncio.gather(
+            *(self._commit_partition(p, by_part[p], with_offsets) for p in parts),
+            return_exceptions=True,
+        )
+        failed = None
+        for p, res in zip(parts, results, strict=True):
+            if isinstance(res, BaseException):
+                from aiokafka.errors import ProducerFenced
+
+                if isinstance(res, ProducerFenced):
+                    log.warning(
+                        "partition %d: another worker took it over (this worker's producer was "
+                        "fenced): dropped",
+                        p,
+                    )
+                    await self._drop(p)
+                    continue
+                failed = failed or res
+        if failed is not None:
+            raise failed
+        if with_offsets:
+            self._last_offsets = now
+        self._last_commit = time.monotonic()
+        self._dirty_parts.clear()
+        self.stats.batches += 1
+        out = [r for p in parts for r in by_part[p]]
+        self._observe(effects, out, time.perf_counter() - t0)
+
+    async def _commit_partition(self, partition: int, out: list[_Record], offsets: bool) -> None:
+        """One partition's transaction: its records, its consumer offsets, commit."""
+        producer = self._producers[partition]
         await producer.begin_transaction()
         try:
             send = producer.send
-            for topic, key, value, partition in out:
-                await send(topic, value, key=key, partition=partition)
-            now = time.monotonic()
-            if offsets and (force or now - self._last_offsets >= s.idle_commit_ms / 1000):
-                await producer.send_offsets_to_transaction(offsets, s.topics.prefix + s.group)
-                self._last_offsets = now
+            for topic, key, value, part in out:
+                await send(topic, value, key=key, partition=part)
+            if offsets:
+                offs = self.offsets(partition)
+                if offs:
+                    group = self.settings.topics.prefix + self.settings.group
+                    await producer.send_offsets_to_transaction(offs, group)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
-        self._last_commit = time.monotonic()
-        self._dirty = False
-        self.stats.batches += 1
-        self._observe(effects, out, time.perf_counter() - t0)
 
     def _fold(self, effects: Mapping[int, Any]) -> None:
         """Fold what the engines counted in this batch into the stats and the metrics (every
@@ -710,13 +922,13 @@ class VaultWorker:
         if self.settings.source_timeout is None:
             return
         for _p, eng, org, hw in self._highwaters():
-            consumed = eng.resume_offsets().get(org, 0)
-            if hw is not None and consumed < hw:
+            if hw is not None and eng.read_position(org) < hw:
                 eng.lagging(org)
 
     # -- restore ------------------------------------------------------------------------------
     async def _restore(self, partitions: Iterable[int]) -> None:
-        """Rebuild the engines of ``partitions`` from the changelog (committed records only)."""
+        """Rebuild the engines of ``partitions`` from the changelog and their newest commit
+        records (committed records only)."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         parts = sorted(partitions)
@@ -729,27 +941,30 @@ class VaultWorker:
             auto_offset_reset="earliest",
         )
         await consumer.start()
+        topics = self.settings.topics
         try:
-            tps = [TopicPartition(self.settings.topics.changelog, p) for p in parts]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            await consumer.seek_to_beginning(*tps)
-            latest: dict[int, dict[bytes, bytes | None]] = {p: {} for p in parts}
-            pending = {tp for tp in tps if ends[tp] > 0}
-            while pending:
-                batch = await consumer.getmany(*pending, timeout_ms=500)
-                for tp, recs in batch.items():
-                    for r in recs:
-                        if r.offset < ends[tp] and r.key is not None:
-                            latest[tp.partition][r.key] = r.value
-                for tp in list(pending):
-                    if await consumer.position(tp) >= ends[tp]:
-                        pending.discard(tp)
+            tps = [TopicPartition(topics.changelog, p) for p in parts]
+            commit_tps = [TopicPartition(topics.commits, p) for p in parts]
+            consumer.assign([*tps, *commit_tps])
+            history: dict[int, list[tuple[bytes | None, bytes | None]]] = {p: [] for p in parts}
+            await _read_to_end(consumer, tps, history)
+            # the newest commit records: near the end (a record and a marker per transaction)
+            ends = await consumer.end_offsets(commit_tps)
+            begins = await consumer.beginning_offsets(commit_tps)
+            commits: dict[int, list[tuple[bytes | None, bytes | None]]] = {p: [] for p in parts}
+            for tp in commit_tps:
+                consumer.seek(tp, max(begins[tp], ends[tp] - 256))
+            await _read_to_end(consumer, commit_tps, commits, seek=False)
+            missing = [tp for tp in commit_tps if not commits[tp.partition]]
+            missing = [tp for tp in missing if ends[tp] - 256 > begins[tp]]
+            if missing:
+                await _read_to_end(consumer, missing, commits)
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await consumer.stop()
         for p in parts:
-            self.restore_partition(p, latest[p])
+            key = self.codec.commit_key(p)
+            self.restore_partition(p, history[p], [v for k, v in commits[p] if k == key])
 
     async def _check_anchor(self, consumer: AIOKafkaConsumer, partitions: Iterable[int]) -> None:
         """The group's committed offsets (written with some earlier commit) must not be ahead
@@ -789,6 +1004,30 @@ class VaultWorker:
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current batch."""
         self._stopping.set()
+
+
+async def _read_to_end(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    into: dict[int, list[tuple[bytes | None, bytes | None]]],
+    *,
+    seek: bool = True,
+) -> None:
+    """Read ``tps`` (from the beginning, or from where they were sought) up to their end
+    offsets now, appending ``(key, value)`` per partition to ``into`` in log order."""
+    ends = await consumer.end_offsets(tps)
+    if seek:
+        await consumer.seek_to_beginning(*tps)
+    pending = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
+    while pending:
+        batch = await consumer.getmany(*pending, timeout_ms=500)
+        for tp, recs in batch.items():
+            for r in recs:
+                if r.offset < ends[tp]:
+                    into[tp.partition].append((r.key, r.value))
+        for tp in list(pending):
+            if await consumer.position(tp) >= ends[tp]:
+                pending.discard(tp)
 
 
 def _chunks(items: list[Finding]) -> Iterable[list[Finding]]:

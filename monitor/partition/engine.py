@@ -7,11 +7,19 @@ findings per organization, the DP panes that closed, the cases whose state chang
 The engine alone owns
 
 * **the replay guard**, per organization and lane (its agent's stream, its revocations): a
-  frame is admitted only if its ``(generation, sequence)`` is greater than the last one of its
-  lane, and an event also only if its merge key ``(timestamp, order)`` is greater than the last
-  event's. The guard is merged forward, never replaced; it is part of the partition's state,
-  so it survives case completion, restarts and rebalances, and its size is the number of
-  organizations, not of cases;
+  frame whose ``(generation, sequence)`` is not greater than the last one of its lane is a
+  replay (or, read again after a restart, a redelivery); a frame of the stream must also
+  **continue its chain** (its ``prev`` is the lane's last ``(generation, sequence)``) and
+  must not be sealed under an older key epoch than the lane's last frame. A frame that does
+  not continue the chain shows that one before it is missing (dropped, hidden or reordered
+  by whoever serves the topic): it is held back (``gap``), the organization's stream stalls
+  there and the shell reads its log again from the point the chain reached
+  (:meth:`PartitionEngine.stalled`), so nothing is ever skipped silently; a stalled
+  organization is not heard from, so the source timeout reports it. An event that continues
+  the chain is admitted only if its merge key ``(timestamp, order)`` is greater than the last
+  event's (else ``resent``: an agent's own re-sending). The guard is merged forward, never
+  replaced; it is part of the partition's state, so it survives case completion, restarts and
+  rebalances, and its size is the number of organizations, not of cases;
 * **the merge** of the organizations' streams in ``(timestamp, order, organization)`` order:
   an event waits until every organization's stream has passed it. An organization never heard
   from holds the merge (it may simply not have started yet: results never depend on start
@@ -43,8 +51,10 @@ Examples
 >>> settings = PartitionSettings(partition=0, orgs=("lab", "ward"))
 >>> engine = PartitionEngine(settings, vault())
 >>> t0 = datetime(2024, 1, 1, tzinfo=UTC)
+>>> def origin(org, seq):  # agent-1's session 1: its frames chained one to the next
+...     return Origin(org, "agent-1", 1, seq, seq, prev=(1, seq - 1) if seq else (0, 0))
 >>> def ev(org, seq, minute, activity, case="c1"):
-...     return EventFrame(Origin(org, "agent-1", 1, seq, seq), seq * 256, 0,
+...     return EventFrame(origin(org, seq), seq * 256, 0,
 ...                       Event.create(case, activity, t0 + timedelta(minutes=minute), org=org))
 >>> engine.begin(now_us=1_800_000_000_000_000)  # the caller's clock (2027)
 >>> engine.admit(ev("lab", 0, 1, "A")), engine.admit(ev("lab", 0, 1, "A"))
@@ -52,7 +62,7 @@ Examples
 >>> engine.step().findings  # ward has not been heard from: the merge waits
 {}
 >>> def end(org, seq):
-...     return Heartbeat(Origin(org, "agent-1", 1, seq, seq), 1 << 60, 0, closed=True)
+...     return Heartbeat(origin(org, seq), 1 << 60, 0, closed=True)
 >>> engine.admit(end("ward", 0)), engine.admit(end("lab", 1))
 (None, None)
 >>> effects = engine.step()
@@ -113,12 +123,12 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _LOW: Final = -(1 << 62)
 _INF: Final = (1 << 62, 1 << 64, "")
 _NEG: Final = (_LOW, 0, "")
-_NO_GUARD: Final = (-1, -1, _LOW, -1)
+_NO_GUARD: Final = (0, 0, _LOW, -1, 0, 0)
 _CASE_END: Final = EventKind.CASE_END
 _ACTIVITY: Final = EventKind.ACTIVITY
 
-#: ``(generation, sequence, ts_us, order)``: one lane of the replay guard.
-_Guard = tuple[int, int, int, int]
+#: ``(generation, sequence, ts_us, order, epoch, next_offset)``: one lane of the replay guard.
+_Guard = tuple[int, int, int, int, int, int]
 #: ``(ts_us, order, org)``: a merge key.
 _Key = tuple[int, int, str]
 
@@ -274,6 +284,9 @@ class PartitionEngine:
         self._revoking: list[tuple[int, int, str, int, _Guard, RevocationFrame]] = []
         self._consumed: dict[str, int] = {}
         self._reread: dict[str, int] = {}
+        self._stalled: dict[str, int] = {}
+        self._gap_notes: list[str] = []
+        self._tries: dict[str, tuple[tuple[int, int], int]] = {}
         self._stream: dict[str, _Guard] = dict.fromkeys(orgs, _NO_GUARD)
         self._revoke: dict[str, _Guard] = dict.fromkeys(orgs, _NO_GUARD)
         self._released: _Key = _NEG
@@ -295,56 +308,111 @@ class PartitionEngine:
 
     def admit(self, frame: Frame) -> str | None:
         """Take one opened frame; ``None`` if admitted, else why not: ``replay`` (counted),
-        ``redelivered`` (read again after a restart and applied before: harmless),
-        ``unknown_org``, ``wrong_org`` (an event naming another organization than its
-        stream's), ``future`` (further ahead of ``now`` than ``max_skew``)."""
-        c = self.counters
-        c.frames += 1
+        ``redelivered`` (read again after a restart or a re-read and applied before:
+        harmless), ``gap`` (does not continue its organization's chain: held back, see
+        :meth:`stalled`), ``old_epoch`` (sealed under an older key epoch than its stream had
+        moved to), ``unknown_org``, ``wrong_org`` (an event naming another organization than
+        its stream's), ``resent`` (an event whose merge key is not new: its agent sent it
+        before), ``future`` (further ahead of ``now`` than ``max_skew``)."""
+        self.counters.frames += 1
         origin = frame.origin
         org = origin.org
         if org not in self._pos:
             return "unknown_org"
+        if type(frame) is RevocationFrame:
+            return self._admit_revocation(frame, org, origin)
+        g = self._stream[org]
+        refused = self._chain(org, origin, g)
+        if refused is not None:
+            return refused
+        # the chain moves on, whatever becomes of the frame's content
         self._hear(org)
         if type(frame) is EventFrame:
-            return self._admit_event(frame, org, origin)
+            return self._admit_event(frame, org, origin, g)
         if type(frame) is Heartbeat:
-            g = self._stream[org]
-            if (origin.generation, origin.sequence) <= g[:2]:
-                return self._replayed(org, origin)
-            self._stream[org] = (origin.generation, origin.sequence, g[2], g[3])
-            if frame.closed:  # (its promise means nothing more: the position stays)
-                self._closed.add(org)
-            else:
-                key = (frame.promise_us, frame.promise_order, org)
-                self._pos[org] = max(self._pos[org], key)
-                self._closed.discard(org)
-            c.heartbeats += 1
-            return None
-        if type(frame) is RevocationFrame:
-            r = self._revoke[org]
-            if (origin.generation, origin.sequence) <= r[:2]:
-                return self._replayed(org, origin)
-            self._revoke[org] = (origin.generation, origin.sequence, _LOW, -1)
-            pos = self._pos[org]
-            heapq.heappush(self._revoking, (pos[0], pos[1], org, origin.offset, r, frame))
+            self._admit_heartbeat(frame, org, origin, g)
             return None
         raise TypeError(f"not a frame: {type(frame).__name__}")
 
-    def _admit_event(self, frame: EventFrame, org: str, origin: Origin) -> str | None:
+    def _chain(self, org: str, origin: Origin, g: _Guard) -> str | None:
+        """Why a frame of the stream does not go on (``None``: it continues the chain)."""
+        c = self.counters
+        if (origin.generation, origin.sequence) <= g[:2]:
+            return self._replayed(org, origin)
+        if origin.epoch < g[4]:
+            c.old_epoch += 1
+            return "old_epoch"
+        if origin.prev != g[:2]:
+            c.gaps += 1
+            if org not in self._stalled:
+                # read again from the chain's end; if that did not help (the same head
+                # stalls again), from the start of the log: the offsets the chain's end was
+                # read at are the broker's word, and a copy served elsewhere can mislead them
+                tries = self._tries.get(org)
+                again = tries is not None and tries[0] == g[:2]
+                n = tries[1] + 1 if again and tries is not None else 0
+                self._tries[org] = (g[:2], n)
+                self._stalled[org] = 0 if n % 2 else g[5]
+                if not again:
+                    self._gap_notes.append(org)
+            return "gap"
+        if self._stalled:
+            self._stalled.pop(org, None)
+        if self._tries:
+            self._tries.pop(org, None)
+        return None
+
+    def _admit_revocation(self, frame: RevocationFrame, org: str, origin: Origin) -> str | None:
+        r = self._revoke[org]
+        if (origin.generation, origin.sequence) <= r[:2]:
+            return self._replayed(org, origin)
+        if origin.epoch < r[4]:
+            self.counters.old_epoch += 1
+            return "old_epoch"
+        self._hear(org)
+        self._revoke[org] = (origin.generation, origin.sequence, _LOW, -1, origin.epoch, 0)
+        pos = self._pos[org]
+        heapq.heappush(self._revoking, (pos[0], pos[1], org, origin.offset, r, frame))
+        return None
+
+    def _admit_heartbeat(self, frame: Heartbeat, org: str, origin: Origin, g: _Guard) -> None:
+        self._stream[org] = (
+            origin.generation,
+            origin.sequence,
+            g[2],
+            g[3],
+            origin.epoch,
+            origin.offset + 1,
+        )
+        if frame.closed:  # (its promise means nothing more: the position stays)
+            self._closed.add(org)
+        else:
+            key = (frame.promise_us, frame.promise_order, org)
+            self._pos[org] = max(self._pos[org], key)
+            self._closed.discard(org)
+        self.counters.heartbeats += 1
+
+    def _admit_event(self, frame: EventFrame, org: str, origin: Origin, g: _Guard) -> str | None:
         ev = frame.event
-        if ev.org != org:
-            self.counters.wrong_org += 1
-            return "wrong_org"
-        g = self._stream[org]
+        c = self.counters
         ts = _us(ev.timestamp)
         order = frame.order
-        if (origin.generation, origin.sequence) <= g[:2] or (ts, order) <= g[2:]:
-            return self._replayed(org, origin)
+        chained = (origin.generation, origin.sequence)
+        after = origin.offset + 1
+        if ev.org != org:
+            self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
+            c.wrong_org += 1
+            return "wrong_org"
+        if (ts, order) <= g[2:4]:
+            self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
+            c.resent += 1
+            return "resent"
         skew = self.settings.max_skew_us
         if skew is not None and ts > self._now + skew:
-            self.counters.future += 1
+            self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
+            c.future += 1
             return "future"
-        self._stream[org] = (origin.generation, origin.sequence, ts, order)
+        self._stream[org] = (*chained, ts, order, origin.epoch, after)
         key = (ts, order, org)
         self._pos[org] = max(self._pos[org], key)
         self._closed.discard(org)
@@ -371,7 +439,24 @@ class PartitionEngine:
         records the shell rejected included)."""
         if next_offset > self._consumed.get(org, -1):
             self._consumed[org] = next_offset
-        self._hear(org)
+
+    def read_position(self, org: str) -> int:
+        """The next offset of ``org``'s topic partition not read yet (0: nothing read)."""
+        return max(self._consumed.get(org, 0), 0)
+
+    def stalled(self) -> dict[str, int]:
+        """Organizations whose chain has a gap, each with the offset from which its topic
+        partition must be read again: the record after the last frame that continued the
+        chain, or 0 (the start of the log) when a re-read from there did not help. They stay
+        stalled until a frame continues the chain."""
+        return dict(self._stalled)
+
+    def reread(self, org: str) -> None:
+        """The shell is about to read ``org``'s topic partition again from an earlier offset:
+        what it reads again that was applied before is a redelivery, not a replay. A stall of
+        ``org`` counts as handled: a gap met again stalls it anew (see :meth:`stalled`)."""
+        self._reread[org] = max(self._reread.get(org, 0), self._consumed.get(org, 0))
+        self._stalled.pop(org, None)
 
     def lagging(self, org: str) -> None:
         """``org`` has records not read yet: it is not silent, however long ago its last
@@ -384,6 +469,10 @@ class PartitionEngine:
         """Apply, in merge order, what the frontier lets through; move the public clock:
         deadlines, idle cases, DP panes; the end of the stream. Returns the effects."""
         eff = self._effects = Effects()
+        for org in self._gap_notes:  # (told the organization: its stream has a gap here)
+            eff.notices.append(("source_gap", org))
+            eff.add((org,), NoticeFinding("source_gap", org, self.settings.partition))
+        self._gap_notes.clear()
         frontier, all_closed = self._frontier()
         revoking = self._revoking
         while revoking and revoking[0][:3] <= frontier:
@@ -659,6 +748,9 @@ class PartitionEngine:
             org = entry[2]
             if org in out:
                 out[org] = min(out[org], entry[3])
+        for org, offset in self._stalled.items():
+            if org in out:
+                out[org] = min(out[org], offset)
         return out
 
     @property
@@ -670,6 +762,27 @@ class PartitionEngine:
     def silent(self) -> frozenset[str]:
         """The organizations currently timed out."""
         return frozenset(self._silent)
+
+    @property
+    def closed(self) -> frozenset[str]:
+        """The organizations whose stream has ended (their closing heartbeat applied)."""
+        return frozenset(self._closed)
+
+    def chain_head(self, org: str) -> tuple[int, int]:
+        """``(generation, sequence)`` of the last frame of ``org`` that continued its chain
+        (``(0, 0)``: none yet)."""
+        g = self._stream[org]
+        return (g[0], g[1])
+
+    def lane_epoch(self, org: str) -> int:
+        """The key epoch of the last frame of ``org``'s stream (0: none yet)."""
+        return self._stream[org][4]
+
+    def chain_end(self, org: str) -> int:
+        """The offset after the last frame of ``org`` that continued its chain: where to read
+        its topic partition again when its stream went quiet without closing (a record at its
+        end may have been hidden)."""
+        return self._stream[org][5]
 
     def active_cases(self) -> int:
         """Cases with state (active in the vault, or with placeholders only)."""
@@ -834,13 +947,10 @@ class PartitionEngine:
                 self._consumed[org] = o.committed
             if o.consumed >= 0:
                 self._reread[org] = o.consumed
-            self._stream[org] = (
-                o.stream.generation,
-                o.stream.sequence,
-                o.stream.ts_us,
-                o.stream.order,
-            )
-            self._revoke[org] = (o.revoke.generation, o.revoke.sequence, _LOW, -1)
+            s = o.stream
+            self._stream[org] = (s.generation, s.sequence, s.ts_us, s.order, s.epoch, s.next_offset)
+            r = o.revoke
+            self._revoke[org] = (r.generation, r.sequence, _LOW, -1, r.epoch, 0)
         self._clock = meta.clock_us
         self._finished = meta.finished
         self._last_event_us = meta.last_event_us

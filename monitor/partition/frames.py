@@ -9,12 +9,16 @@ The shell opens a record (checks its tags, decrypts, decodes) and hands the engi
 * :class:`RevocationFrame`: a verified revocation the organization issued.
 
 Every frame carries its :class:`Origin`: the organization (its topic's), the producer, the
-producer session's ``generation`` and the frame's ``sequence`` in it (both authenticated by
-the envelope), and the record's offset in the organization's topic partition.
+producer session's ``generation`` and the frame's ``sequence`` in it, the key epoch it was
+sealed under (all authenticated by the envelope), the ``(generation, sequence)`` of the
+frame the producer sent to this partition before it (``prev``: authenticated, inside the
+frame; ``(0, 0)`` for its first), and the record's offset in the organization's topic
+partition. The ``prev`` links make each organization's frames in a partition a **chain**:
+a frame that does not continue it shows that something before it is missing.
 
 >>> from datetime import datetime, UTC
 >>> from procvault.monitor.event import Event
->>> o = Origin("lab", "agent-1", generation=5, sequence=0, offset=12)
+>>> o = Origin("lab", "agent-1", generation=5, sequence=0, offset=12, prev=(4, 17))
 >>> e = Event.create("c1", "A", datetime(2024, 1, 1, tzinfo=UTC), org="lab")
 >>> f = EventFrame(o, order=256, sent_us=0, event=e)
 >>> f.origin.org, f.event.activity
@@ -44,6 +48,11 @@ class Origin(NamedTuple):
     sequence: int
     #: the record's offset in the organization's topic partition
     offset: int
+    #: ``(generation, sequence)`` of the producer's previous frame in this partition
+    #: (``(0, 0)``: none; revocations are not chained)
+    prev: tuple[int, int] = (0, 0)
+    #: the key epoch the record was sealed under
+    epoch: int = 1
 
 
 class EventFrame(NamedTuple):

@@ -20,7 +20,7 @@ True
 >>> decode_case(b"junk")
 Traceback (most recent call last):
 ...
-procvault.monitor.errors.CodecError: not a case record of format 2 (a value of an older ...)
+procvault.monitor.errors.CodecError: not a case record of format 3 (a value of an older ...)
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 #: The format of the records this version writes and reads.
-STATE_FORMAT: Final = 2
+STATE_FORMAT: Final = 3
 
 # -- typed values ------------------------------------------------------------------------------
 _TUPLE: Final = 1
@@ -117,12 +117,16 @@ def unpack_value(data: bytes) -> Any:
 # -- records -----------------------------------------------------------------------------------
 class GuardState(msgspec.Struct, frozen=True, array_like=True):
     """One replay-guard lane of an organization: the last ``(generation, sequence)`` accepted
-    and, for the event lane, the last merge key ``(timestamp µs, order)``."""
+    (the head of its chain: ``(0, 0)`` before the first frame), and, for the event lane, the
+    last merge key ``(timestamp µs, order)``, the key epoch of its last frame and the offset
+    after that frame."""
 
-    generation: int = -1
-    sequence: int = -1
+    generation: int = 0
+    sequence: int = 0
     ts_us: int = -(1 << 62)
     order: int = -1
+    epoch: int = 0
+    next_offset: int = 0
 
 
 class OrgState(msgspec.Struct, frozen=True):
@@ -156,6 +160,12 @@ class EngineCounters(msgspec.Struct):
     replay: int = 0
     future: int = 0
     wrong_org: int = 0
+    #: frames that did not continue their organization's chain (held back, read again)
+    gaps: int = 0
+    #: frames under an older key epoch than their organization's stream had moved to
+    old_epoch: int = 0
+    #: events whose merge key was not new (their agent sent them before)
+    resent: int = 0
     after_completion: int = 0
     completed: int = 0
     alerts: int = 0

@@ -18,14 +18,14 @@ one of a pane already completed is dropped (``stale``); one built under another 
 ...     p = clock.pane(i)
 ...     return PaneAggregate(i, p.start, p.end, (("activity", ((("A",), n),)),))
 >>> c = PaneCombiner(clock, "plan-1")
->>> c.add(PanePartials(0, 2, "plan-1", 5, 7, (agg(5, 3), agg(7, 1)))), c.ready()
+>>> c.add(PanePartials(0, 2, "plan-1", 5, 7, (agg(5, 3), agg(7, 1)), opens=True)), c.ready()
 ('stored', None)
->>> c.add(PanePartials(1, 2, "plan-1", 5, 6, (agg(6, 2),)))
+>>> c.add(PanePartials(1, 2, "plan-1", 5, 6, (agg(6, 2),), opens=True))
 'stored'
 >>> [(a.index, a.statistic("activity")) for a in c.drain()]
 [(5, {('A',): 3}), (6, {('A',): 2})]
->>> c.add(PanePartials(1, 2, "plan-1", 5, 6, (agg(6, 2),)))
-'stale'
+>>> c.add(PanePartials(1, 2, "plan-1", 5, 6, (agg(6, 2),)))  # (again)
+'duplicate'
 >>> c.add(PanePartials(1, 2, "plan-2", 7, 7, ()))
 Traceback (most recent call last):
 ...
@@ -64,6 +64,11 @@ class PanePartials(msgspec.Struct, frozen=True):
         The aggregates of the panes of ``[first, through]`` with anything counted, in order.
     sent_us
         ``(pane, the latest agent send time of its events)`` (latency metrics only).
+    opens
+        Whether ``first`` is the first pane the partition ever closes: the combiner takes a
+        partition's first report only if it says so, so a dropped first report holds the
+        panes back instead of releasing them without that partition (F8 of
+        ``docs/formal.md``).
     """
 
     partition: int
@@ -74,6 +79,7 @@ class PanePartials(msgspec.Struct, frozen=True):
     panes: tuple[PaneAggregate, ...] = ()
     sent_us: tuple[tuple[int, int], ...] = ()
     format: int = 2
+    opens: bool = False
 
 
 class CombinerState(msgspec.Struct, frozen=True):
@@ -168,32 +174,36 @@ class PaneCombiner:
                     "use the same DP policy"
                 )
         frontier = self._frontiers.get(part)
-        if self._next is not None and through < self._next:
-            self._stale += 1
-            return "stale"
         if frontier is not None and through <= frontier:
             self._duplicates += 1
             return "duplicate"
-        for agg in partials.panes:
+        # a report of panes completed already still tells how far its partition got
+        stale = self._next is not None and through < self._next
+        for agg in () if stale else partials.panes:
             if self._next is not None and agg.index < self._next:
                 continue
             by_part = self._pending.setdefault(agg.index, {})
             if part not in by_part:
                 by_part[part] = agg
-        if frontier is None or first <= frontier + 1:
+        if (frontier is None and partials.opens) or (
+            frontier is not None and first <= frontier + 1
+        ):
             self._frontiers[part] = through
             self._catch_up(part)
-        else:  # a gap: the reports in between have not come (yet)
+        else:  # a gap: the reports in between (or the partition's first) have not come (yet)
             self._ahead.setdefault(part, []).append((first, through))
         if self._lowest is None or first < self._lowest:
             self._lowest = first
         if self._next is None and len(self._frontiers) == self._partitions:
             self._next = self._start if self._start is not None else self._lowest
+        if stale:
+            self._stale += 1
+            return "stale"
         return "stored"
 
     def _catch_up(self, part: int) -> None:
         ahead = self._ahead.get(part)
-        if not ahead:
+        if not ahead or part not in self._frontiers:
             return
         ahead.sort()
         frontier = self._frontiers[part]

@@ -299,6 +299,8 @@ class AccumulatorState(msgspec.Struct, frozen=True):
     cases: tuple[CaseSnapshot, ...]
     panes: tuple[OpenPaneSnapshot, ...]
     version: int = 1
+    #: the index of the first pane this accumulator ever closes (its partials say so)
+    first_pane: int | None = None
 
 
 class _Case:
@@ -374,6 +376,7 @@ class PaneAccumulator:
         self._open: dict[int, _Pane] = {}
         self._wm: int | None = None
         self._next_close: int | None = None
+        self._first: int | None = None  # the first pane ever to close
         self._close_us = 0  # watermark at which pane ``_next_close`` closes
         self._late_events = 0
         self._late_completions = 0
@@ -381,7 +384,7 @@ class PaneAccumulator:
         self._orphans = 0
         start = settings.panes.start
         if start is not None:
-            nc = self._next_close = ((start - self._origin) // _US) // self._len
+            nc = self._next_close = self._first = ((start - self._origin) // _US) // self._len
             self._close_us = (nc + 1) * self._len + self._late
         if state is not None:
             self._restore(state)
@@ -661,7 +664,7 @@ class PaneAccumulator:
         return self._advance((watermark - self._origin) // _US)
 
     def _start(self, us: int) -> int:
-        nc = self._next_close = (us - self._late) // self._len
+        nc = self._next_close = self._first = (us - self._late) // self._len
         self._close_us = (nc + 1) * self._len + self._late
         return nc
 
@@ -793,7 +796,13 @@ class PaneAccumulator:
             self._orphans,
             cases,
             panes,
+            first_pane=self._first,
         )
+
+    @property
+    def first_pane(self) -> int | None:
+        """The index of the first pane this accumulator closes (``None``: not known yet)."""
+        return self._first
 
     def case_state(self, case_id: str) -> CaseAccState | None:
         """The case's share of the state (see :meth:`shared_snapshot`), ``None`` if it has
@@ -828,6 +837,8 @@ class PaneAccumulator:
         if state.next_close is not None:
             self._next_close = state.next_close
             self._close_us = (state.next_close + 1) * self._len + self._late
+        if state.first_pane is not None:
+            self._first = state.first_pane
         self._late_events = state.late_events
         self._late_completions = state.late_completions
         self._capped = state.capped

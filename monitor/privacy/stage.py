@@ -32,7 +32,7 @@ totals' exact node sums are lost with the state, so totals are withheld from the
 ...                            windows=(), running_totals=None)
 >>> plan = ReleasePlan.build(settings, KnownKeys.build(["A"]))
 >>> eng = ReleaseEngine(plan, DeterministicReleaser(plan))
->>> eng.receive(PanePartials(0, 1, plan.fingerprint(), 0, 2, ()))
+>>> eng.receive(PanePartials(0, 1, plan.fingerprint(), 0, 2, (), opens=True))
 'stored'
 >>> eng.release(), [r.kind for r in eng.to_publish()]
 (3, ['pane', 'pane', 'pane'])

@@ -137,7 +137,7 @@ async def publish_revocation(
     topic = topics.events(org_keys.org)
     await ensure_topics(bootstrap, [topic], partitions=partitions)
     session = ProducerSession(vault_keys, org_keys.sender, org=org_keys.org, producer="revoke")
-    frame = encode_frame(REVOKE, 0, time.time_ns() // 1000, wire)
+    frame = encode_frame(REVOKE, 0, time.time_ns() // 1000, wire, prev=(0, 0))  # (unchained)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     try:
         await producer.start()

@@ -106,7 +106,10 @@ def register(sub: Any) -> None:
         "--keep",
         type=int,
         default=1,
-        help="rotate: older epochs still accepted (0: retire them at once)",
+        help="rotate: older epochs still accepted (0: retire them at once; records sealed "
+        "under a retired epoch that the vault has still to read, or to read again after a "
+        "restart, are then refused and their organization's stream stalls: keep an epoch until "
+        "every agent has moved on)",
     )
     _add(
         p,
@@ -819,6 +822,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             review=review,
             time_granularity_us=granularity,
             progress_file=_control_dir(args) / "progress.json",
+            vault_keys=lambda: trust.current,
         )
         return await agent.run(share, pacing)
 

@@ -94,7 +94,17 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 #: Why the vault refused a record for a security reason
 #: (``procvault_records_rejected_total{reason}``, always exported).
 SECURITY_REASONS: Final = frozenset(
-    {"malformed", "unknown_org", "unknown_epoch", "bad_tag", "replay", "bad_signature"}
+    {
+        "malformed",
+        "unknown_org",
+        "unknown_epoch",
+        "bad_tag",
+        "replay",
+        "gap",
+        "old_epoch",
+        "resent",
+        "bad_signature",
+    }
 )
 #: Refusals that describe the data (an event ahead of the clock, naming another
 #: organization): exported in detailed mode only.
@@ -102,7 +112,9 @@ DATA_REASONS: Final = frozenset({"future", "wrong_org"})
 #: Every reason.
 REJECT_REASONS: Final = SECURITY_REASONS | DATA_REASONS
 #: ``procvault_source_notices_total{kind}``.
-SOURCE_NOTICES: Final = frozenset({"source_silent", "source_back", "waiting_for_source"})
+SOURCE_NOTICES: Final = frozenset(
+    {"source_silent", "source_back", "waiting_for_source", "source_gap"}
+)
 #: Latency stages: source send → applied in the vault (the vault's metric) / included in a
 #: release (the release stage's).
 LATENCY_STAGES: Final = frozenset({"applied", "released"})

@@ -4,15 +4,23 @@ An :class:`Agent` takes its organization's share of a source, in order, as ``(or
 pairs (``order`` breaks timestamp ties the same way in every organization, see
 :mod:`procvault.streams.frames`), applies the organization's privacy policy (a ``transform``,
 for instance :meth:`~procvault.organization.policy.PolicyEngine.apply`), seals each event for the
-vault's attested key of the current epoch and publishes it to ``events.<org>``, keyed by the
-consortium's case pseudonym so that every organization's events of a case land on the same
-partition number.
+vault's attested key of the current epoch and publishes it to ``events.<org>``, on the
+partition a keyed hash of the case id picks (:func:`~procvault.streams.frames.placement`: every
+organization's events of a case land on the same partition number) and without a record key.
 
 Publishing is transactional: each batch (closed on size or after ``batch_seconds``) commits
-its events, its heartbeats and the agent's source position on ``agent.progress`` together. A
-restarted agent reads its last committed position, skips that many source items and goes on in
-a new session: nothing is sent twice, nothing is skipped (an aborted batch is invisible to the
-vault, which reads committed records only).
+its events, its heartbeats and the agent's progress on ``agent.progress`` together. Every frame
+names the frame sent before it to the same partition (its chain link, see
+:mod:`procvault.streams.frames`), so the vault sees any record that goes missing. A restarted
+agent resumes from its last committed progress (its local progress file decides, see
+:mod:`.progress`): it skips that many source items and goes on in a new session whose first
+frame in each partition links to the last committed one there: nothing is sent twice, nothing
+is skipped (an aborted batch is invisible to the vault, which reads committed records only).
+
+**Rotation.** Given the trust's current keys (``vault_keys``), the agent checks at every batch
+boundary whether the vault announced (and the trust verified) a newer epoch; if so it starts a
+new producer session under it, its chains going on where they were: nothing is lost or sent
+twice across a ``procvault keys rotate``.
 
 Heartbeats tell every partition how far the organization's stream has come (the key of the last
 event sent, or just below the next one while pacing waits), so the vault can merge the
@@ -50,15 +58,17 @@ from procvault.generators.pacing import AsFastAsPossible, Pacing
 from procvault.monitor.errors import ConfigError, KafkaSetupError
 from procvault.monitor.event import Event, EventKind
 from procvault.organization.progress import (
+    LocalProgress,
     Progress,
-    best_progress,
     load_local,
+    resume_point,
     save_local,
     seal_progress,
+    valid_progress,
 )
 from procvault.streams import codec
 from procvault.streams.envelope import ProducerSession, VaultPublicKeys
-from procvault.streams.frames import EVENT, Topics, encode_frame, encode_heartbeat, placement
+from procvault.streams.frames import FrameChain, Topics, placement
 
 if TYPE_CHECKING:
     from procvault.organization.control import AgentControl
@@ -191,6 +201,7 @@ class Agent:
         review: ReviewQueue | None = None,
         time_granularity_us: int = 1,
         progress_file: Path | None = None,
+        vault_keys: Callable[[], VaultPublicKeys] | None = None,
     ) -> None:
         if time_granularity_us < 1:
             raise ConfigError("time_granularity_us must be >= 1")
@@ -208,8 +219,16 @@ class Agent:
         self._sender = keys.sender
         self._mac_key = keys.progress_key  # the organization's own secret
         self.progress_file = progress_file
-        #: this run's producer session generation (set when it starts)
+        self._vault_keys = vault_keys
+        #: per partition, the head of the agent's chain there
+        self._chain = FrameChain(settings.partitions)
+        #: the last progress committed (``None``: none yet)
+        self._committed: Progress | None = None
+        #: the producer session's generation (set when it starts; greater for every new one)
         self.generation = 0
+        #: producer sessions started by this run (more than one after an epoch rotation)
+        self.sessions = 0
+        self._seen_generation = 0  # the highest generation any progress record names
         #: progress records found on Kafka that did not verify (forged or damaged)
         self.bad_progress = 0
         self.stats = AgentStats()
@@ -226,17 +245,27 @@ class Agent:
 
     # -- progress -----------------------------------------------------------------------
     async def committed_progress(self) -> Progress | None:
-        """This agent's last committed progress: the highest valid record on
-        ``agent.progress`` and the local progress file, whichever is further (``None``: none
-        yet). Records that do not verify are counted (:attr:`bad_progress`) and named in one
-        line on stderr."""
+        """This agent's last committed progress (``None``: none yet), as :mod:`.progress`
+        says: the local file decides (its pending progress if ``agent.progress`` holds that
+        record, else its committed one); without a file, the highest valid record on
+        ``agent.progress``. Records that do not verify are counted (:attr:`bad_progress`) and
+        named in one line on stderr."""
+        found = await self._progress_records()
+        local = load_local(self.progress_file) if self.progress_file is not None else None
+        if local is not None:
+            for p in (local.committed, local.pending):
+                if p is not None:
+                    self._seen_generation = max(self._seen_generation, p.generation)
+        return resume_point(found, local)
+
+    async def _progress_records(self) -> list[Progress]:
         from procvault.streams.kafka_io import read_topic
 
         records = await read_topic(
             self.settings.bootstrap, self.settings.topics.progress, committed=True
         )
         mine = [r.value for r in records if r.key == self._progress_key]
-        best, bad = best_progress(mine, self._mac_key, self.org, self.settings.producer)
+        found, bad = valid_progress(mine, self._mac_key, self.org, self.settings.producer)
         if bad:
             self.bad_progress += bad
             print(
@@ -245,11 +274,8 @@ class Agent:
                 "ignored",
                 file=sys.stderr,
             )
-        if self.progress_file is not None:
-            local = load_local(self.progress_file)
-            if local is not None and (best is None or local.position > best.position):
-                best = local
-        return best
+        self._seen_generation = max([self._seen_generation, *(p.generation for p in found)])
+        return found
 
     async def committed_position(self) -> int:
         """The source position of this agent's last committed batch (0 if none)."""
@@ -285,8 +311,17 @@ class Agent:
         # committed transactions got to.
         last = await self.committed_progress()
         resumed = last.position if last is not None else 0
+        self._committed = last
+        if last is not None and last.heads:
+            if len(last.heads) != s.partitions:
+                raise ConfigError(
+                    f"the last committed progress of {self.org}/{s.producer} was made with "
+                    f"{len(last.heads)} partitions, not {s.partitions}: repartitioning needs new "
+                    "topics"
+                )
+            self._chain = FrameChain(s.partitions, last.heads)
         # a generation above every earlier session's (a rolled-back record cannot lower it)
-        self.generation = max(time.time_ns() // 1000, last.generation + 1 if last else 0)
+        self.generation = max(time.time_ns() // 1000, self._seen_generation + 1)
         self.stats = stats = AgentStats(resumed_at=resumed)
         started = time.monotonic()
         watching = None
@@ -361,7 +396,6 @@ class Agent:
     ) -> None:
         s, stats = self.settings, self.stats
         session = self._session()
-        seal = session.seal
         transform = self.transform
         fast = isinstance(pacing, AsFastAsPossible)
         clock = time.monotonic
@@ -387,6 +421,7 @@ class Agent:
             if not self.paused.is_set():
                 await self._wait_while_paused()
             self.stream_us = last_key[0]
+            session = self._rotated(session)
             await producer.begin_transaction()
             batch_start = clock()
             n = 0
@@ -405,7 +440,7 @@ class Agent:
                         await asyncio.sleep(wait)
                 stats.read += 1
                 outs = _monotone(transform(ev) if transform is not None else (ev,), last_key[0])
-                await self._send(producer, seal, order, ev.case_id, outs, route, withheld)
+                await self._send(producer, session, order, ev.case_id, outs, route, withheld)
                 if outs:
                     promise = last_key = (_us(outs[-1]), order * _SLOTS + len(outs) - 1)
                 position += 1
@@ -431,7 +466,6 @@ class Agent:
         assert review is not None
         s, stats = self.settings, self.stats
         session = self._session()
-        seal = session.seal
         transform = self.transform
         clock = time.monotonic
         items = iter(source)
@@ -529,6 +563,7 @@ class Agent:
                     else:
                         promise = max(last_key, upcoming[0] or last_key)
                     if promise > beat_key:  # commit the promise, then wait
+                        session = self._rotated(session)
                         await producer.begin_transaction()
                         batch_start = clock()
                         await self._heartbeats(producer, session, promise, closed=False)
@@ -540,6 +575,7 @@ class Agent:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), 0.2)
                 self.waiting_for = None
+                session = self._rotated(session)
                 await producer.begin_transaction()
                 batch_start = clock()
                 n = 0
@@ -547,7 +583,7 @@ class Agent:
                 while outs is not None and head is not None and head is not _END:
                     order, _first, key, case_id = head
                     # (admission made the outputs monotone: see admit)
-                    await self._send(producer, seal, order, case_id, outs, route, withheld)
+                    await self._send(producer, session, order, case_id, outs, route, withheld)
                     last_key = key
                     published = order
                     position += 1
@@ -580,7 +616,7 @@ class Agent:
     async def _send(
         self,
         producer: Any,
-        seal: Callable[..., bytes],
+        session: ProducerSession,
         order: int,
         case_id: str,
         outs: Iterable[Event],
@@ -590,7 +626,7 @@ class Agent:
         """Seal and send one source item's outputs (events or placeholders, already made
         monotone by :func:`_monotone`) to the case's partition, without a record key, in the
         open transaction; placeholders are counted per reason."""
-        stats, topic = self.stats, self.topic
+        stats, topic, seal = self.stats, self.topic, self._chain.event
         sent_us = time.time_ns() // 1000
         partition = route.get(case_id)
         if partition is None:
@@ -600,8 +636,10 @@ class Agent:
                 reason = str(out.attr("pv:reason") or "withheld").lower()
                 withheld[reason] = withheld.get(reason, 0) + 1
                 stats.withheld += 1
-            frame = encode_frame(EVENT, order * _SLOTS + i, sent_us, codec.encode(out))
-            record = seal(frame, topic=topic, partition=partition)
+            body = codec.encode(out)
+            record = seal(
+                session, order * _SLOTS + i, sent_us, body, topic=topic, partition=partition
+            )
             await producer.send(topic, record, partition=partition)
             stats.sent += 1
 
@@ -623,6 +661,7 @@ class Agent:
             position,
             session.generation,
             session.next_sequence - 1,
+            tuple(self._chain.heads),
         )
         await producer.send(
             self.settings.topics.progress,
@@ -631,9 +670,13 @@ class Agent:
         )
         if self.review is not None:
             self.review.flush()
+        local = self.progress_file
+        if local is not None:  # (pending until the commit is known to have gone through)
+            save_local(local, LocalProgress(self._committed, progress))
         await producer.commit_transaction()
-        if self.progress_file is not None:
-            save_local(self.progress_file, progress)
+        self._committed = progress
+        if local is not None:
+            save_local(local, LocalProgress(progress))
         stats.batches += 1
         m = self.metrics
         if m is not None:
@@ -658,7 +701,9 @@ class Agent:
         return p
 
     def _session(self) -> ProducerSession:
-        """This run's producer session (a new key agreement, this run's generation)."""
+        """A new producer session (a new key agreement) under the current epoch's keys, with
+        the current generation."""
+        self.sessions += 1
         return ProducerSession(
             self.vault,
             self._sender,
@@ -667,13 +712,31 @@ class Agent:
             generation=self.generation,
         )
 
+    def _rotated(self, session: ProducerSession) -> ProducerSession:
+        """``session``, or (at a batch boundary, no transaction open) a new one if the trust
+        verified keys of a newer epoch since it started."""
+        if self._vault_keys is None:
+            return session
+        current = self._vault_keys()
+        if current.epoch <= session.vault.epoch:
+            return session
+        self.vault = current
+        self.generation = max(time.time_ns() // 1000, self.generation + 1)
+        print(
+            f"procvault agent: the vault's epoch {current.epoch} is verified: a new producer "
+            "session under it",
+            file=sys.stderr,
+        )
+        return self._session()
+
     async def _heartbeats(
         self, producer: Any, session: ProducerSession, key: tuple[int, int], *, closed: bool
     ) -> None:
         """One heartbeat per partition, in the open transaction."""
         ts_us, order = key
-        frame = encode_heartbeat(order, time.time_ns() // 1000, ts_us, closed=closed)
-        topic = self.topic
+        topic, beat = self.topic, self._chain.heartbeat
+        sent_us = time.time_ns() // 1000
         for p in range(self.settings.partitions):
-            await producer.send(topic, session.seal(frame, topic=topic, partition=p), partition=p)
+            record = beat(session, order, sent_us, ts_us, closed=closed, topic=topic, partition=p)
+            await producer.send(topic, record, partition=p)
         self.stats.heartbeats += 1

@@ -2,21 +2,33 @@
 
 Each transaction of an agent ends with a :class:`Progress` record under the key
 ``org/producer``: how many source items it has published, its producer session's generation
-and sequence. The value is MessagePack followed by an HMAC-SHA256 tag under the
-organization's progress key, so a Kafka writer without the key cannot forge one (a forged
-``{"position": 999999}`` would make the agent skip its whole source). A restarted agent takes
-the highest valid position it finds (:func:`best_progress`) and never one below its local
-state file; what does not verify is counted and named in one line, and nothing it reads can
-crash it. A replayed older record cannot move it back past the newest one, and an agent whose
-whole history was rolled back resends events the vault already applied: the vault refuses
-them as replays (their merge keys are not new), so nothing is applied twice.
+and sequence, and per partition the ``(generation, sequence)`` of the last frame it sent there
+(the **heads** of its chains: the next session's first frame in each partition names it, see
+:mod:`procvault.streams.frames`). The value is MessagePack followed by an HMAC-SHA256 tag under
+the organization's progress key, so a Kafka writer without the key cannot forge one (a forged
+``{"position": 999999}`` would make the agent skip its whole source); what does not verify is
+counted and named in one line, and nothing it reads can crash it.
+
+**Where a restarted agent resumes.** Its local progress file decides (:func:`save_local`,
+:func:`load_local`): before each commit the agent writes the progress it is about to commit
+as *pending*, after it as *committed*. On a restart, a pending progress counts only if
+``agent.progress`` holds that very record (the commit went through before the crash), else
+the committed one does. The highest valid record on Kafka is *not* trusted when a file
+exists: a genuine record of an aborted transaction can be shown as committed by whoever
+serves the topic, and resuming after it would skip that batch (counterexample F2 of
+``docs/formal.md``). Without a file (a new machine), the highest valid record is used. Either
+way a wrong choice cannot lose or repeat an event silently: the vault finds the first frame's
+chain link does not fit, holds the stream and says so; an agent resending events the vault
+already applied has them refused (their merge keys are not new).
 
 >>> key = b"k" * 32
->>> rec = Progress("lab", "agent-1", position=42, generation=7, sequence=9)
+>>> rec = Progress("lab", "agent-1", position=42, generation=7, sequence=9, heads=((7, 9),))
 >>> open_progress(key, seal_progress(key, rec)) == rec
 True
->>> best_progress([seal_progress(key, rec), b'{"position": 999999}'], key, "lab", "agent-1")
-(Progress(org='lab', producer='agent-1', position=42, generation=7, sequence=9, format=2), 1)
+>>> best, bad = best_progress([seal_progress(key, rec), b'{"position": 999999}'], key, "lab",
+...                           "agent-1")
+>>> best.position, best.heads, bad
+(42, ((7, 9),), 1)
 """
 
 from __future__ import annotations
@@ -35,12 +47,15 @@ from procvault.monitor.errors import ConfigError
 from procvault.streams.envelope import RejectedRecord
 
 __all__ = [
+    "LocalProgress",
     "Progress",
     "best_progress",
     "load_local",
     "open_progress",
+    "resume_point",
     "save_local",
     "seal_progress",
+    "valid_progress",
 ]
 
 _TAG: Final = 32
@@ -58,7 +73,18 @@ class Progress(msgspec.Struct, frozen=True):
     #: the producer session's generation, and its last sequence number used
     generation: int
     sequence: int
-    format: int = 2
+    #: per partition, ``(generation, sequence)`` of the last frame sent there (``(0, 0)``:
+    #: none)
+    heads: tuple[tuple[int, int], ...] = ()
+    format: int = 3
+
+
+class LocalProgress(msgspec.Struct, frozen=True):
+    """The agent's local progress file: the last committed progress and, while a commit is
+    under way, the one being committed."""
+
+    committed: Progress | None
+    pending: Progress | None = None
 
 
 def seal_progress(key: bytes, progress: Progress) -> bytes:
@@ -78,18 +104,18 @@ def open_progress(key: bytes, value: bytes) -> Progress:
     try:
         progress = msgspec.convert(_DEC.decode(body), Progress)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        raise RejectedRecord("malformed", "not a progress record of format 2") from None
-    if progress.format != 2 or progress.position < 0:
+        raise RejectedRecord("malformed", "not a progress record of format 3") from None
+    if progress.format != 3 or progress.position < 0:
         raise RejectedRecord("malformed", "progress record of another format")
     return progress
 
 
-def best_progress(
+def valid_progress(
     values: Iterable[bytes | None], key: bytes, org: str, producer: str
-) -> tuple[Progress | None, int]:
-    """The valid progress of ``org``/``producer`` with the highest position (then generation)
-    among ``values``, and how many values did not verify."""
-    best: Progress | None = None
+) -> tuple[list[Progress], int]:
+    """The valid progress records of ``org``/``producer`` among ``values``, and how many
+    values did not verify."""
+    found: list[Progress] = []
     bad = 0
     for value in values:
         if value is None:
@@ -102,16 +128,49 @@ def best_progress(
         if (p.org, p.producer) != (org, producer):
             bad += 1
             continue
-        if best is None or (p.position, p.generation) > (best.position, best.generation):
-            best = p
+        found.append(p)
+    return found, bad
+
+
+def best_progress(
+    values: Iterable[bytes | None], key: bytes, org: str, producer: str
+) -> tuple[Progress | None, int]:
+    """The valid progress of ``org``/``producer`` with the highest position (then generation)
+    among ``values``, and how many values did not verify."""
+    found, bad = valid_progress(values, key, org, producer)
+    best = max(found, key=lambda p: (p.position, p.generation), default=None)
     return best, bad
 
 
-def save_local(path: Path, progress: Progress) -> None:
-    """Keep ``progress`` in a local file too (atomically, mode 0600)."""
+def resume_point(found: Iterable[Progress], local: LocalProgress | None) -> Progress | None:
+    """Where a restarted agent resumes (see the module docstring): ``found`` are the valid
+    records on ``agent.progress``, ``local`` the local file (``None``: none).
+
+    >>> a = Progress("lab", "a", 10, 1, 5, ((1, 5),))
+    >>> b = Progress("lab", "a", 20, 2, 9, ((2, 9),))
+    >>> resume_point([a, b], None).position  # no file: the highest valid record
+    20
+    >>> resume_point([a, b], LocalProgress(a)).position  # b's commit is not the file's word
+    10
+    >>> resume_point([a, b], LocalProgress(a, pending=b)).position  # b did commit
+    20
+    >>> resume_point([a], LocalProgress(a, pending=b)).position  # b did not
+    10
+    """
+    found = list(found)
+    if local is None:
+        return max(found, key=lambda p: (p.position, p.generation), default=None)
+    if local.pending is not None and local.pending in found:
+        return local.pending
+    return local.committed
+
+
+def save_local(path: Path, local: LocalProgress) -> None:
+    """Write the local progress file (atomically: a new file fsynced, then renamed; mode
+    0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    data = json.dumps(msgspec.to_builtins(progress)).encode()
+    data = json.dumps(msgspec.to_builtins(local)).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, data)
@@ -121,9 +180,10 @@ def save_local(path: Path, progress: Progress) -> None:
     os.replace(tmp, path)
 
 
-def load_local(path: Path) -> Progress | None:
-    """The progress :func:`save_local` wrote (``None`` if there is none); a one-line
-    :class:`~procvault.monitor.errors.ConfigError` if the file is unreadable."""
+def load_local(path: Path) -> LocalProgress | None:
+    """What :func:`save_local` wrote (``None`` if there is no file); a one-line
+    :class:`~procvault.monitor.errors.ConfigError` if the file is unreadable or of an older
+    procvault."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -131,8 +191,13 @@ def load_local(path: Path) -> Progress | None:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the agent's progress file: {exc}") from None
     try:
-        return msgspec.convert(json.loads(raw), Progress)
+        local = msgspec.convert(json.loads(raw), LocalProgress)
     except (ValueError, msgspec.ValidationError):
         raise ConfigError(
-            f"{path}: not an agent progress file (remove it to resume from Kafka's record)"
+            f"{path}: not an agent progress file of this procvault (remove it to resume from "
+            "Kafka's record)"
         ) from None
+    for p in (local.committed, local.pending):
+        if p is not None and p.format != 3:
+            raise ConfigError(f"{path}: a progress file of format {p.format}, not 3")
+    return local

@@ -64,7 +64,7 @@ def _published(dep: Deployment, org: str) -> list[tuple[int, Event]]:
     out = []
     for r in records:
         _, plain = opener.open(r.value, topic=topic, partition=r.partition)
-        kind, order, _, body = decode_frame(plain)
+        kind, order, _, _prev, body = decode_frame(plain)
         if kind == EVENT:
             out.append((order // 256, codec.decode(body)))  # the source position
     return sorted(out, key=lambda x: x[0])

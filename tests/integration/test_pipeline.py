@@ -189,12 +189,12 @@ def _pipeline_panes(dep: Deployment) -> dict[int, object]:
     from procvault.config.dp import load_dp_policy
     from procvault.config.engines import load_engines
     from procvault.monitor.privacy.plan import ReleasePlan
-    from procvault.streams.changelog import derive_key
+    from procvault.streams.changelog import StateKeys
     from procvault.streams.frames import open_partials
     from procvault.streams.kafka_io import read_topic
     from procvault.streams.secrets import VaultSecrets
 
-    key = derive_key(VaultSecrets.load(dep.keys / "vault.json").state_key, "partials")
+    key = StateKeys(VaultSecrets.load(dep.keys / "vault.json"))
     dp = dep.root / "dp.yaml"
     plan = ReleasePlan.build(
         load_dp_policy(dp), load_engines(SHARED / SEPSIS_MODEL, SEPSIS_RULES).known()

@@ -16,7 +16,7 @@ from pipeline_harness import ORGS, Deployment
 from procvault.monitor.event import Event
 from procvault.streams import codec
 from procvault.streams.envelope import ProducerSession, VaultKeys
-from procvault.streams.frames import EVENT, encode_frame, encode_heartbeat
+from procvault.streams.frames import EVENT, FrameChain, encode_frame
 from procvault.streams.secrets import OrgKeys, VaultSecrets
 
 pytestmark = pytest.mark.timeout(300)
@@ -45,18 +45,23 @@ def test_forged_tampered_and_replayed_records_are_refused_and_counted(
     emergency = OrgKeys.load(dep.keys / "org-emergency.json")
     topic = dep.topics.events("emergency")
     session = ProducerSession(vault_pub, emergency.sender, org="emergency", producer="agent-1")
+    chain = FrameChain(1)
 
-    def event(i: int, activity: str) -> bytes:
+    def event(i: int, activity: str, *, chained: bool = True) -> bytes:
         ev = Event.create("victim", activity, T0 + timedelta(minutes=i), org="emergency")
-        frame = encode_frame(EVENT, i * 256, 0, codec.encode(ev))
-        return session.seal(frame, topic=topic, partition=0)
+        if not chained:  # a record that never reaches the vault's chain (refused on opening)
+            frame = encode_frame(EVENT, i * 256, 0, codec.encode(ev), prev=chain.heads[0])
+            return session.seal(frame, topic=topic, partition=0)
+        return chain.event(session, i * 256, 0, codec.encode(ev), topic=topic, partition=0)
 
     genuine = [event(0, "ER Registration"), event(1, "ER Triage"), event(2, "ER Sepsis Triage")]
-    flipped = bytearray(event(3, "IV Liquid"))
+    flipped = bytearray(event(3, "IV Liquid", chained=False))
     flipped[-20] ^= 1
     mallory = ProducerSession(vault_pub, X25519PrivateKey.generate(), org="mallory", producer="m")
     unregistered = mallory.seal(
-        encode_frame(EVENT, 4, 0, codec.encode(Event.create("victim", "IV Liquid", T0))),
+        encode_frame(
+            EVENT, 4, 0, codec.encode(Event.create("victim", "IV Liquid", T0)), prev=(0, 0)
+        ),
         topic=topic,
         partition=0,
     )
@@ -64,12 +69,14 @@ def test_forged_tampered_and_replayed_records_are_refused_and_counted(
         VaultKeys.generate(epoch=99).public(), emergency.sender, org="emergency", producer="r"
     )
     old_epoch = retired.seal(
-        encode_frame(EVENT, 5, 0, codec.encode(Event.create("victim", "IV Liquid", T0))),
+        encode_frame(
+            EVENT, 5, 0, codec.encode(Event.create("victim", "IV Liquid", T0)), prev=(0, 0)
+        ),
         topic=topic,
         partition=0,
     )
     # a record copied to another organization's topic fails its tag (the topic is authenticated)
-    moved = event(6, "Leucocytes")
+    moved = event(6, "Leucocytes", chained=False)
     attacks: list[tuple[str, bytes | None, bytes, int | None]] = [
         (topic, None, genuine[0], 0),
         (topic, None, genuine[1], 0),
@@ -90,7 +97,8 @@ def test_forged_tampered_and_replayed_records_are_refused_and_counted(
             sender = OrgKeys.load(dep.keys / f"org-{org}.json").sender
             s = ProducerSession(vault_pub, sender, org=org, producer="closer")
             t = dep.topics.events(org)
-            beat = s.seal(encode_heartbeat(0, 0, 0, closed=True), topic=t, partition=0)
+            links = chain if org == "emergency" else FrameChain(1)  # (emergency's goes on)
+            beat = links.heartbeat(s, 0, 0, 0, closed=True, topic=t, partition=0)
             closing.append((t, None, beat, 0))
         asyncio.run(_send(kafka_bootstrap, closing))
         results = _wait_case(dep, "emergency", "victim")
@@ -104,6 +112,9 @@ def test_forged_tampered_and_replayed_records_are_refused_and_counted(
         "unknown_epoch": 1,
         "bad_tag": 2,
         "replay": 1,
+        "gap": 0,
+        "old_epoch": 0,
+        "resent": 0,
         "bad_signature": 0,
         "future": 0,
         "wrong_org": 0,

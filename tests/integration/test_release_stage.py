@@ -33,7 +33,7 @@ from procvault.monitor.privacy.panes import PaneAggregate, PaneClock
 from procvault.monitor.privacy.plan import ReleasePlan
 from procvault.monitor.privacy.records import WithheldRecord
 from procvault.streams.attestation import KeyAnnouncement, SimulatedProvider
-from procvault.streams.changelog import derive_key
+from procvault.streams.changelog import StateKeys
 from procvault.streams.envelope import VaultKeys
 from procvault.streams.frames import Topics, seal_partials, seal_result
 from procvault.streams.kafka_io import ensure_topics, read_topic
@@ -102,7 +102,7 @@ def _partials(
 ) -> list[tuple[bytes, bytes]]:
     """Both partitions' reports of panes ``first..through`` (a count in each), sealed."""
     clock = PaneClock(d["plan"].settings.panes)
-    key = derive_key(d["secrets"].state_key, "partials")
+    keys = StateKeys(d["secrets"])
     out = []
     for part in range(PARTITIONS):
         panes = []
@@ -117,8 +117,9 @@ def _partials(
             BASE + first,
             BASE + through,
             tuple(panes),
+            opens=first == 0,
         )
-        out.append(seal_partials(key, report))
+        out.append(seal_partials(keys, report))
     return out
 
 

@@ -81,7 +81,7 @@ class Reader:
                     continue
                 assert key is None and partition is not None  # no record key: placement only
                 _, plain = self.opener.open(value, topic=topic, partition=partition)
-                kind, order, _, body = decode_frame(plain)
+                kind, order, _, _prev, body = decode_frame(plain)
                 if kind == EVENT:
                     events.append((order // SLOTS, codec.decode(body)))
                 else:
@@ -157,7 +157,7 @@ def frames(reader: Reader, producer: RecordingProducer) -> list[tuple[int, int, 
             if topic.endswith("agent.progress"):
                 continue
             _, plain = reader.opener.open(value, topic=topic, partition=partition)
-            kind, order, _, body = decode_frame(plain)
+            kind, order, _, _prev, body = decode_frame(plain)
             out.append((kind, order, body))
     return out
 

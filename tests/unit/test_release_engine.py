@@ -24,7 +24,7 @@ from procvault.monitor.privacy.settings import (
     RunningTotals,
 )
 from procvault.monitor.privacy.stage import ReleaseEngine
-from procvault.streams.changelog import derive_key
+from procvault.streams.changelog import StateKeys
 from procvault.streams.frames import open_partials, seal_partials
 from procvault.streams.release import record_key, sign_record, verify_record
 from procvault.streams.release_stage import StateStore
@@ -50,10 +50,18 @@ def _agg(pane: int, n: int, act: str = "A") -> PaneAggregate:
 
 
 def _report(
-    part: int, first: int, through: int, filled: dict[int, int] | None = None, *, parts: int = 2
+    part: int,
+    first: int,
+    through: int,
+    filled: dict[int, int] | None = None,
+    *,
+    parts: int = 2,
+    opens: bool = True,
 ) -> PanePartials:
+    """A partition's report of panes ``first..through`` (``opens``: it may be the
+    partition's first; it only matters for a partition's first report)."""
     panes = tuple(_agg(i, n) for i, n in sorted((filled or {}).items()) if n)
-    return PanePartials(part, parts, FP, BASE + first, BASE + through, panes)
+    return PanePartials(part, parts, FP, BASE + first, BASE + through, panes, opens=opens)
 
 
 def _counts(aggs: list[PaneAggregate]) -> list[tuple[int, dict[tuple[str, ...], int]]]:
@@ -89,8 +97,18 @@ def test_a_report_seen_twice_is_stored_once_and_a_late_one_is_dropped() -> None:
     assert c.add(_report(0, 0, 0, {0: 100})) == "duplicate"  # the first one stays
     c.add(_report(1, 0, 0, {0: 1}))
     assert _counts(c.drain()) == [(0, {("A",): 4})]
-    assert c.add(_report(1, 0, 0, {0: 1})) == "stale"
-    assert c.counters == {"duplicates": 2, "stale": 1, "pending_panes": 0}
+    assert c.add(_report(1, 0, 0, {0: 1})) == "duplicate"  # (late: a copy)
+    assert c.counters == {"duplicates": 3, "stale": 0, "pending_panes": 0}
+
+
+def test_after_a_recovery_a_report_of_released_panes_still_sets_its_partitions_frontier() -> None:
+    c = PaneCombiner(CLOCK, FP)
+    c.skip_to(BASE + 5)  # panes 0..4 were published before the state was lost
+    assert c.add(_report(0, 0, 4, {1: 3})) == "stale"
+    assert c.add(_report(1, 0, 4)) == "stale"
+    assert c.add(_report(0, 5, 6, {5: 2}, opens=False)) == "stored"
+    assert c.add(_report(1, 5, 6, {6: 1}, opens=False)) == "stored"
+    assert _counts(c.drain()) == [(5, {("A",): 2}), (6, {("A",): 1})]
 
 
 def test_reports_of_another_stream_or_plan_are_refused() -> None:
@@ -259,7 +277,7 @@ def test_a_state_of_another_plan_is_refused() -> None:
 
 def test_the_sealed_state_and_partials_open_only_with_the_vaults_keys() -> None:
     secrets = VaultSecrets.generate()
-    store = StateStore(secrets.state_key)
+    store = StateStore(StateKeys(secrets))
     eng = ReleaseEngine(PLAN, OpenDPReleaser(PLAN))
     _feed(eng, 2)
     eng.release()
@@ -268,11 +286,21 @@ def test_the_sealed_state_and_partials_open_only_with_the_vaults_keys() -> None:
     back_head, back_panes = store.load(records)
     assert back_head == head and back_panes == new
     with pytest.raises(ConfigError, match="does not open"):
-        StateStore(VaultSecrets.generate().state_key).load(records)
-    key = derive_key(secrets.state_key, "partials")
+        StateStore(StateKeys(VaultSecrets.generate())).load(records)
+    key = StateKeys(secrets)
     k, v = seal_partials(key, _report(0, 0, 2, {1: 4}))
     assert open_partials(key, k, v, plan=FP).through == BASE + 2
     with pytest.raises(Exception, match="bad_tag"):
         open_partials(key, k, v, plan="another-plan")
     with pytest.raises(Exception, match="bad_tag"):
         open_partials(key, b"\0\0\0\1", v, plan=FP)  # moved to another partition's key
+
+
+def test_a_partitions_dropped_first_report_holds_the_panes_back() -> None:
+    # F8 of docs/formal.md: partition 1's first report (panes 0..1) never arrives
+    c = PaneCombiner(CLOCK, FP)
+    assert c.add(_report(0, 0, 3, {0: 1, 2: 2})) == "stored"
+    assert c.add(_report(1, 2, 3, {2: 7}, opens=False)) == "stored"  # its second report
+    assert c.frontier is None and c.drain() == []  # nothing released without partition 1
+    assert c.add(_report(1, 0, 1, {0: 4})) == "stored"  # the first one, late
+    assert _counts(c.drain()) == [(0, {("A",): 5}), (1, {}), (2, {("A",): 9}), (3, {})]

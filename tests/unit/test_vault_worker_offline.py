@@ -3,6 +3,7 @@ and a restart from those (placeholders, completion, revocations, stale state).""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,14 +25,13 @@ from procvault.monitor.privacy import (
 from procvault.monitor.privacy.plan import ReleasePlan
 from procvault.monitor.vault import Vault
 from procvault.streams import codec
-from procvault.streams.changelog import RollbackError, derive_key
+from procvault.streams.changelog import RollbackError, StateCodec
 from procvault.streams.envelope import ProducerSession
 from procvault.streams.frames import (
-    EVENT,
     REVOKE,
+    FrameChain,
     Topics,
     encode_frame,
-    encode_heartbeat,
     open_partials,
     open_result,
 )
@@ -59,26 +59,36 @@ class Rec(NamedTuple):
 class Agent:
     """Seals frames as one organization's agent session would."""
 
-    def __init__(self, keys: Path, org: str, vault: VaultSecrets, generation: int = 1) -> None:
+    def __init__(
+        self,
+        keys: Path,
+        org: str,
+        vault: VaultSecrets,
+        generation: int = 1,
+        chain: FrameChain | None = None,
+    ) -> None:
         self.org = org
         self.keys = OrgKeys.load(keys / f"org-{org}.json")
         self.session = ProducerSession(
             vault.current.public(), self.keys.sender, org=org, producer="a", generation=generation
         )
         self.topic = TOPICS.events(org)
+        self.chain = chain if chain is not None else FrameChain(1)  # (a later session goes on)
         self.pos = 0
 
     def event(self, ev: Event) -> bytes:
         self.pos += 1
-        frame = encode_frame(EVENT, self.pos * 256, 0, codec.encode(ev))
-        return self.session.seal(frame, topic=self.topic, partition=0)
+        return self.chain.event(
+            self.session, self.pos * 256, 0, codec.encode(ev), topic=self.topic, partition=0
+        )
 
     def close(self) -> bytes:
-        frame = encode_heartbeat(0, 0, 1 << 60, closed=True)
-        return self.session.seal(frame, topic=self.topic, partition=0)
+        return self.chain.heartbeat(
+            self.session, 0, 0, 1 << 60, closed=True, topic=self.topic, partition=0
+        )
 
-    def revoke(self, rev: Revocation, key: Ed25519PrivateKey) -> bytes:
-        frame = encode_frame(REVOKE, 0, 0, sign_revocation(rev, key))
+    def revoke(self, rev: Revocation, key: Ed25519PrivateKey) -> bytes:  # (not chained)
+        frame = encode_frame(REVOKE, 0, 0, sign_revocation(rev, key), prev=(0, 0))
         return self.session.seal(frame, topic=self.topic, partition=0)
 
 
@@ -92,25 +102,37 @@ def _worker(keys: Path, *, dp: bool = True) -> VaultWorker:
         plan=PLAN if dp else None,
         clock=lambda: NOW_NS,
     )
-    worker.restore_partition(0, {})
+    worker.restore_partition(0, [], [])
     return worker
+
+
+#: ``(key, value)`` of the changelog and commit records, in the order they were written
+Log = list[tuple[bytes, bytes | None]]
+COMMIT_KEY = StateCodec.commit_key(0)
+
+
+def _restore(worker: VaultWorker, log: Log) -> None:
+    """Restore partition 0 from what :func:`_commit` kept (its commit records included)."""
+    worker.restore_partition(
+        0, [(k, v) for k, v in log if k != COMMIT_KEY], [v for k, v in log if k == COMMIT_KEY]
+    )
 
 
 def _commit(
     worker: VaultWorker,
-    changelog: dict[bytes, bytes | None],
+    changelog: Log,
     values: list[bytes],
     start: int = 0,
     org: str = "lab",
 ) -> list[Any]:
     """Process ``values`` (offsets from ``start``) and apply what the commit writes to
-    ``changelog``; returns the outputs."""
+    ``changelog`` (the changelog and commit records, in order); returns the outputs."""
     tp = TopicPartition(TOPICS.events(org), 0)
     effects = worker.process({tp: [Rec(start + i, v) for i, v in enumerate(values)]})
     out = worker.outputs(effects)
     for topic, key, value, _partition in out:
-        if topic == TOPICS.changelog and key is not None:
-            changelog[key] = value
+        if topic in (TOPICS.changelog, TOPICS.commits) and key is not None:
+            changelog.append((key, value))
     return out
 
 
@@ -128,12 +150,11 @@ def _findings(worker: VaultWorker, keys: Path, out: list[Any], org: str = "lab")
 
 
 def _panes(worker: VaultWorker, out: list[Any]) -> list[Any]:
-    key = derive_key(worker.secrets.state_key, "partials")
     return [
         agg
         for t, k, v, _p in out
         if t == TOPICS.partials
-        for agg in open_partials(key, k, v, plan=PLAN).panes
+        for agg in open_partials(worker.state_keys, k, v, plan=PLAN).panes
     ]
 
 
@@ -150,20 +171,20 @@ def test_a_placeholder_only_case_is_not_counted_twice_after_a_restart(tmp_path: 
     worker = _worker(tmp_path)
     agent = Agent(tmp_path, "lab", worker.secrets)
     first = [agent.event(_placeholder(0, "hidden")), agent.event(_placeholder(1, "hidden"))]
-    changelog: dict[bytes, bytes | None] = {}
+    changelog: Log = []
     _commit(worker, changelog, first)
     assert worker.stats.applied == 2
-    assert worker.codec.case_key("hidden") in changelog
+    assert worker.codec.case_key("hidden") in dict(changelog)
     # a restart from that commit: the records are read again, then the stream goes on
     more = agent.event(Event.create("seen", "A", T0 + timedelta(minutes=90), org="lab"))
     end = agent.close()
     restarted = _worker(tmp_path)
-    restarted.restore_partition(0, changelog)
-    out = _commit(restarted, dict(changelog), [*first, more, end])
+    _restore(restarted, changelog)
+    out = _commit(restarted, list(changelog), [*first, more, end])
     assert restarted.stats.applied == 1
     assert restarted.stats.redelivered + restarted.stats.rejected["replay"] == 2
     straight = _worker(tmp_path)
-    ref = _commit(straight, {}, [*first, more, end])
+    ref = _commit(straight, [], [*first, more, end])
     assert straight.stats.applied == 3
     # (no pane had closed before the restart: the restarted run closes them all)
     assert _panes(restarted, out) == _panes(straight, ref)
@@ -184,13 +205,13 @@ def test_a_placeholder_only_case_ends_at_its_marker_in_memory_and_in_the_changel
         agent.event(Event.case_end("hidden", T0 + timedelta(minutes=1), org="lab")),
         agent.close(),
     ]
-    changelog: dict[bytes, bytes | None] = {}
+    changelog: Log = []
     _commit(worker, changelog, values)
     engine = worker.engines[0]
     assert worker.stats.applied == 2 and engine.active_cases() == 0
     assert engine.accumulator is not None and engine.accumulator.counters().active_cases == 0
     back = _worker(tmp_path)
-    back.restore_partition(0, changelog)
+    _restore(back, changelog)
     assert back.engines[0].vault.is_completed("hidden")
 
 
@@ -200,7 +221,7 @@ def test_an_event_after_its_case_completed_keeps_it_completed_across_a_restart(
     init_keyring(tmp_path, ["lab"])
     worker = _worker(tmp_path)
     first = Agent(tmp_path, "lab", worker.secrets, generation=1)
-    changelog: dict[bytes, bytes | None] = {}
+    changelog: Log = []
     _commit(
         worker,
         changelog,
@@ -209,7 +230,7 @@ def test_an_event_after_its_case_completed_keeps_it_completed_across_a_restart(
             first.event(Event.case_end("c", T0 + timedelta(minutes=1), org="lab")),
         ],
     )
-    second = Agent(tmp_path, "lab", worker.secrets, generation=2)  # a later agent session
+    second = Agent(tmp_path, "lab", worker.secrets, generation=2, chain=first.chain)  # later
     second.pos = first.pos
     late = second.event(Event.create("c", "B", T0 + timedelta(minutes=2), org="lab"))
     out = _commit(worker, changelog, [late, second.close()], start=2)
@@ -217,7 +238,7 @@ def test_an_event_after_its_case_completed_keeps_it_completed_across_a_restart(
     kinds = [f.kind for f in found if isinstance(f, DeviationFinding)]
     assert kinds == ["after_completion"]
     back = _worker(tmp_path)
-    back.restore_partition(0, changelog)
+    _restore(back, changelog)
     assert back.engines[0].vault.is_completed("c")
 
 
@@ -249,7 +270,7 @@ def test_a_revoked_case_leaves_the_vault_and_the_ack_reaches_its_org(tmp_path: P
         agent.revoke(good, lab.signing),  # a repeat
         agent.close(),
     ]
-    changelog: dict[bytes, bytes | None] = {}
+    changelog: Log = []
     out = _commit(worker, changelog, values)
     stats = worker.stats
     assert stats.rejected["bad_signature"] == 1
@@ -267,41 +288,118 @@ def test_a_revoked_case_leaves_the_vault_and_the_ack_reaches_its_org(tmp_path: P
     assert acks[2].reason == "not_a_participant"
     cases = {i.case: i for i in items if type(i).__name__ == "CaseFinding"}
     assert set(cases) == {"other"} and cases["other"].own_events == 2  # rx's B was dropped
-    assert changelog[worker.codec.case_key("victim")] is None  # a tombstone
+    assert dict(changelog)[worker.codec.case_key("victim")] is not None  # a sealed deletion
     restored = _worker(tmp_path, dp=False)
-    restored.restore_partition(0, changelog)
+    _restore(restored, changelog)
     revs = restored.engines[0].revocations
     assert good.id in revs and by_resource.id in revs
     assert revs.covers(Event.create("victim", "C", T0))
 
 
-def test_a_stale_case_record_is_refused_on_restore(tmp_path: Path) -> None:
+def test_an_older_sealed_value_reproduced_is_set_aside_and_a_hidden_one_refused(
+    tmp_path: Path,
+) -> None:
     init_keyring(tmp_path, ["lab"])
     worker = _worker(tmp_path)
     agent = Agent(tmp_path, "lab", worker.secrets)
-    changelog: dict[bytes, bytes | None] = {}
+    changelog: Log = []
     _commit(worker, changelog, [agent.event(Event.create("c", "A", T0, org="lab"))])
-    old = dict(changelog)
+    old = list(changelog)
     _commit(worker, changelog, [agent.event(Event.create("c", "B", T0, org="lab"))], start=1)
     key = worker.codec.case_key("c")
-    rolled = {**changelog, key: old[key]}  # an older sealed value re-produced
-    with pytest.raises(RollbackError, match="rolled back"):
-        _worker(tmp_path).restore_partition(0, rolled)
     meta = worker.codec.meta_key(0)
-    with pytest.raises(RollbackError, match="rolled back"):
-        _worker(tmp_path).restore_partition(0, {**changelog, meta: old[meta]})
-    assert worker.stats.rollbacks == 0
-    _worker(tmp_path).restore_partition(0, changelog)  # the real one restores
+    # older sealed values re-produced after the newer ones: harmless, counted
+    back = _worker(tmp_path)
+    _restore(back, [*changelog, (key, dict(old)[key]), (meta, dict(old)[meta])])
+    assert back.stats.stale_state == 2 and back.stats.rollbacks == 0
+    assert back.engines[0].vault.snapshot_case("c").events == 2  # A and B: the newest state
+    # the newest values hidden (the broker serves only the older ones): refused
+    newest = changelog[len(old) :]
+    for hidden in ((key, meta), (key,), (meta,)):
+        served = old + [r for r in newest if r[0] not in hidden]
+        refusing = _worker(tmp_path)
+        with pytest.raises(RollbackError, match=r"hidden or (was|were) removed"):
+            _restore(refusing, served)
+        assert refusing.stats.rollbacks == 1
+    _restore(_worker(tmp_path), changelog)  # the real one restores
 
 
-def test_a_keyring_without_sender_keys_is_refused_with_one_line(tmp_path: Path) -> None:
-    import json
-
-    from procvault.monitor.errors import ConfigError
-
+def test_a_transaction_shown_committed_in_the_changelog_alone_is_set_aside(
+    tmp_path: Path,
+) -> None:
     init_keyring(tmp_path, ["lab"])
-    reg = json.loads((tmp_path / "registry.json").read_text())
-    del reg["orgs"]["lab"]["sender_x25519"]
-    (tmp_path / "registry.json").write_text(json.dumps(reg))
-    with pytest.raises(ConfigError, match="sender_x25519' is missing"):
-        _worker(tmp_path)
+    worker = _worker(tmp_path)
+    agent = Agent(tmp_path, "lab", worker.secrets)
+    committed: Log = []
+    _commit(worker, committed, [agent.event(Event.create("c", "A", T0, org="lab"))])
+    # the next transaction aborted; the broker flips the changelog's abort marker only
+    aborted: Log = []
+    _commit(worker, aborted, [agent.event(Event.create("c", "B", T0, org="lab"))], start=1)
+    resurrected = committed + [(k, v) for k, v in aborted if k != COMMIT_KEY]
+    back = _worker(tmp_path)
+    _restore(back, resurrected)
+    assert back.stats.stale_state == 2  # the case record and the metadata of version 2
+    assert back.engines[0].vault.snapshot_case("c").events == 1  # only what committed
+    # ... or hides the changelog's newest records while the commit record shows them
+    hidden = committed + [(k, v) for k, v in aborted if k == COMMIT_KEY]
+    with pytest.raises(RollbackError, match="hidden or were removed"):
+        _restore(_worker(tmp_path), hidden)
+    # no state at all, where a commit record says there was some
+    with pytest.raises(RollbackError, match="no metadata"):
+        _restore(_worker(tmp_path), [(k, v) for k, v in committed if k == COMMIT_KEY])
+    # state without any commit record
+    with pytest.raises(RollbackError, match="without a commit record"):
+        _restore(_worker(tmp_path), [(k, v) for k, v in committed if k != COMMIT_KEY])
+
+
+def _feed(worker: VaultWorker, records: list[tuple[int, bytes]], org: str = "lab") -> Any:
+    """Process records at the given offsets (as the broker serves them) in one batch."""
+    tp = TopicPartition(TOPICS.events(org), 0)
+    return worker.process({tp: [Rec(o, v) for o, v in records]})
+
+
+def test_a_missing_record_stalls_its_stream_until_it_is_read_again(tmp_path: Path) -> None:
+    init_keyring(tmp_path, ["lab"])
+    worker = _worker(tmp_path, dp=False)
+    agent = Agent(tmp_path, "lab", worker.secrets)
+    a, b, c = (
+        agent.event(Event.create("c", x, T0 + timedelta(minutes=i), org="lab"))
+        for i, x in enumerate("ABC")
+    )
+    end = agent.close()
+    # the broker hides B (offset 1): what comes after it does not continue lab's chain
+    effects = _feed(worker, [(0, a), (2, c), (3, end)])
+    assert worker.stats.rejected["gap"] == 2
+    assert worker.stats.applied == 1  # A only: nothing after the gap is taken
+    notices = [f for f in effects[0].findings.get("lab", []) if type(f).__name__ == "NoticeFinding"]
+    assert [n.kind for n in notices] == ["source_gap"]
+    assert worker.due_rereads(0.0) == []  # (after a back-off)
+    assert worker.due_rereads(time.monotonic() + 1) == [(0, "lab", 1)]  # from after A
+    effects = _feed(worker, [(1, b), (2, c), (3, end)])  # served this time
+    cases = [f for f in effects[0].findings["lab"] if type(f).__name__ == "CaseFinding"]
+    assert [(f.case, f.rules) for f in cases] == [("c", {"has_b": "Satisfied"})]
+    assert worker.stats.applied == 3 and worker.stats.rejected["replay"] == 0
+
+
+def test_once_a_stream_moved_to_a_newer_epoch_the_older_one_is_refused(tmp_path: Path) -> None:
+    init_keyring(tmp_path, ["lab"])
+    old = VaultSecrets.load(tmp_path / "vault.json")
+    rotated = old.rotate(keep=1)  # epoch 2 current, epoch 1 still accepted
+    worker = VaultWorker(
+        WorkerSettings("localhost:1", 1, TOPICS, source_timeout=None),
+        rotated,
+        Registry.load(tmp_path / "registry.json"),
+        lambda: Vault(compliance=Compliance([DeclareRule("has_b", "existence", "B")])),
+        clock=lambda: NOW_NS,
+    )
+    worker.restore_partition(0, [], [])
+    first = Agent(tmp_path, "lab", old, generation=1)  # epoch 1
+    second = Agent(tmp_path, "lab", rotated, generation=2, chain=first.chain)  # epoch 2
+    a = first.event(Event.create("c", "A", T0, org="lab"))
+    b = second.event(Event.create("c", "B", T0 + timedelta(minutes=1), org="lab"))
+    # someone holding epoch 1's key seals a frame that continues the chain, in a new session
+    leaked = Agent(tmp_path, "lab", old, generation=3, chain=second.chain)
+    forged = leaked.event(Event.create("c", "X", T0 + timedelta(minutes=2), org="lab"))
+    _feed(worker, [(0, a), (1, b), (2, forged)])
+    assert worker.stats.rejected["old_epoch"] == 1
+    assert worker.engines[0].lane_epoch("lab") == 2

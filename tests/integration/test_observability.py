@@ -52,7 +52,7 @@ def test_prometheus_scrapes_a_real_run_and_every_panel_has_data(
         vault = dep.vault("--dp-policy", str(dp), "--run-dir", str(run_dir), *obs, *detail)
         release = dep.release(dp, *obs, *detail)
         start_at = str(time.time() + 8)
-        pace = ("--repeat", "3", "--rate", "1000", "--start-at", start_at, *obs)
+        pace = ("--repeat", "3", "--rate", "500", "--start-at", start_at, *obs)
         agents = [dep.agent(org, sepsis_log, *pace) for org in ORGS]
         targets = [Target(_endpoint(vault), "vault"), Target(_endpoint(release), "release")]
         targets += [Target(_endpoint(a), "agent") for a in agents]

@@ -302,7 +302,7 @@ def test_two_workers_on_four_partitions_equal_one_across_a_rebalance(
     try:
         first = dep.vault("--session-timeout", "6", worker="vault-a")
         agents = [
-            dep.agent(org, sepsis_log, "--repeat", str(repeat), "--rate", "1500") for org in ORGS
+            dep.agent(org, sepsis_log, "--repeat", str(repeat), "--rate", "800") for org in ORGS
         ]
         dep.wait_progress("lab", 3_000)
         # a second worker joins while events flow: partitions move to it

@@ -82,6 +82,7 @@ from .frames import (
     seal_partials,
     seal_result,
 )
+from .models import DISCOVERY_TOPIC, DiscoveryPartial, seal_discovery
 from .settings import option
 
 if TYPE_CHECKING:
@@ -170,6 +171,17 @@ class WorkerSettings:
         minimum=6,
     )
     transaction_timeout_ms: int = 15_000
+    discover: bool = option(
+        False,
+        help="also discover the process (directly-follows graph, heuristics net, Declare) per "
+        "partition and write sealed partial models for `procvault models`",
+    )
+    discover_every: float = option(
+        30.0,
+        help="how often a partition writes its partial model (also once its streams closed)",
+        unit="seconds",
+        minimum=0,
+    )
     idle_commit_ms: float = option(
         500.0,
         help="a batch that only moved merge positions (heartbeats, events still waiting) "
@@ -297,6 +309,10 @@ class VaultWorker:
         self._last_offsets = 0.0
         self._generation = 0
         self._seen_counters: dict[int, dict[str, int]] = {}
+        #: per partition, when its discovery partial was last written (clock, ns)
+        self._discovered: dict[int, int] = {}
+        #: partitions whose partial since their streams closed was written
+        self._discovered_final: set[int] = set()
 
     # -- partitions -------------------------------------------------------------------------
     def partition_settings(self, partition: int) -> PartitionSettings:
@@ -353,6 +369,7 @@ class VaultWorker:
             accumulator=self.make_accumulator,
             stopwatch=time.perf_counter_ns if self.metrics is not None else None,
             now_us=self.clock() // 1000,
+            discovery=_tracker if self.settings.discover else None,
         )
         self.logs[partition] = found.log
         eng = self.engines[partition]
@@ -562,6 +579,12 @@ class VaultWorker:
             meta = self.codec.seal_meta(plog, encode_record(eng.meta()))
             out.append((topics.changelog, self.codec.meta_key(p), meta, p))
             out.append((topics.commits, self.codec.commit_key(p), self.codec.seal_commit(plog), p))
+            if eng.discovery is not None and self._discovery_due(p, eng, eff):
+                partial = DiscoveryPartial(
+                    p, self.settings.partitions, commit, eng.finished, eng.discovery.counts()
+                )
+                k, v = seal_discovery(self.state_keys, partial)
+                out.append((topics.prefix + DISCOVERY_TOPIC, k, v, None))
             if eff is None:
                 continue
             for org, items in eff.findings.items():
@@ -577,6 +600,23 @@ class VaultWorker:
                     k, v = seal_partials(self.state_keys, partials)
                     out.append((topics.partials, k, v, None))
         return result
+
+    def _discovery_due(self, partition: int, eng: PartitionEngine, eff: Any) -> bool:
+        """Whether ``partition``'s commit also writes its discovery partial: when cases
+        changed and ``discover_every`` seconds have passed, when its streams have just
+        closed, and at every commit that changed cases after that."""
+        now = self.clock()
+        changed = eff is not None and bool(eff.changed)
+        last = self._discovered.get(partition)
+        if eng.finished:
+            due = changed or partition not in self._discovered_final
+            self._discovered_final.add(partition)
+        else:
+            every = int(self.settings.discover_every * 1e9)
+            due = changed and (last is None or now - last >= every)
+        if due:
+            self._discovered[partition] = now
+        return due
 
     def _partials(self, partition: int, panes: list[tuple[Any, int]]) -> Iterable[PanePartials]:
         """The closed panes as partials records, each well below Kafka's record limit."""
@@ -646,6 +686,8 @@ class VaultWorker:
         await ensure_topics(
             s.bootstrap, [s.topics.partials, *(s.topics.alerts(o) for o in self.orgs)]
         )
+        if s.discover:
+            await ensure_topics(s.bootstrap, [s.topics.prefix + DISCOVERY_TOPIC], compacted=True)
         worker = self
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -749,6 +791,8 @@ class VaultWorker:
         self.engines.pop(partition, None)
         self.logs.pop(partition, None)
         self._dirty_parts.discard(partition)
+        self._discovered.pop(partition, None)
+        self._discovered_final.discard(partition)
         for key in [k for k in self._rereads if k[0] == partition]:
             del self._rereads[key]
         producer = self._producers.pop(partition, None)
@@ -1028,6 +1072,13 @@ async def _read_to_end(
         for tp in list(pending):
             if await consumer.position(tp) >= ends[tp]:
                 pending.discard(tp)
+
+
+def _tracker(state: Any) -> Any:
+    """A partition's discovery tracker: restored from its shared snapshot, or fresh."""
+    from procvault.monitor.discovery import DiscoveryTracker
+
+    return DiscoveryTracker.restore(state) if state is not None else DiscoveryTracker()
 
 
 def _chunks(items: list[Finding]) -> Iterable[list[Finding]]:

@@ -114,6 +114,7 @@ from .state import (
 
 if TYPE_CHECKING:
     from ..compliance import Alert
+    from ..discovery.tracker import DiscoveryTracker, TrackerState
     from ..event import Event
     from ..privacy.panes import AccumulatorState, PaneAccumulator, PaneAggregate
 
@@ -255,6 +256,10 @@ class PartitionEngine:
         A fresh :class:`~procvault.monitor.privacy.panes.PaneAccumulator` (``None``: no DP).
     stopwatch
         A monotonic nanosecond clock for the per-event engine time (``None``: not measured).
+    discovery
+        A fresh :class:`~procvault.monitor.discovery.DiscoveryTracker` (``None``: no process
+        discovery): it counts the events the vault applied, in merge order, and completes
+        with the vault's completions.
     """
 
     def __init__(
@@ -264,10 +269,12 @@ class PartitionEngine:
         accumulator: PaneAccumulator | None = None,
         *,
         stopwatch: Callable[[], int] | None = None,
+        discovery: DiscoveryTracker | None = None,
     ) -> None:
         self.settings: Final = settings
         self.vault: Final = vault
         self.accumulator = accumulator
+        self.discovery = discovery
         self._stopwatch = stopwatch
         self._policy = settings.results
         orgs = tuple(sorted(settings.orgs))
@@ -536,7 +543,7 @@ class PartitionEngine:
         buf = self._buffer
         if not buf or buf[0][:3] > frontier:
             return
-        vault, acc = self.vault, self.accumulator
+        vault, acc, disc = self.vault, self.accumulator, self.discovery
         c, eff = self.counters, self._effects
         drops = self.revocations.drops if self.revocations else None
         stopwatch = self._stopwatch
@@ -578,6 +585,8 @@ class PartitionEngine:
                 eff.engine_ns.append(stopwatch() - t0)
             else:
                 up = vault.update(ev)
+            if disc is not None and ev.kind == _ACTIVITY:
+                disc.update(ev)
             c.applied += 1
             eff.sent_us.append(sent_us)
             eff.changed.add(case_id)
@@ -642,6 +651,8 @@ class PartitionEngine:
         counts = tuple(sorted(meta.counts.items())) if meta is not None else ()
         self._done[case_id] = counts
         self._effects.changed.add(case_id)
+        if self.discovery is not None:
+            self.discovery.complete(case_id)
         if result is None:
             return
         self.counters.completed += 1
@@ -843,6 +854,7 @@ class PartitionEngine:
             acc.shared_snapshot() if acc is not None else None,
             self.revocations.snapshot(),
             msgspec.structs.replace(self.counters),
+            discovery=self.discovery.shared_snapshot() if self.discovery is not None else None,
         )
 
     def case_record(self, case_id: str) -> CaseRecord | None:
@@ -878,6 +890,7 @@ class PartitionEngine:
             _us(st.last_seen) if st.last_seen is not None else None,
             share,
             silent,
+            discovery=self.discovery.case_state(case_id) if self.discovery is not None else None,
         )
 
     def snapshot(self) -> tuple[PartitionMeta, list[CaseRecord]]:
@@ -900,12 +913,15 @@ class PartitionEngine:
         accumulator: Callable[[AccumulatorState | None], PaneAccumulator] | None = None,
         stopwatch: Callable[[], int] | None = None,
         now_us: int = 0,
+        discovery: Callable[[TrackerState | None], DiscoveryTracker] | None = None,
     ) -> PartitionEngine:
         """An engine that continues from ``meta`` and ``cases`` (what :meth:`meta` and
         :meth:`case_record` wrote) with a fresh ``vault`` and, for DP, ``accumulator`` (a
-        factory taking the accumulator's shared snapshot)."""
+        factory taking the accumulator's shared snapshot) and, for process discovery,
+        ``discovery`` (a factory taking the tracker's shared snapshot)."""
         acc = accumulator(meta.accumulator if meta is not None else None) if accumulator else None
-        engine = cls(settings, vault, acc, stopwatch=stopwatch)
+        disc = discovery(meta.discovery if meta is not None else None) if discovery else None
+        engine = cls(settings, vault, acc, stopwatch=stopwatch, discovery=disc)
         engine._now = now_us
         if meta is not None:
             engine._load_meta(meta)
@@ -968,6 +984,8 @@ class PartitionEngine:
         acc = self.accumulator
         if rec.accumulator is not None and acc is not None:
             acc.restore_case(case_id, rec.accumulator)
+        if rec.discovery is not None and self.discovery is not None:
+            self.discovery.restore_case(rec.discovery)
         if rec.replay is None and rec.rules is None and not rec.events:
             return  # placeholders only: nothing in the vault
         from ..compliance.engine import CaseSnapshot as RuleSnapshot

@@ -30,6 +30,8 @@ from typing import Any, Final
 
 import msgspec
 
+from ..discovery.tracker import CaseState as TrackerCaseState
+from ..discovery.tracker import TrackerState
 from ..errors import CodecError
 from ..event import Event
 from ..privacy.panes import AccumulatorState, CaseAccState
@@ -189,6 +191,8 @@ class PartitionMeta(msgspec.Struct, frozen=True, tag="partition-meta", tag_field
     revocations: RevocationState
     counters: EngineCounters
     format: int = STATE_FORMAT
+    #: the discovery tracker's shared part (:meth:`DiscoveryTracker.shared_snapshot`), if any
+    discovery: TrackerState | None = None
 
 
 class ReplayState(msgspec.Struct, frozen=True, array_like=True):
@@ -231,6 +235,8 @@ class CaseRecord(msgspec.Struct, frozen=True, tag="case", tag_field="record"):
         in each open pane, which cap what it may still count there.
     silent
         Organizations that were silent while the case ran.
+    discovery
+        Its share of the partition's discovery tracker while active.
     """
 
     case: str
@@ -243,6 +249,8 @@ class CaseRecord(msgspec.Struct, frozen=True, tag="case", tag_field="record"):
     accumulator: CaseAccState | None = None
     silent: tuple[str, ...] = ()
     format: int = STATE_FORMAT
+    #: its share of the discovery tracker while active (:meth:`DiscoveryTracker.case_state`)
+    discovery: TrackerCaseState | None = None
 
 
 _RECORD_ENC: Final = msgspec.msgpack.Encoder()

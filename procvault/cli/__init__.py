@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         anonymize,
         consent,
         discover,
+        models,
         monitor,
         observe,
         pipeline,
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     observe.register(sub)
     report.register(sub)
     discover.register(sub)
+    models.register(sub)
     return parser
 
 

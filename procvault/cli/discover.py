@@ -130,6 +130,28 @@ def register(sub: Any) -> None:
     )
     _add(p, "--json", action="store_true", help="print the summary (or comparison) as JSON")
     add_progress_option(p)
+    released = p.add_argument_group(
+        "the vault's release",
+        "--from HOST:PORT reads the exact models `procvault models` published for --org "
+        "(instead of a LOG): verified against the vault's announced keys (chained to the "
+        "identity pinned in --keys/registry.json) and opened with --keys/org-ORG.json; the "
+        "heuristics net and Declare model are derived again from the released counts with "
+        "the options above.",
+    )
+    _add(released, "--from", dest="source", metavar="HOST:PORT", help="Kafka bootstrap server")
+    _add(released, "--org", help="the organization whose release to read")
+    _add(released, "--keys", metavar="DIR", help="folder with registry.json and org-ORG.json")
+    _add(released, "--topic-prefix", default="", metavar="PREFIX", help="prefix of every topic")
+    _add(
+        released,
+        "--timeout",
+        type=_positive(float),
+        default=30.0,
+        help="give up when the topics' ends are not reached in this time",
+    )
+    from procvault.cli.pipeline import add_attestation_options
+
+    add_attestation_options(released)
     p.set_defaults(func=cmd_discover)
 
 
@@ -139,9 +161,83 @@ def cmd_discover(args: argparse.Namespace) -> int:
         if args.log or args.out:
             fail_usage("--compare takes two models and no LOG or --out")
         return _compare(args)
+    if args.source:
+        if args.log:
+            fail_usage("--from reads the vault's release: give no LOG")
+        if not args.out or not args.org or not args.keys:
+            fail_usage("--from needs --org, --keys and --out")
+        return _released(args)
     if not args.log or not args.out:
-        fail_usage("give LOG and --out DIR (or --compare A B)")
+        fail_usage("give LOG and --out DIR (or --compare A B, or --from HOST:PORT)")
     return _discover(args)
+
+
+def _released(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from procvault.cli.pipeline import attestation_verifier, kafka_address
+    from procvault.discovery.files import write_models
+    from procvault.discovery.release import read_models
+    from procvault.monitor.discovery import build_model
+    from procvault.monitor.errors import ConfigError, ProcvaultError
+    from procvault.streams.frames import Topics
+    from procvault.streams.secrets import OrgKeys, Registry
+
+    heuristics, declare, formats = _settings(args)
+    keys = Path(args.keys)
+    registry = Registry.load(keys / "registry.json")
+    org_keys = OrgKeys.load(keys / f"org-{args.org}.json")
+    if org_keys.org != args.org:
+        raise ConfigError(f"org-{args.org}.json holds the keys of {org_keys.org!r}")
+    found = asyncio.run(
+        read_models(
+            kafka_address(args.source),
+            Topics(args.topic_prefix),
+            identity=registry.identity,
+            verifier=attestation_verifier(args, registry.identity, "discover"),
+            org_keys=org_keys,
+            timeout=args.timeout,
+        )
+    )
+    refused = sum(found.rejected.values())
+    if found.model is None:
+        raise ProcvaultError(
+            f"no verified model release for {args.org}"
+            + (f" ({refused} refused: {dict(found.rejected)})" if refused else "")
+        )
+    counts = found.model.counts
+    if declare is not None and not counts.declare:
+        declare = None
+    model = build_model(counts, heuristics=heuristics, declare=declare)
+    written = write_models(model, args.out, pictures=formats)
+    summary = {
+        "source": args.source,
+        "org": args.org,
+        "out": str(args.out),
+        "finished": found.finished,
+        "partitions": found.partitions,
+        "releases": found.releases,
+        "refused": dict(found.rejected),
+        "events": counts.events,
+        "cases": counts.cases_completed,
+        "activities": len(counts.activities),
+        "dfg_arcs": len(counts.pairs),
+        "files": [p.name for p in written],
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        state = "whole stream" if found.finished else "so far (streams still open)"
+        print(
+            f"the vault's release for {args.org} ({state}, {found.partitions} partitions): "
+            f"{counts.events:,} events, {counts.cases_completed:,} cases, "
+            f"{len(counts.activities)} activities, {len(counts.pairs)} directly-follows arcs"
+        )
+        print(f"wrote {len(written)} files to {args.out}: {', '.join(summary['files'])}")
+        if refused:
+            print(f"refused {refused} record(s): {dict(found.rejected)}", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -183,6 +183,20 @@ def register(sub: Any) -> None:
     )
     _add(
         p,
+        "--discover",
+        action="store_true",
+        help="also discover the process (DFG, heuristics net, Declare) per partition and write "
+        "sealed partial models for `procvault models` (docs/discovery.md)",
+    )
+    _add(
+        p,
+        "--discover-every",
+        type=_positive(float),
+        default=30.0,
+        help="seconds between two partial models of a partition (also once its streams closed)",
+    )
+    _add(
+        p,
         "--attestation",
         choices=ATTESTATION_MODES,
         default="simulated",
@@ -576,6 +590,8 @@ def cmd_vault(args: argparse.Namespace) -> int:
             idle_commit_ms=args.idle_commit_ms,
             source_timeout=args.source_timeout or None,
             session_timeout=args.session_timeout,
+            discover=args.discover,
+            discover_every=args.discover_every,
         ),
         secrets,
         registry,

@@ -1,6 +1,8 @@
 """The ``procvault`` command: it parses options and wires the packages together, nothing more.
 
-Every option can also be set with a ``PROCVAULT_*`` environment variable; ``--help`` names it.
+Every option can also be set with a ``PROCVAULT_*`` environment variable; ``--help`` names it
+and ``docs/cli.md`` lists them all: one variable per meaning (``PROCVAULT_KAFKA`` for every
+command's ``--kafka``; ``PROCVAULT_<COMMAND>_<OPTION>`` for an option of one command).
 Errors that procvault raises on purpose print as one line (``procvault: error: ...``) with exit
 code 2 for bad input or configuration and 1 for everything else; no traceback.
 """
@@ -13,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from procvault import __version__
-from procvault.cli.options import UsageError
+from procvault.cli.options import UsageError, apply_environment
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     observe.register(sub)
     report.register(sub)
     discover.register(sub)
+    apply_environment(parser)
     return parser
 
 

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from procvault.cli.options import add_option as _add
-from procvault.cli.options import positive as _positive
+from procvault.cli.shared import (
+    add_attestation_options,
+    add_connection_options,
+    attestation_verifier,
+    kafka_address,
+)
 
 __all__ = ["register"]
 
@@ -33,7 +38,6 @@ def register(sub: Any) -> None:
         "(its key from the same environment variable). Prints the revocation as JSON.",
     )
     _add(p, "--org", required=True, help="the revoking organization")
-    _add(p, "--keys", required=True, metavar="DIR", help="the keyring folder")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--case", metavar="ID", help="revoke this case")
     what.add_argument("--resource", metavar="R", help="revoke what this resource did")
@@ -41,17 +45,7 @@ def register(sub: Any) -> None:
     _add(p, "--to", dest="time_to", metavar="T", help="... to T (excluded; ISO 8601)")
     _add(p, "--policy", metavar="FILE", help="the organization's privacy policy (pseudonyms)")
     _add(p, "--reason", default="", help="for the organization's records (no personal data)")
-    _add(p, "--kafka", required=True, metavar="HOST:PORT", help="Kafka bootstrap server")
-    _add(p, "--topic-prefix", default="", metavar="PREFIX", help="prefix of every topic name")
-    _add(
-        p,
-        "--partitions",
-        type=_positive(int),
-        default=3,
-        help="partitions of the event topics",
-    )
-    from procvault.cli.pipeline import add_attestation_options
-
+    add_connection_options(p)
     add_attestation_options(p)
     p.set_defaults(func=cmd_revoke)
 
@@ -153,7 +147,6 @@ async def publish_revocation(
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     """``procvault revoke``."""
-    from procvault.cli.pipeline import attestation_verifier, kafka_address
     from procvault.streams.frames import Topics
     from procvault.streams.provisioning import attest_vault
     from procvault.streams.revocation import sign_revocation

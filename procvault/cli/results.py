@@ -35,6 +35,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from procvault.cli.options import add_option as _add
 from procvault.cli.options import positive as _positive
+from procvault.cli.shared import (
+    add_attestation_options,
+    add_connection_options,
+    attestation_verifier,
+    kafka_address,
+)
 
 if TYPE_CHECKING:
     from procvault.monitor.privacy.records import PaneRecord, Record, StatisticRelease, WindowRecord
@@ -57,15 +63,7 @@ def register(sub: Any) -> None:
         "rejected. --map shows the DP process map of the latest pane instead of the records "
         "(live with --follow); --graph writes it as a PNG or SVG image.",
     )
-    _add(p, "--kafka", "--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap")
-    _add(p, "--topic-prefix", default="", metavar="PREFIX", help="prefix of every topic name")
-    _add(
-        p,
-        "--keys",
-        required=True,
-        metavar="DIR",
-        help="folder with registry.json (the pinned vault identity) and org-<ORG>.json (--org)",
-    )
+    add_connection_options(p, partitions=False, bootstrap_alias=True)
     _add(p, "--org", help="also read this organization's alerts (needs DIR/org-ORG.json)")
     _add(p, "--follow", action="store_true", help="keep reading new records until interrupted")
     _add(p, "--json", action="store_true", help="one JSON object per record on stdout")
@@ -109,20 +107,7 @@ def register(sub: Any) -> None:
         default=3,
         help="--map: strongest next activities listed per activity",
     )
-    _add(
-        p,
-        "--allow-insecure-attestation",
-        action="store_true",
-        help="accept keys announced with SIMULATED evidence (they must still chain to the "
-        "pinned vault identity; development only)",
-    )
-    _add(
-        p,
-        "--attestation-policy",
-        metavar="FILE",
-        help="accept keys announced with hardware evidence (SGX/TDX DCAP quotes) that passes "
-        "this attestation policy (see docs/security.md)",
-    )
+    add_attestation_options(p, timeout=False)
     _add(
         p,
         "--timeout",
@@ -142,7 +127,6 @@ def _non_negative_int(text: str) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     """Run ``procvault results``."""
-    from procvault.cli.pipeline import attestation_verifier, kafka_address
     from procvault.monitor.errors import ConfigError
     from procvault.streams.frames import Topics
     from procvault.streams.secrets import OrgKeys, Registry

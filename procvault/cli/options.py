@@ -34,14 +34,15 @@ _S = TypeVar("_S")
 _ENV_ATTR = "procvault_env"
 
 
-def env_name(command: Sequence[str], dest: str) -> str:
-    """The environment variable of option ``dest`` of ``command`` (its words after
-    ``procvault``) when the option is not shared by several commands.
+def env_name(command: Sequence[str], name: str) -> str:
+    """The environment variable of option ``name`` (its first long flag without the dashes) of
+    ``command`` (its words after ``procvault``) when the option is not shared by several
+    commands.
 
-    >>> env_name(["vault"], "batch_ms"), env_name(["review", "list"], "case")
+    >>> env_name(["vault"], "batch-ms"), env_name(["review", "list"], "case")
     ('PROCVAULT_VAULT_BATCH_MS', 'PROCVAULT_REVIEW_LIST_CASE')
     """
-    words = [*command, dest]
+    words = [*command, name]
     return "PROCVAULT_" + "_".join(w.upper().replace("-", "_") for w in words)
 
 
@@ -101,7 +102,9 @@ def apply_environment(
             env = getattr(action, _ENV_ATTR, None)
             if env is None:
                 continue
-            env = env or env_name(path, action.dest)
+            if not env:
+                long = [f for f in action.option_strings if f.startswith("--")]
+                env = env_name(path, long[0][2:] if long else action.dest)
             setattr(action, _ENV_ATTR, env)
             if env in environ:
                 raw = environ[env]

@@ -87,7 +87,7 @@ def register(sub: Any) -> None:
     _add(
         view,
         "--window",
-        dest="map_window",  # PROCVAULT_MAP_WINDOW: `monitor --window` is another setting
+        dest="map_window",
         type=_positive(int),
         metavar="N",
         help="map the latest window record of N panes (default: the latest pane)",

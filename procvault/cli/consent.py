@@ -16,6 +16,7 @@ from procvault.cli.options import add_option as _add
 from procvault.cli.shared import (
     add_attestation_options,
     add_connection_options,
+    add_policy_key_option,
     attestation_verifier,
     kafka_address,
 )
@@ -35,7 +36,8 @@ def register(sub: Any) -> None:
         "matching later events out of every result, pane and window, and acknowledges it in "
         "the organization's results topic. Give the case id and the resource as the agent "
         "reads them; with --policy they are pseudonymised as the policy stage does "
-        "(its key from the same environment variable). Prints the revocation as JSON.",
+        "(with the agent's keys: the consortium's for case ids, --key-file or "
+        "$PROCVAULT_POLICY_KEY for resources). Prints the revocation as JSON.",
     )
     _add(p, "--org", required=True, help="the revoking organization")
     what = p.add_mutually_exclusive_group(required=True)
@@ -44,6 +46,7 @@ def register(sub: Any) -> None:
     what.add_argument("--from", dest="time_from", metavar="T", help="revoke a period from T")
     _add(p, "--to", dest="time_to", metavar="T", help="... to T (excluded; ISO 8601)")
     _add(p, "--policy", metavar="FILE", help="the organization's privacy policy (pseudonyms)")
+    add_policy_key_option(p)
     _add(p, "--reason", default="", help="for the organization's records (no personal data)")
     add_connection_options(p)
     add_attestation_options(p)
@@ -78,7 +81,9 @@ def build_revocation(args: argparse.Namespace) -> tuple[Any, int | None, Any]:
     if args.policy:
         from procvault.organization.policy import PolicyEngine
 
-        engine = PolicyEngine.from_file(args.policy)
+        engine = PolicyEngine.for_organization(
+            args.policy, args.org, org_keys.pseudonym_key, key_file=args.key_file
+        )
         policy_id = engine.policy.id
     now = datetime.now(UTC)
     partition: int | None = None

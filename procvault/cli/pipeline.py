@@ -22,6 +22,7 @@ from procvault.cli.shared import (
     add_connection_options,
     add_observability_options,
     add_plan_options,
+    add_policy_key_option,
     attestation_verifier,
     kafka_address,
     serve_metrics,
@@ -161,6 +162,7 @@ def register(sub: Any) -> None:
     _add(p, "--split-hash", metavar="ORGS", help="organizations chosen per case by hash")
     _add(p, "--end-markers", action="store_true", help="send an end-of-case marker per case")
     _add(p, "--policy", metavar="FILE", help="the organization's privacy policy")
+    add_policy_key_option(p)
     _add(
         p,
         "--control-dir",
@@ -568,7 +570,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.policy:
         from procvault.organization.policy import PolicyEngine
 
-        engine = PolicyEngine.from_file(args.policy)
+        engine = PolicyEngine.for_organization(
+            args.policy, args.org, org_keys.pseudonym_key, key_file=args.key_file
+        )
         policy = engine.policy
         transform = engine.apply
         granularity = engine.time_granularity_us

@@ -21,6 +21,7 @@ __all__ = [
     "add_connection_options",
     "add_observability_options",
     "add_plan_options",
+    "add_policy_key_option",
     "attestation_verifier",
     "kafka_address",
     "serve_metrics",
@@ -105,6 +106,20 @@ def add_plan_options(p: argparse.ArgumentParser, *, dp_required: bool = False) -
         metavar="FILE",
         help="the DP release policy (YAML): the vault workers send pane partials under it, "
         "the release stage noises them (both need the same)",
+    )
+
+
+def add_policy_key_option(p: argparse.ArgumentParser) -> None:
+    """``--key-file``: the organization's own pseudonym key for its policy (agent, revoke)."""
+    add_option(
+        p,
+        "--key-file",
+        env="PROCVAULT_POLICY_KEY_FILE",
+        metavar="FILE",
+        help="with --policy: the organization's own key for pseudonyms of resources and "
+        "attributes (default: $PROCVAULT_POLICY_KEY, else the consortium's pseudonym key in "
+        "DIR/org-ORG.json); case ids always use the consortium's key, so that a case crossing "
+        "organizations keeps one pseudonym",
     )
 
 

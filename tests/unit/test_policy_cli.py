@@ -76,7 +76,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ----------------------------------------------------------------------------- policy check
-@pytest.mark.parametrize("name", ["hospital", "supplier", "carrier"])
+@pytest.mark.parametrize(
+    "name", ["hospital", "emergency", "lab", "ward", "customer", "supplier", "carrier"]
+)
 def test_check_example_policies(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = REPO / "policies" / "orgs" / f"{name}.yaml"
     code, out, _ = run(["policy", "check", str(path)], capsys)

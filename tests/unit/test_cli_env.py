@@ -112,3 +112,21 @@ def test_a_variable_sets_the_default_and_a_bad_one_is_one_line(
         main(["monitor", "--help"])
     out = capsys.readouterr().out
     assert "(default: alignments) [env: PROCVAULT_MONITOR_MODE]" in " ".join(out.split())
+
+
+def _choices(parser: Any) -> set[str]:
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def test_main_builds_only_the_named_commands_module() -> None:
+    from procvault.cli import build_parser
+
+    every = _choices(build_parser())
+    assert len(every) >= 19
+    for command in every:
+        only = _choices(build_parser(command))
+        assert command in only and len(only) < len(every), command
+    assert _choices(build_parser("no-such-command")) == every  # argparse lists them all

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PV=.venv/bin/procvault
-PORT=${PROCVAULT_PORT:-19092}
+PORT=${PROCVAULT_KAFKA_PORT:-19092}
 run=$(date +%s)
 
 started=0

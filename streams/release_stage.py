@@ -74,9 +74,10 @@ def _pane_key(index: int) -> bytes:
 
 @dataclass(frozen=True)
 class ReleaseStageSettings:
-    """How the release stage runs (each setting is also a ``procvault release`` option)."""
+    """How the release stage runs (each declared setting is also a ``procvault release``
+    option; ``bootstrap`` is the shared ``--kafka``)."""
 
-    bootstrap: str = option(help="Kafka bootstrap servers", flag="--kafka", env="PROCVAULT_KAFKA")
+    bootstrap: str
     topics: Topics = field(default_factory=Topics)
     application_id: str = option(
         "procvault-release",
@@ -85,11 +86,11 @@ class ReleaseStageSettings:
         flag="--app-id",
     )
     max_panes_per_step: int = option(
-        1000, help="panes noised and stored per transaction", minimum=1
+        1000, help="panes noised and stored per transaction", minimum=1, flag="--panes-per-step"
     )
     batch_records: int = option(5000, help="partial records read per fetch", minimum=1)
     batch_ms: int = option(50, help="fetch wait", unit="ms", minimum=1)
-    replication_factor: int = 1
+    replication_factor: int = option(1, help="of the topics it creates", minimum=1)
 
     def __post_init__(self) -> None:
         if self.max_panes_per_step < 1:

@@ -7,7 +7,11 @@ environment variable, and the command line is generated from it.
 ...     batch_ms: int = option(20, help="batch time limit", unit="ms", minimum=1)
 >>> (spec,) = declared(S)
 >>> spec.name, spec.flag, spec.env, spec.default, spec.help_text()
-('batch_ms', '--batch-ms', 'PROCVAULT_BATCH_MS', 20, 'batch time limit, ms')
+('batch_ms', '--batch-ms', None, 20, 'batch time limit, ms')
+
+``procvault.cli.options.add_settings`` generates the flags; a setting's environment variable is
+``PROCVAULT_<COMMAND>_<NAME>`` (``procvault vault --batch-ms``: ``PROCVAULT_VAULT_BATCH_MS``)
+unless ``env`` names one shared by every command with that setting.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Option:
     minimum: float | None = None
     #: ``None`` written as this value on the command line (e.g. ``0``: "never")
     none_as: Any = None
+    #: a strict lower bound (``0``: positive)
+    above: float | None = None
 
 
 def option(
@@ -50,9 +56,10 @@ def option(
     parse: Callable[[str], Any] | None = None,
     minimum: float | None = None,
     none_as: Any = None,
+    above: float | None = None,
 ) -> Any:
     """A dataclass field with its command-line declaration (see the module docstring)."""
-    meta = {_KEY: Option(help, unit, flag, env, metavar, choices, parse, minimum, none_as)}
+    meta = {_KEY: Option(help, unit, flag, env, metavar, choices, parse, minimum, none_as, above)}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -73,9 +80,10 @@ class OptionSpec:
         return self.option.flag or "--" + self.name.replace("_", "-")
 
     @property
-    def env(self) -> str:
-        """The environment variable that may supply it."""
-        return self.option.env or "PROCVAULT_" + self.name.upper()
+    def env(self) -> str | None:
+        """The environment variable that may supply it, when shared by several commands
+        (``None``: the command's own, ``PROCVAULT_<COMMAND>_<NAME>``)."""
+        return self.option.env
 
     @property
     def required(self) -> bool:

@@ -131,10 +131,11 @@ _RECORD_BYTES: Final = 200_000  # every record well below Kafka's 1 MB (and 256 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """How a vault worker runs (each setting is also a ``procvault vault`` option)."""
+    """How a vault worker runs (each declared setting is also a ``procvault vault`` option;
+    ``bootstrap`` and ``partitions`` are the shared ``--kafka`` and ``--partitions``)."""
 
-    bootstrap: str = option(help="Kafka bootstrap servers", flag="--kafka", env="PROCVAULT_KAFKA")
-    partitions: int = option(3, help="partitions of every event topic", minimum=1)
+    bootstrap: str
+    partitions: int = 3
     topics: Topics = field(default_factory=Topics)
     group: str = "procvault-vault"
     worker_id: str = option("vault-1", help="stable name of this worker (fencing)")

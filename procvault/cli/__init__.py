@@ -1,6 +1,8 @@
 """The ``procvault`` command: it parses options and wires the packages together, nothing more.
 
-Every option can also be set with a ``PROCVAULT_*`` environment variable; ``--help`` names it.
+Every option can also be set with a ``PROCVAULT_*`` environment variable; ``--help`` names it
+and ``docs/cli.md`` lists them all: one variable per meaning (``PROCVAULT_KAFKA`` for every
+command's ``--kafka``; ``PROCVAULT_<COMMAND>_<OPTION>`` for an option of one command).
 Errors that procvault raises on purpose print as one line (``procvault: error: ...``) with exit
 code 2 for bad input or configuration and 1 for everything else; no traceback.
 """
@@ -8,57 +10,58 @@ code 2 for bad input or configuration and 1 for everything else; no traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 from procvault import __version__
-from procvault.cli.options import UsageError
+from procvault.cli.options import UsageError, apply_environment
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
 # ----------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (also used to render ``docs/cli.md``)."""
+#: The module of ``procvault.cli`` that registers each command, in ``--help`` order.
+COMMANDS: Final = {
+    "sources": ("replay", "simulate", "kafka", "tail"),
+    "monitor": ("monitor",),
+    "anonymize": ("anonymize", "compare"),
+    "policy": ("policy", "audit"),
+    "pipeline": ("keys", "vault", "agent"),
+    "review": ("review",),
+    "consent": ("revoke",),
+    "release": ("release",),
+    "results": ("results",),
+    "observe": ("observe",),
+    "report": ("report",),
+    "discover": ("discover",),
+    "models": ("models",),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full argument parser (also used to render ``docs/cli.md``); with ``command``, one
+    that knows only that command's module (what :func:`main` uses, to start fast: a command's
+    module imports the settings classes it generates its options from)."""
     parser = argparse.ArgumentParser(
         prog="procvault",
         description="Confidential, privacy-preserving online process monitoring.",
     )
     parser.add_argument("--version", action="version", version=f"procvault {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    from procvault.cli import (
-        anonymize,
-        consent,
-        discover,
-        models,
-        monitor,
-        observe,
-        pipeline,
-        policy,
-        release,
-        report,
-        results,
-        review,
-        sources,
-    )
-
-    sources.register(sub)
-    monitor.register(sub)
-    anonymize.register(sub)
-    policy.register(sub)
-    pipeline.register(sub)
-    review.register(sub)
-    consent.register(sub)
-    release.register(sub)
-    results.register(sub)
-    observe.register(sub)
-    report.register(sub)
-    discover.register(sub)
-    models.register(sub)
+    modules = [m for m, names in COMMANDS.items() if command in names] or list(COMMANDS)
+    for module in modules:
+        importlib.import_module(f"procvault.cli.{module}").register(sub)
+    apply_environment(parser)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word), or ``None`` (``--help``, ``--version``)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "false")
     from procvault.monitor.errors import ConfigError, InputError, ProcvaultError
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

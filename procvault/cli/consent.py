@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from procvault.cli.options import add_option as _add
-from procvault.cli.options import positive as _positive
+from procvault.cli.shared import (
+    add_attestation_options,
+    add_connection_options,
+    add_policy_key_option,
+    attestation_verifier,
+    kafka_address,
+)
 
 __all__ = ["register"]
 
@@ -30,28 +36,19 @@ def register(sub: Any) -> None:
         "matching later events out of every result, pane and window, and acknowledges it in "
         "the organization's results topic. Give the case id and the resource as the agent "
         "reads them; with --policy they are pseudonymised as the policy stage does "
-        "(its key from the same environment variable). Prints the revocation as JSON.",
+        "(with the agent's keys: the consortium's for case ids, --key-file or "
+        "$PROCVAULT_POLICY_KEY for resources). Prints the revocation as JSON.",
     )
     _add(p, "--org", required=True, help="the revoking organization")
-    _add(p, "--keys", required=True, metavar="DIR", help="the keyring folder")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--case", metavar="ID", help="revoke this case")
     what.add_argument("--resource", metavar="R", help="revoke what this resource did")
     what.add_argument("--from", dest="time_from", metavar="T", help="revoke a period from T")
     _add(p, "--to", dest="time_to", metavar="T", help="... to T (excluded; ISO 8601)")
     _add(p, "--policy", metavar="FILE", help="the organization's privacy policy (pseudonyms)")
+    add_policy_key_option(p)
     _add(p, "--reason", default="", help="for the organization's records (no personal data)")
-    _add(p, "--kafka", required=True, metavar="HOST:PORT", help="Kafka bootstrap server")
-    _add(p, "--topic-prefix", default="", metavar="PREFIX", help="prefix of every topic name")
-    _add(
-        p,
-        "--partitions",
-        type=_positive(int),
-        default=3,
-        help="partitions of the event topics",
-    )
-    from procvault.cli.pipeline import add_attestation_options
-
+    add_connection_options(p)
     add_attestation_options(p)
     p.set_defaults(func=cmd_revoke)
 
@@ -84,7 +81,9 @@ def build_revocation(args: argparse.Namespace) -> tuple[Any, int | None, Any]:
     if args.policy:
         from procvault.organization.policy import PolicyEngine
 
-        engine = PolicyEngine.from_file(args.policy)
+        engine = PolicyEngine.for_organization(
+            args.policy, args.org, org_keys.pseudonym_key, key_file=args.key_file
+        )
         policy_id = engine.policy.id
     now = datetime.now(UTC)
     partition: int | None = None
@@ -153,7 +152,6 @@ async def publish_revocation(
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     """``procvault revoke``."""
-    from procvault.cli.pipeline import attestation_verifier, kafka_address
     from procvault.streams.frames import Topics
     from procvault.streams.provisioning import attest_vault
     from procvault.streams.revocation import sign_revocation

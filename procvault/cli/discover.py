@@ -149,7 +149,7 @@ def register(sub: Any) -> None:
         default=30.0,
         help="give up when the topics' ends are not reached in this time",
     )
-    from procvault.cli.pipeline import add_attestation_options
+    from procvault.cli.shared import add_attestation_options
 
     add_attestation_options(released)
     p.set_defaults(func=cmd_discover)
@@ -176,11 +176,11 @@ def _released(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from procvault.cli.pipeline import attestation_verifier, kafka_address
+    from procvault.cli.shared import attestation_verifier, kafka_address
     from procvault.discovery.files import write_models
-    from procvault.discovery.release import read_models
     from procvault.monitor.discovery import build_model
     from procvault.monitor.errors import ConfigError, ProcvaultError
+    from procvault.results.models import read_models
     from procvault.streams.frames import Topics
     from procvault.streams.secrets import OrgKeys, Registry
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from procvault.cli.options import add_option as _add
-from procvault.cli.options import positive as _positive
+from procvault.cli.options import add_settings, settings_from
+from procvault.metrics.prometheus import PrometheusSettings
 
 __all__ = ["register"]
 
@@ -40,26 +41,7 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="more targets: a Prometheus file_sd JSON list, or one [ROLE=]HOST:PORT a line",
     )
-    _add(p, "--port", type=int, default=9090, help="Prometheus web port on 127.0.0.1 (0: free)")
-    _add(
-        p,
-        "--data-dir",
-        metavar="DIR",
-        help="config copy, targets, TSDB and log (default: a new temporary folder)",
-    )
-    _add(
-        p,
-        "--config",
-        metavar="FILE",
-        help="the scrape config (default: the checkout's compose/prometheus/prometheus.yml)",
-    )
-    _add(
-        p,
-        "--timeout",
-        type=_positive(float),
-        default=30.0,
-        help="seconds to wait for Prometheus to be ready",
-    )
+    add_settings(p, PrometheusSettings)
     p.set_defaults(func=cmd_observe)
 
 
@@ -77,17 +59,18 @@ def cmd_observe(args: argparse.Namespace) -> int:
         targets += read_targets_file(Path(args.targets_file))
     if not targets:
         raise ConfigError("no targets: give --target [ROLE=]HOST:PORT or --targets-file FILE")
-    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="pv-prom-"))
+    settings = settings_from(PrometheusSettings, args)
+    data_dir = Path(settings.data_dir or tempfile.mkdtemp(prefix="pv-prom-"))
     prom = LocalPrometheus(
         data_dir=data_dir,
         targets=targets,
-        config=Path(args.config) if args.config else None,
-        port=args.port,
+        config=Path(settings.config) if settings.config else None,
+        port=settings.port,
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        prom.start(timeout=args.timeout)
+        prom.start(timeout=settings.timeout)
         print(f"Prometheus is ready at {prom.url} (data in {data_dir}); Ctrl-C stops it")
         for t in targets:
             print(f"  scraping {t.address} (role {t.role})")

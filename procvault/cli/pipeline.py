@@ -15,69 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from procvault.cli.options import add_option as _add
+from procvault.cli.options import add_settings, settings_from
 from procvault.cli.options import positive as _positive
+from procvault.cli.shared import (
+    add_attestation_options,
+    add_connection_options,
+    add_observability_options,
+    add_plan_options,
+    add_policy_key_option,
+    attestation_verifier,
+    kafka_address,
+    serve_metrics,
+)
+from procvault.organization.agent import AgentSettings
+from procvault.organization.trust import TrustSettings
+from procvault.streams.vault_worker import WorkerSettings
 
 __all__ = ["register"]
-
-
-def _add_kafka_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    _add(p, "--kafka", required=required, metavar="HOST:PORT", help="Kafka bootstrap server")
-    _add(
-        p,
-        "--topic-prefix",
-        default="",
-        metavar="PREFIX",
-        help="prefix of every topic name (one deployment per prefix)",
-    )
-    _add(
-        p,
-        "--partitions",
-        type=_positive(int),
-        default=3,
-        help="partitions of the event topics (the same for every organization and the vault)",
-    )
-    _add(
-        p,
-        "--keys",
-        required=required,
-        metavar="DIR",
-        help="the keyring folder (procvault keys init)",
-    )
-
-
-def _add_observability_options(p: argparse.ArgumentParser) -> None:
-    _add(
-        p,
-        "--metrics-port",
-        type=int,
-        metavar="PORT",
-        help="serve Prometheus metrics on this port (0: any free port, printed)",
-    )
-    _add(
-        p,
-        "--metrics-host",
-        default="127.0.0.1",
-        help="address of the metrics endpoint (0.0.0.0 inside a container)",
-    )
-    _add(
-        p,
-        "--metrics-detail",
-        action="store_true",
-        help="also export counts that describe the data (events applied, cases, alerts, late "
-        "events, per-event latencies): OUTSIDE the DP guarantee, for the TEE's own operator",
-    )
-    _add(p, "--run-dir", metavar="DIR", help="record memory and latency here (procvault report)")
-
-
-def _serve_metrics(args: argparse.Namespace, metrics: Any, name: str) -> Any:
-    """Start the metrics endpoint if asked; returns the server (or None)."""
-    if metrics is None:
-        return None
-    from procvault.metrics.exporters import serve
-
-    server = serve(metrics.registry, args.metrics_port, host=args.metrics_host)
-    print(f"procvault {name}: metrics at {server.url}", file=sys.stderr)
-    return server
 
 
 def register(sub: Any) -> None:
@@ -129,11 +83,8 @@ def register(sub: Any) -> None:
         "attestation challenges. Several workers with the same --topic-prefix share the "
         "partitions. Prints its counters as JSON on stderr when stopped (SIGTERM, Ctrl-C).",
     )
-    _add_kafka_options(p)
-    _add(p, "--model", help="the .pnml or .bpmn model")
-    _add(p, "--rules", metavar="FILE_OR_DIR", help="native compliance rules")
-    _add(p, "--final-marking", metavar="PLACE", help="final place when the model has none")
-    _add(p, "--dp-policy", metavar="FILE", help="DP release policy: send pane partials")
+    add_connection_options(p)
+    add_plan_options(p)
     _add(
         p,
         "--results-policy",
@@ -154,47 +105,7 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="complete a case after this much event time without events",
     )
-    _add(p, "--worker-id", default="vault-1", help="stable name of this worker (fencing)")
-    _add(
-        p,
-        "--session-timeout",
-        type=_positive(float),
-        default=10.0,
-        help="consumer-group session timeout, seconds (how soon a dead worker's partitions "
-        "move; the broker's minimum is 6)",
-    )
-    _add(p, "--batch-records", type=_positive(int), default=2000, help="records per batch")
-    _add(p, "--batch-ms", type=_positive(int), default=20, help="batch time limit, ms")
-    _add(
-        p,
-        "--idle-commit-ms",
-        type=float,
-        default=500.0,
-        help="a batch that only moved merge positions (heartbeats, events still waiting) "
-        "commits once this long has passed since the last commit, ms (0: every batch)",
-    )
-    _add(
-        p,
-        "--source-timeout",
-        type=float,
-        default=30.0,
-        help="seconds after which a silent organization stops holding the merge back "
-        "(0: wait forever)",
-    )
-    _add(
-        p,
-        "--discover",
-        action="store_true",
-        help="also discover the process (DFG, heuristics net, Declare) per partition and write "
-        "sealed partial models for `procvault models` (docs/discovery.md)",
-    )
-    _add(
-        p,
-        "--discover-every",
-        type=_positive(float),
-        default=30.0,
-        help="seconds between two partial models of a partition (also once its streams closed)",
-    )
+    add_settings(p, WorkerSettings)
     _add(
         p,
         "--attestation",
@@ -220,7 +131,7 @@ def register(sub: Any) -> None:
         help="attestation requests answered per second at most (bursts of twice as many; "
         "repeated nonces are answered once; what is dropped is counted)",
     )
-    _add_observability_options(p)
+    add_observability_options(p)
     p.set_defaults(func=cmd_vault)
 
     p = sub.add_parser(
@@ -244,14 +155,14 @@ def register(sub: Any) -> None:
         default="run",
         help="run the agent (default), or show, pause or resume a running one",
     )
-    _add_kafka_options(p, required=False)
+    add_connection_options(p, required=False)
     _add(p, "--org", required=True, help="this organization (its keys: DIR/org-ORG.json)")
     _add(p, "--from", dest="source", metavar="LOG", help="the .xes(.gz) log (run)")
     _add(p, "--split-map", metavar="FILE", help="activity -> organization mapping of the log")
     _add(p, "--split-hash", metavar="ORGS", help="organizations chosen per case by hash")
     _add(p, "--end-markers", action="store_true", help="send an end-of-case marker per case")
     _add(p, "--policy", metavar="FILE", help="the organization's privacy policy")
-    _add(p, "--producer", default="agent-1", help="this agent's name within the organization")
+    add_policy_key_option(p)
     _add(
         p,
         "--control-dir",
@@ -291,20 +202,7 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="pause/resume: how long to wait for the running agent to acknowledge",
     )
-    _add(
-        p,
-        "--batch-events",
-        type=_positive(int),
-        default=1000,
-        help="events per Kafka transaction at most",
-    )
-    _add(
-        p,
-        "--batch-ms",
-        type=_positive(float),
-        default=10.0,
-        help="a transaction stays open this long at most (ms)",
-    )
+    add_settings(p, AgentSettings)
     _add(
         p,
         "--rate",
@@ -335,102 +233,12 @@ def register(sub: Any) -> None:
         help="replay the log N times (case ids suffixed, time shifted past the previous round)",
     )
     add_attestation_options(p)
-    _add(
-        p,
-        "--reattest-interval",
-        type=_positive(float),
-        default=300.0,
-        metavar="SECONDS",
-        help="re-verify the vault this often, with a fresh nonce (also at every newer epoch "
-        "announced); if a re-verification fails the agent stops sending and says why",
-    )
-    _add_observability_options(p)
+    add_settings(p, TrustSettings)
+    add_observability_options(p)
     p.set_defaults(func=cmd_agent)
 
 
-def kafka_address(text: str) -> str:
-    """``HOST:PORT`` from a ``--kafka`` value (``kafka://`` accepted); a clear error otherwise."""
-    from procvault.monitor.errors import ConfigError
-
-    host_port = text.removeprefix("kafka://").rstrip("/")
-    if ":" not in host_port or "/" in host_port:
-        raise ConfigError(f"--kafka wants HOST:PORT (or kafka://HOST:PORT), got {text!r}")
-    return host_port
-
-
 ATTESTATION_MODES = ("simulated", "gramine-sgx", "tdx", "sev-snp")
-_INSECURE_ENV = "PROCVAULT_ALLOW_INSECURE_ATTESTATION"
-
-
-def add_attestation_options(p: argparse.ArgumentParser) -> None:
-    """How a process that trusts the vault (agent, results, revoke) verifies its evidence."""
-    _add(
-        p,
-        "--allow-insecure-attestation",
-        action="store_true",
-        help="accept SIMULATED evidence: the vault's announcements must still chain to the "
-        "identity pinned in registry.json, but nothing about its code is proven (development "
-        "only; said loudly once when it happens)",
-    )
-    _add(
-        p,
-        "--attestation-policy",
-        metavar="FILE",
-        help="verify hardware evidence (SGX or TDX DCAP quotes) with dcap-qvl against this "
-        "attestation policy (YAML: kind, measurements, tcb_statuses, allow_debug, collateral; "
-        "see docs/security.md)",
-    )
-    _add(
-        p,
-        "--attestation-timeout",
-        type=_positive(float),
-        default=60.0,
-        help="seconds to wait for a valid answer of the vault",
-    )
-
-
-def attestation_verifier(
-    args: argparse.Namespace, identity: bytes, prog: str, metrics: Any = None
-) -> Any:
-    """The :class:`~procvault.streams.attestation.EvidenceVerifier` the options ask for; it
-    prints one warning, the first time it trusts simulated evidence."""
-    from procvault.streams.attestation import EvidenceVerifier
-    from procvault.streams.attestation_hw import load_attestation_policy
-
-    hardware = None
-    if args.attestation_policy:
-        hardware = load_attestation_policy(args.attestation_policy)
-        if hardware.policy.verify_at is not None:
-            print(
-                f"procvault {prog}: WARNING: {args.attestation_policy} verifies quotes as of "
-                f"{hardware.policy.verify_at:.0f} (collateral.verify_at), not now: expired "
-                "collateral is accepted (offline tests only)",
-                file=sys.stderr,
-            )
-    env = os.environ.get(_INSECURE_ENV, "")
-    from_env = env.lower() in ("1", "true", "yes", "on")  # the option's default came from it
-
-    def on_insecure() -> None:
-        how = (
-            f"{_INSECURE_ENV}={env} in the environment"
-            if from_env
-            else "--allow-insecure-attestation"
-        )
-        print(
-            f"procvault {prog}: WARNING: trusting SIMULATED attestation evidence "
-            f"(simulated-INSECURE, accepted because of {how}): the vault's identity is "
-            "checked, its code and hardware are not (development only)",
-            file=sys.stderr,
-        )
-        if metrics is not None and hasattr(metrics, "set_attestation_insecure"):
-            metrics.set_attestation_insecure(True)
-
-    return EvidenceVerifier(
-        identity,
-        allow_insecure=args.allow_insecure_attestation,
-        hardware=hardware,
-        on_insecure=on_insecure,
-    )
 
 
 def _attestation_provider(args: argparse.Namespace, secrets: Any) -> Any:
@@ -519,7 +327,7 @@ def cmd_vault(args: argparse.Namespace) -> int:
     from procvault.streams.frames import Topics
     from procvault.streams.provisioning import AttestationResponder
     from procvault.streams.secrets import Registry, VaultSecrets
-    from procvault.streams.vault_worker import VaultWorker, WorkerSettings
+    from procvault.streams.vault_worker import VaultWorker
 
     if not (args.model or args.rules):
         raise ConfigError("give --model, --rules or both")
@@ -580,18 +388,8 @@ def cmd_vault(args: argparse.Namespace) -> int:
 
         results = load_results_policy(args.results_policy)
     worker = VaultWorker(
-        WorkerSettings(
-            bootstrap,
-            args.partitions,
-            topics,
-            worker_id=args.worker_id,
-            batch_records=args.batch_records,
-            batch_ms=args.batch_ms,
-            idle_commit_ms=args.idle_commit_ms,
-            source_timeout=args.source_timeout or None,
-            session_timeout=args.session_timeout,
-            discover=args.discover,
-            discover_every=args.discover_every,
+        settings_from(
+            WorkerSettings, args, bootstrap=bootstrap, partitions=args.partitions, topics=topics
         ),
         secrets,
         registry,
@@ -641,7 +439,7 @@ def cmd_vault(args: argparse.Namespace) -> int:
             with contextlib.suppress(BaseException):
                 await answering
 
-    server = _serve_metrics(args, metrics, "vault")
+    server = serve_metrics(args, metrics, "vault")
     started = time.monotonic()
     try:
         asyncio.run(main())
@@ -727,9 +525,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from procvault.generators.split import ActivityMapping, CaseHash, assign
     from procvault.generators.xes import read_xes
     from procvault.monitor.errors import ConfigError
-    from procvault.organization.agent import Agent, AgentSettings, ordered_share
+    from procvault.organization.agent import Agent, ordered_share
     from procvault.organization.control import AgentControl
-    from procvault.organization.trust import TrustSettings, VaultTrust, run_while_trusted
+    from procvault.organization.trust import VaultTrust, run_while_trusted
     from procvault.streams.frames import Topics
     from procvault.streams.secrets import OrgKeys, Registry
 
@@ -772,7 +570,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.policy:
         from procvault.organization.policy import PolicyEngine
 
-        engine = PolicyEngine.from_file(args.policy)
+        engine = PolicyEngine.for_organization(
+            args.policy, args.org, org_keys.pseudonym_key, key_file=args.key_file
+        )
         policy = engine.policy
         transform = engine.apply
         granularity = engine.time_granularity_us
@@ -789,7 +589,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         topics,
         registry.identity,
         verifier,
-        TrustSettings(reattest_interval=args.reattest_interval, timeout=args.attestation_timeout),
+        settings_from(TrustSettings, args, timeout=args.attestation_timeout),
         metrics=metrics,
         log=lambda line: print(f"procvault agent: {line}", file=sys.stderr),
     )
@@ -813,7 +613,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             hold=args.hold,
             audit_log=args.audit_log,
         )
-    server = _serve_metrics(args, metrics, "agent")
+    server = serve_metrics(args, metrics, "agent")
 
     async def main() -> Any:
         async with trust:
@@ -821,13 +621,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     async def publish(vault_keys: Any) -> Any:
         agent = Agent(
-            AgentSettings(
-                bootstrap,
-                args.partitions,
-                topics,
-                producer=args.producer,
-                batch_events=args.batch_events,
-                batch_seconds=args.batch_ms / 1000,
+            settings_from(
+                AgentSettings, args, bootstrap=bootstrap, partitions=args.partitions, topics=topics
             ),
             org_keys,
             vault_keys,

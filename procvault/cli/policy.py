@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -64,11 +63,10 @@ def register(sub: Any) -> None:
         "The pseudonym key comes from --key-file or $PROCVAULT_POLICY_KEY.",
     )
     a.add_argument("log", help="a .xes/.xes.gz log or a .jsonl file of events")
-    # Required unless its environment variable gives it (argparse would demand the flag anyway).
     _add(
         a,
         "--policy",
-        required="PROCVAULT_POLICY" not in os.environ,
+        required=True,  # unless its environment variable gives it
         metavar="FILE",
         help="the policy file",
     )

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from procvault.cli.options import add_option as _add
-from procvault.cli.options import positive as _positive
-from procvault.cli.pipeline import (
-    _add_observability_options,
-    _serve_metrics,
+from procvault.cli.options import add_settings, settings_from
+from procvault.cli.shared import (
+    add_connection_options,
+    add_observability_options,
+    add_plan_options,
     kafka_address,
+    serve_metrics,
 )
+from procvault.streams.release_stage import ReleaseStageSettings
 
 __all__ = ["register"]
 
@@ -33,36 +36,11 @@ def register(sub: Any) -> None:
         "same --dp-policy, --model and --rules as the vault workers: partials made under "
         "another plan are refused.",
     )
-    _add(p, "--kafka", "--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap")
-    _add(
-        p,
-        "--topic-prefix",
-        default="",
-        metavar="PREFIX",
-        help="prefix of every topic name and of the application id",
-    )
-    _add(p, "--keys", required=True, metavar="DIR", help="the keyring folder (its vault.json)")
-    _add(p, "--dp-policy", required=True, metavar="FILE", help="the DP release policy (YAML)")
-    _add(p, "--model", help="the .pnml or .bpmn model (its activities are known keys)")
-    _add(p, "--rules", metavar="FILE_OR_DIR", help="compliance rules (their ids are known keys)")
-    _add(p, "--final-marking", metavar="PLACE", help="final place when the model has none")
-    _add(
-        p,
-        "--app-id",
-        default="procvault-release",
-        help="names this stage's Kafka client; the state (release.state) and the "
-        "transactional id do not depend on it: a new id resumes the same state",
-    )
-    _add(
-        p,
-        "--panes-per-step",
-        type=_positive(int),
-        default=1000,
-        help="panes noised and stored per transaction",
-    )
-    _add(p, "--replication-factor", type=_positive(int), default=1, help="of created topics")
+    add_connection_options(p, partitions=False, bootstrap_alias=True)
+    add_plan_options(p, dp_required=True)
+    add_settings(p, ReleaseStageSettings)
     _add(p, "--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    _add_observability_options(p)
+    add_observability_options(p)
     p.set_defaults(func=cmd_release)
 
 
@@ -80,7 +58,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     from procvault.monitor.privacy.mechanisms import OpenDPReleaser
     from procvault.monitor.privacy.plan import ReleasePlan
     from procvault.streams.frames import Topics
-    from procvault.streams.release_stage import ReleaseStage, ReleaseStageSettings
+    from procvault.streams.release_stage import ReleaseStage
     from procvault.streams.secrets import VaultSecrets
 
     if not (args.model or args.rules):
@@ -90,12 +68,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     rules = engines.rules
     plan = ReleasePlan.build(load_dp_policy(args.dp_policy), engines.known())
     releaser = OpenDPReleaser(plan)  # proves every mechanism's budget before anything runs
-    settings = ReleaseStageSettings(
-        bootstrap=host_port,
-        topics=Topics(args.topic_prefix),
-        application_id=args.app_id,
-        max_panes_per_step=args.panes_per_step,
-        replication_factor=args.replication_factor,
+    settings = settings_from(
+        ReleaseStageSettings, args, bootstrap=host_port, topics=Topics(args.topic_prefix)
     )
     metrics = recorder = None
     if args.metrics_port is not None:
@@ -126,7 +100,7 @@ def cmd_release(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stage.stop)
         await stage.run(ready=lambda: print("procvault release: ready", file=sys.stderr))
 
-    server = _serve_metrics(args, metrics, "release")
+    server = serve_metrics(args, metrics, "release")
     try:
         asyncio.run(main())
     finally:

@@ -33,16 +33,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple, Self
 
 from procvault.monitor.errors import ConfigError, InputError, ProcvaultError
 from procvault.streams.kafka_local import free_port
+from procvault.streams.settings import option
 
 __all__ = [
     "LocalPrometheus",
     "PrometheusError",
+    "PrometheusSettings",
     "Target",
     "default_config",
     "parse_target",
@@ -130,6 +133,26 @@ def _binary(binary: str | None) -> str:
             "(scripts/setup.sh does) or set PROCVAULT_PROMETHEUS_BIN"
         )
     return found
+
+
+@dataclass(frozen=True)
+class PrometheusSettings:
+    """How ``procvault observe`` runs Prometheus (each setting is also an option of it)."""
+
+    port: int = option(9090, help="Prometheus web port on 127.0.0.1 (0: a free one)", minimum=0)
+    data_dir: str | None = option(
+        None,
+        help="config copy, targets, TSDB and log (default: a new temporary folder)",
+        metavar="DIR",
+    )
+    config: str | None = option(
+        None,
+        help="the scrape config (default: the checkout's compose/prometheus/prometheus.yml)",
+        metavar="FILE",
+    )
+    timeout: float = option(
+        30.0, help="how long to wait for Prometheus to be ready", unit="seconds", above=0
+    )
 
 
 class LocalPrometheus:

@@ -8,7 +8,7 @@ vault's attested key of the current epoch and publishes it to ``events.<org>``, 
 partition a keyed hash of the case id picks (:func:`~procvault.streams.frames.placement`: every
 organization's events of a case land on the same partition number) and without a record key.
 
-Publishing is transactional: each batch (closed on size or after ``batch_seconds``) commits
+Publishing is transactional: each batch (closed on size or after ``batch_ms``) commits
 its events, its heartbeats and the agent's progress on ``agent.progress`` together. Every frame
 names the frame sent before it to the same partition (its chain link, see
 :mod:`procvault.streams.frames`), so the vault sees any record that goes missing. A restarted
@@ -69,6 +69,7 @@ from procvault.organization.progress import (
 from procvault.streams import codec
 from procvault.streams.envelope import ProducerSession, VaultPublicKeys
 from procvault.streams.frames import FrameChain, Topics, placement
+from procvault.streams.settings import option
 
 if TYPE_CHECKING:
     from procvault.organization.control import AgentControl
@@ -111,23 +112,34 @@ class AgentSettings:
         Partitions of the event topics (the same for every organization).
     producer
         This agent's name within its organization (one agent per organization and name).
-    batch_events, batch_seconds
-        A transaction closes after this many events or this long, whichever comes first. It
-        carries one heartbeat per partition when the organization's promise moved.
+    batch_events, batch_ms
+        A transaction closes after this many events or this long (milliseconds), whichever
+        comes first. It carries one heartbeat per partition when the organization's promise
+        moved.
+
+    The declared settings are also ``procvault agent`` options (``bootstrap`` and
+    ``partitions`` are the shared ``--kafka`` and ``--partitions``).
     """
 
     bootstrap: str
     partitions: int
     topics: Topics = field(default_factory=Topics)
-    producer: str = "agent-1"
-    batch_events: int = 1000
-    batch_seconds: float = 0.01
+    producer: str = option("agent-1", help="this agent's name within the organization")
+    batch_events: int = option(1000, help="events per Kafka transaction at most", minimum=1)
+    batch_ms: float = option(
+        10.0, help="a transaction stays open this long at most", unit="ms", above=0
+    )
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ConfigError("partitions must be >= 1")
-        if self.batch_events < 1 or self.batch_seconds <= 0:
+        if self.batch_events < 1 or self.batch_ms <= 0:
             raise ConfigError("batch settings must be positive")
+
+    @property
+    def batch_seconds(self) -> float:
+        """``batch_ms`` in seconds."""
+        return self.batch_ms / 1000
 
 
 @dataclass

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from procvault.monitor.errors import ConfigError, KafkaSetupError, SecurityError
 from procvault.streams.attestation import AttestationError, KeyAnnouncement, Verifier
 from procvault.streams.provisioning import Challenge
+from procvault.streams.settings import option
 
 if TYPE_CHECKING:
     from procvault.streams.envelope import VaultPublicKeys
@@ -108,8 +109,15 @@ class TrustSettings:
         Oldest ``issued_at`` of an answer accepted, seconds.
     """
 
-    reattest_interval: float = 300.0
-    timeout: float = 60.0
+    reattest_interval: float = option(
+        300.0,
+        help="re-verify the vault this often, with a fresh nonce (also at every newer epoch "
+        "announced); if a re-verification fails the agent stops sending and says why",
+        unit="seconds",
+        metavar="SECONDS",
+        above=0,
+    )
+    timeout: float = 60.0  # the shared --attestation-timeout
     retry: float = 2.0
     max_age: float = 300.0
 

@@ -1,1 +1,2 @@
-"""procvault.results."""
+"""procvault.results: reading, verifying and showing what the pipeline publishes
+(:mod:`procvault.results.reader`)."""

@@ -3,7 +3,6 @@ its agent is publishing; the vault drops them from every later result and acknow
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,16 +19,14 @@ from pipeline_harness import (
     in_process_results,
 )
 
-from procvault.cli import consent as consent_cmd
+from procvault.cli import main
 
 pytestmark = pytest.mark.timeout(600)
 
 
 def _revoke(dep: Deployment, *what: str) -> None:
-    """``procvault revoke`` in-process (registered in the CLI by the main parser)."""
-    parser = argparse.ArgumentParser()
-    consent_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(
+    """``procvault revoke`` in-process."""
+    code = main(
         [
             "revoke",
             "--org",
@@ -46,7 +43,7 @@ def _revoke(dep: Deployment, *what: str) -> None:
             "--allow-insecure-attestation",
         ]
     )
-    assert args.func(args) == 0
+    assert code == 0
 
 
 def _choose(events: list[Any], org_of: dict[str, str]) -> tuple[str, str]:

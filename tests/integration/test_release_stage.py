@@ -9,7 +9,6 @@ bytes first published: nothing is noised twice.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from procvault.cli import results as results_cmd
+from procvault.cli import main
 from procvault.config.dp import load_dp_policy
 from procvault.config.engines import load_engines
 from procvault.monitor.findings import AlertFinding, ResultBatch, encode_batch
@@ -338,10 +337,7 @@ def test_partials_of_another_plan_are_refused_with_one_line(deployment: dict[str
 
 # ----------------------------------------------------------------------------- results
 def _results(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="procvault")
-    results_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["results", *argv])
-    return int(args.func(args))
+    return main(["results", *argv])
 
 
 def test_results_verifies_aggregates_and_opens_the_orgs_alerts(

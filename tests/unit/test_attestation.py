@@ -356,7 +356,7 @@ def test_fuzz_procvault_results_reader_of_vault_keys(data: st.DataObject) -> Non
     import contextlib
     import io
 
-    from procvault.cli.results import ResultsReader
+    from procvault.results.reader import ResultsReader
     from procvault.streams.frames import Topics
 
     reader = ResultsReader("127.0.0.1:9", Topics(), identity=PINNED, verifier=OK)

@@ -1,17 +1,15 @@
-"""``procvault policy check|apply`` and ``procvault audit verify`` through ``register`` on a
-parser of our own (the way ``procvault.cli.build_parser`` will wire them)."""
+"""``procvault policy check|apply`` and ``procvault audit verify``, through
+``procvault.cli.main``."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from procvault.cli import policy as policy_cmd
-from procvault.monitor.errors import ConfigError, InputError, ProcvaultError
+from procvault.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "cli-test-key-never-printed-0123456789"
@@ -44,19 +42,11 @@ pseudonymise:
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Parse and run like ``procvault.cli.main``: one-line errors, exit 2 for bad input."""
-    parser = argparse.ArgumentParser(prog="procvault")
-    sub = parser.add_subparsers(dest="command", required=True)
-    policy_cmd.register(sub)
-    args = parser.parse_args(argv)
+    """Run ``procvault.cli.main``: one-line errors, exit 2 for bad input."""
     try:
-        code = int(args.func(args))
-    except (ConfigError, InputError) as exc:
-        print(f"procvault: error: {exc}", file=__import__("sys").stderr)
-        code = 2
-    except ProcvaultError as exc:
-        print(f"procvault: error: {exc}", file=__import__("sys").stderr)
-        code = 1
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code if isinstance(exc.code, int) else 2
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -77,12 +67,18 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("PROCVAULT_POLICY_KEY", "PROCVAULT_POLICY_CASE_KEY", "PROCVAULT_POLICY"):
+    for var in (
+        "PROCVAULT_POLICY_KEY",
+        "PROCVAULT_POLICY_CASE_KEY",
+        "PROCVAULT_POLICY_APPLY_POLICY",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
 # ----------------------------------------------------------------------------- policy check
-@pytest.mark.parametrize("name", ["hospital", "supplier", "carrier"])
+@pytest.mark.parametrize(
+    "name", ["hospital", "emergency", "lab", "ward", "customer", "supplier", "carrier"]
+)
 def test_check_example_policies(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = REPO / "policies" / "orgs" / f"{name}.yaml"
     code, out, _ = run(["policy", "check", str(path)], capsys)
@@ -287,7 +283,7 @@ def test_policy_option_from_environment(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("PROCVAULT_POLICY", str(policy_file))
+    monkeypatch.setenv("PROCVAULT_POLICY_APPLY_POLICY", str(policy_file))
     code, _, err = run(
         ["policy", "apply", str(running_example_log), "--key-file", str(key_file), "--to", "null"],
         capsys,

@@ -55,6 +55,25 @@ def test_there_are_example_policies() -> None:
     assert {p.stem for p in EXAMPLES} >= {"hospital", "supplier", "carrier"}
 
 
+@pytest.mark.parametrize("split", ["sepsis_orgs.yaml", "order_to_cash_orgs.yaml"])
+def test_every_documented_organization_has_its_policy(split: str) -> None:
+    """examples/*_orgs.yaml name the organizations of the docs' runs; each has
+    policies/orgs/<org>.yaml, written for that organization (``procvault agent`` refuses a
+    policy of another one)."""
+    import yaml
+
+    orgs = set(yaml.safe_load((REPO / "examples" / split).read_text())["activities"].values())
+    assert len(orgs) == 3
+    for org in orgs:
+        path = REPO / "policies" / "orgs" / f"{org}.yaml"
+        assert path.exists(), f"{split}: no policy for {org!r}"
+        assert load_policy(path).org == org
+
+
+def test_every_example_policy_names_its_file_organization() -> None:
+    assert all(load_policy(p).org == p.stem for p in EXAMPLES)
+
+
 def test_hospital_policy_has_twenty_clauses() -> None:
     assert load_policy(REPO / "policies" / "orgs" / "hospital.yaml").clauses == 20
 

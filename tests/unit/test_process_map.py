@@ -16,8 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from procvault import cli
-from procvault.cli import results as results_cmd
+from procvault.cli import main
 from procvault.monitor.privacy import (
     Budget,
     DeterministicReleaser,
@@ -48,6 +47,7 @@ from procvault.processmap.draw import (
     render_map,
     write_graph,
 )
+from procvault.results.reader import MapView, ResultsReader
 from procvault.streams.envelope import VaultKeys
 from procvault.streams.release import record_key, sign_record
 
@@ -345,7 +345,7 @@ def test_graph_format_rejects_other_extensions(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- the view
 def test_map_view_keeps_the_latest_records(tmp_path: Path) -> None:
     console = Console(width=140, record=True, color_system=None)
-    view = results_cmd.MapView(window=4, min_count=5, graph=tmp_path / "m.svg", console=console)
+    view = MapView(window=4, min_count=5, graph=tmp_path / "m.svg", console=console)
     assert view.current() is None and view.finish() is not None  # nothing read: no graph
     assert not (tmp_path / "m.svg").exists()
     later = _pane(*HAND.statistics, index=12)
@@ -397,7 +397,7 @@ def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
             self.view.tick()
         return self.stats
 
-    monkeypatch.setattr(results_cmd.ResultsReader, "run", run)
+    monkeypatch.setattr(ResultsReader, "run", run)
     return records
 
 
@@ -408,7 +408,7 @@ def _main(tmp_path: Path, *argv: str) -> int:
     if not keys.exists():
         init_keyring(keys, ["lab"])
     base = ["results", "--kafka", "127.0.0.1:1", "--keys", str(keys)]
-    return cli.main([*base, *argv])
+    return main([*base, *argv])
 
 
 def test_results_map_and_graph(
@@ -473,7 +473,7 @@ def test_results_option_errors(
     async def never(self: Any, **kw: Any) -> Any:  # pragma: no cover - must not be reached
         raise AssertionError("read before the options were checked")
 
-    monkeypatch.setattr(results_cmd.ResultsReader, "run", never)
+    monkeypatch.setattr(ResultsReader, "run", never)
     assert _main(tmp_path, *argv) == 2
     assert message in capsys.readouterr().err
 

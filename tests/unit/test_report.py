@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from procvault.cli import report as report_cmd
+from procvault.cli import main
 from procvault.monitor.errors import InputError
 from procvault.reports.recorder import RunRecorder
 from procvault.reports.run_report import LATENCY_HEADER, SUMMARY_HEADER, write_report
@@ -43,10 +42,7 @@ def _rows(path: Path) -> list[list[str]]:
 
 
 def _run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="procvault")
-    report_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return main(argv)
 
 
 def test_report_writes_promtee_csvs_and_plots(tmp_path: Path) -> None:

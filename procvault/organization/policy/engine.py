@@ -403,6 +403,45 @@ class PolicyEngine:
         """Load and check a policy file (YAML or a ProMTEE manifest) and compile it."""
         return cls(load_policy(path), key=key, case_key=case_key, scrub=scrub, actor=actor)
 
+    @classmethod
+    def for_organization(
+        cls,
+        path: str | os.PathLike[str],
+        org: str,
+        consortium_key: bytes,
+        *,
+        key_file: str | os.PathLike[str] | None = None,
+        actor: str = "policy-engine",
+    ) -> PolicyEngine:
+        """The policy stage of organization ``org``'s agent (and of its revocations).
+
+        Case ids are pseudonymised under ``consortium_key`` (the pseudonym key every
+        organization's key file holds, ``org-ORG.json``), so that a case crossing
+        organizations keeps one pseudonym; resources and attributes under the organization's
+        own key: ``key_file``, else ``$PROCVAULT_POLICY_KEY``, else the consortium key too
+        (then any organization of the consortium can test guesses of them). A policy written
+        for another organization is a one-line :class:`ConfigError`.
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> text = "policy: p, version: 1, org: lab, mode: denylist, consent: {scope: s}, "
+        >>> text += "pseudonymise: {case_id: true, resource: true}"
+        >>> _ = (folder / "lab.yaml").write_text("{" + text + "}")
+        >>> PolicyEngine.for_organization(folder / "lab.yaml", "lab", bytes(32)).case_key_id
+        '...'
+        >>> PolicyEngine.for_organization(folder / "lab.yaml", "ward", bytes(32))
+        Traceback (most recent call last):
+        ...
+        procvault.monitor.errors.ConfigError: ...lab.yaml is the policy of 'lab', not of 'ward'
+        """
+        policy = load_policy(path)
+        if policy.org != org:
+            raise ConfigError(f"{path} is the policy of {policy.org!r}, not of {org!r}")
+        consortium = PseudonymKey(consortium_key)
+        own = PseudonymKey.from_file(key_file) if key_file else PseudonymKey.from_env(KEY_ENV)
+        return cls(policy, key=own or consortium, case_key=consortium, actor=actor)
+
     # ------------------------------------------------------------------ counts
     def _fold_fields(self) -> None:
         totals = self._fields_total

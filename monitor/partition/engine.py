@@ -291,6 +291,7 @@ class PartitionEngine:
         #: per organization, ``(ts, order)`` of events admitted ahead of the clock whose
         #: merge keys have not joined the guard yet (see :meth:`_fold_ahead`)
         self._ahead: dict[str, set[tuple[int, int]]] = {o: set() for o in orgs}
+        self._ahead_due: dict[str, list[tuple[int, int]]] = {o: [] for o in orgs}
         self._revoke: dict[str, _Guard] = dict.fromkeys(orgs, _NO_GUARD)
         self._released: _Key = _NEG
         self._clock: int | None = None
@@ -426,6 +427,7 @@ class PartitionEngine:
                 c.resent += 1
                 return "resent"
             ahead.add((ts, order))
+            heapq.heappush(self._ahead_due[org], (ts, order))
             self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
         else:
             self._stream[org] = (*chained, ts, order, origin.epoch, after)
@@ -441,16 +443,14 @@ class PartitionEngine:
         """Merge keys of events admitted ahead of the clock that the clock has passed by
         the skew (or that the stream's guard passed) join the guard: the pending set holds
         only the events of the last ``2 * max_skew``."""
-        ahead = self._ahead[org]
+        ahead, due = self._ahead[org], self._ahead_due[org]
         g = self._stream[org]
-        skew = self.settings.max_skew_us or 0
-        done = [k for k in ahead if k[0] + skew <= self._now or k <= g[2:4]]
-        if not done:
-            return
-        for k in done:
-            ahead.discard(k)
-        top = max(done)
-        if top > g[2:4]:
+        cutoff = self._now - (self.settings.max_skew_us or 0)
+        top = None
+        while due and (due[0][0] <= cutoff or due[0] <= g[2:4]):  # O(log n) per key
+            top = heapq.heappop(due)
+            ahead.discard(top)
+        if top is not None and top > g[2:4]:
             self._stream[org] = (g[0], g[1], top[0], top[1], g[4], g[5])
 
     def _replayed(self, org: str, origin: Origin) -> str:

@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-panes", type=int, default=None, help="only the first N panes")
     args = ap.parse_args(argv)
     settings = load_dp_policy(args.policy)
+    # offline, each log from its own first pane (the policy's public start is the demo's)
+    settings = dataclasses.replace(settings, panes=dataclasses.replace(settings.panes, start=None))
     w, delta = settings.budget.window, settings.budget.delta
     budgets = [Budget(float(e), window=w, delta=delta) for e in args.epsilons.split(",") if e]
     budgets += [

@@ -445,9 +445,15 @@ class Vault:
         if arrivals[0][0] > cutoff:
             return NOTHING
         due = []
+        picked: set[str] = set()  # (a case with two events at its last time arrived twice)
         while arrivals and arrivals[0][0] <= cutoff:
             seen, case_id = arrivals.popleft()
-            if self._last_seen.get(case_id) == seen and self.is_active(case_id):
+            if (
+                case_id not in picked
+                and self._last_seen.get(case_id) == seen
+                and self.is_active(case_id)
+            ):
+                picked.add(case_id)
                 due.append((seen, case_id))
         if not due:
             return NOTHING

@@ -67,7 +67,7 @@ from procvault.monitor.partition import (
     decode_meta,
 )
 from procvault.monitor.partition.state import encode_record
-from procvault.monitor.privacy.combiner import PanePartials
+from procvault.monitor.privacy.combiner import PanePartials, split_partials
 
 from . import codec
 from .changelog import PartitionLog, RollbackError, StateCodec, StateKeys, restore
@@ -625,33 +625,9 @@ class VaultWorker:
         n = self.settings.partitions
         acc = self.engines[partition].accumulator
         first_pane = acc.first_pane if acc is not None else None
-        start = 0
-        while start < len(panes):
-            size, end = 0, start
-            filled: list[Any] = []
-            sent: list[tuple[int, int]] = []
-            while end < len(panes):
-                agg, sent_us = panes[end]
-                if not agg.is_empty:
-                    cost = 64 + sum(16 + 24 * len(e) for _, e in agg.values)
-                    if filled and size + cost > _RECORD_BYTES:
-                        break
-                    size += cost
-                    filled.append(agg)
-                if sent_us:
-                    sent.append((agg.index, sent_us))
-                end += 1
-            yield PanePartials(
-                partition,
-                n,
-                self.plan,
-                panes[start][0].index,
-                panes[end - 1][0].index,
-                tuple(filled),
-                tuple(sent),
-                opens=panes[start][0].index == first_pane,
-            )
-            start = end
+        yield from split_partials(
+            partition, n, self.plan, panes, first_pane, record_bytes=_RECORD_BYTES
+        )
 
     def offsets(self, partition: int | None = None) -> dict[TopicPartition, int]:
         """The consumer offsets to commit (of ``partition``, default every one held): never

@@ -295,6 +295,10 @@ class PartitionEngine:
         self._gap_notes: list[str] = []
         self._tries: dict[str, tuple[tuple[int, int], int]] = {}
         self._stream: dict[str, _Guard] = dict.fromkeys(orgs, _NO_GUARD)
+        #: per organization, ``(ts, order)`` of events admitted ahead of the clock whose
+        #: merge keys have not joined the guard yet (see :meth:`_fold_ahead`)
+        self._ahead: dict[str, set[tuple[int, int]]] = {o: set() for o in orgs}
+        self._ahead_due: dict[str, list[tuple[int, int]]] = {o: [] for o in orgs}
         self._revoke: dict[str, _Guard] = dict.fromkeys(orgs, _NO_GUARD)
         self._released: _Key = _NEG
         self._clock: int | None = None
@@ -419,13 +423,42 @@ class PartitionEngine:
             self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
             c.future += 1
             return "future"
-        self._stream[org] = (*chained, ts, order, origin.epoch, after)
         key = (ts, order, org)
-        self._pos[org] = max(self._pos[org], key)
+        ahead = self._ahead[org]
+        if skew is not None and ts > self._now + self.settings.max_lead_us:
+            # ahead of the clock (within the skew): neither its merge key nor its position
+            # may move on the organization's stream, else its events of the next minutes,
+            # other cases' among them, would be refused as resent (one case moving others)
+            if (ts, order) in ahead:
+                self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
+                c.resent += 1
+                return "resent"
+            ahead.add((ts, order))
+            heapq.heappush(self._ahead_due[org], (ts, order))
+            self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
+        else:
+            self._stream[org] = (*chained, ts, order, origin.epoch, after)
+            self._pos[org] = max(self._pos[org], key)
+        if ahead:
+            self._fold_ahead(org)
         self._closed.discard(org)
         heapq.heappush(self._buffer, (ts, order, org, origin.offset, frame.sent_us, ev))
         self._waiting[org].append((origin.offset, g))
         return None
+
+    def _fold_ahead(self, org: str) -> None:
+        """Merge keys of events admitted ahead of the clock that the clock has passed by
+        the skew (or that the stream's guard passed) join the guard: the pending set holds
+        only the events of the last ``2 * max_skew``."""
+        ahead, due = self._ahead[org], self._ahead_due[org]
+        g = self._stream[org]
+        cutoff = self._now - (self.settings.max_skew_us or 0)
+        top = None
+        while due and (due[0][0] <= cutoff or due[0] <= g[2:4]):  # O(log n) per key
+            top = heapq.heappop(due)
+            ahead.discard(top)
+        if top is not None and top > g[2:4]:
+            self._stream[org] = (g[0], g[1], top[0], top[1], g[4], g[5])
 
     def _replayed(self, org: str, origin: Origin) -> str:
         if origin.offset < self._reread.get(org, 0):
@@ -735,10 +768,15 @@ class PartitionEngine:
         if acc is not None:
             if self._clock is not None:
                 closed = acc.observe_tick(_at(self._clock), up)
+                # up to a public bound, not to the latest observation: the last pane a
+                # completion can be filed in at this clock (its case's time + idle timeout)
+                idle = self.vault.settings.idle_timeout
+                through = _at(self._clock) + (idle if idle is not None else timedelta(0))
+                closed = (*closed, *acc.flush(through))
             else:
                 acc.observe_update(up)
-                closed = ()
-            self._closed_panes((*closed, *acc.flush()))
+                closed = acc.flush()
+            self._closed_panes(closed)
         self._finished = True
 
     def _closed_panes(self, panes: Iterable[PaneAggregate]) -> None:

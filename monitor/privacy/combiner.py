@@ -36,13 +36,17 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Final, Literal
 
 import msgspec
 
 from .panes import PaneAggregate, PaneClock
 
-__all__ = ["AddOutcome", "CombinerState", "PaneCombiner", "PanePartials"]
+__all__ = ["AddOutcome", "CombinerState", "PaneCombiner", "PanePartials", "split_partials"]
+
+#: Each partials record stays well below Kafka's 1 MB (and 256 KB) record limits.
+RECORD_BYTES: Final = 200_000
 
 #: What :meth:`PaneCombiner.add` did with a record.
 AddOutcome = Literal["stored", "duplicate", "stale"]
@@ -80,6 +84,58 @@ class PanePartials(msgspec.Struct, frozen=True):
     sent_us: tuple[tuple[int, int], ...] = ()
     format: int = 2
     opens: bool = False
+
+
+def split_partials(
+    partition: int,
+    partitions: int,
+    plan: str,
+    panes: Sequence[tuple[PaneAggregate, int]],
+    first_pane: int | None,
+    *,
+    record_bytes: int = RECORD_BYTES,
+) -> Iterator[PanePartials]:
+    """The panes one partition closed (in order, empty ones included, each with its latest
+    agent send time) as :class:`PanePartials` records, each of about ``record_bytes`` at
+    most; the vault worker sends exactly these. ``first_pane``: the first pane the
+    partition's accumulator ever closes (the record starting there ``opens``).
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> from procvault.monitor.privacy.settings import PaneSettings
+    >>> clock = PaneClock(PaneSettings(timedelta(hours=1)))
+    >>> p = clock.pane(5)
+    >>> full = PaneAggregate(5, p.start, p.end, (("activity", ((("A",), 1),)),))
+    >>> closed = [(full, 0), (PaneAggregate.empty(clock.pane(6)), 0)]
+    >>> [(r.first, r.through, len(r.panes), r.opens) for r in split_partials(0, 1, "p", closed, 5)]
+    [(5, 6, 1, True)]
+    """
+    start = 0
+    while start < len(panes):
+        size, end = 0, start
+        filled: list[PaneAggregate] = []
+        sent: list[tuple[int, int]] = []
+        while end < len(panes):
+            agg, sent_us = panes[end]
+            if not agg.is_empty:
+                cost = 64 + sum(16 + 24 * len(e) for _, e in agg.values)
+                if filled and size + cost > record_bytes:
+                    break
+                size += cost
+                filled.append(agg)
+            if sent_us:
+                sent.append((agg.index, sent_us))
+            end += 1
+        yield PanePartials(
+            partition,
+            partitions,
+            plan,
+            panes[start][0].index,
+            panes[end - 1][0].index,
+            tuple(filled),
+            tuple(sent),
+            opens=panes[start][0].index == first_pane,
+        )
+        start = end
 
 
 class CombinerState(msgspec.Struct, frozen=True):

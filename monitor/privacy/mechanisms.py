@@ -32,6 +32,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,6 +47,7 @@ __all__ = [
     "PrivacyProofError",
     "Releaser",
     "opendp",
+    "threshold_delta",
 ]
 
 
@@ -72,6 +74,31 @@ def threshold_measurement(scale: float, threshold: int) -> Any:
         dp.l01inf_distance(dp.absolute_distance(T=dp.i64)),
     )
     return space >> dp.m.then_laplace_threshold(scale=scale, threshold=threshold)
+
+
+def threshold_delta(scale: float, threshold: int, d_in: tuple[int, int, int]) -> float:
+    """The δ of the Laplace threshold at ``(l0, l1, l∞) = d_in``: the larger of OpenDP's map
+    and the exact probability that one of ``l0`` keys the case alone holds, each with a count
+    of at most ``l∞``, is released.
+
+    OpenDP keeps a noisy count *equal* to the threshold, but its map counts ``P(Z > τ - l∞)``
+    per key, leaving out the mass at ``l∞ + Z = τ`` (opendp/opendp#2922; measured in
+    ``tests/unit/test_dp_findings.py``). The exact value is ``1 - (1 - p)^l0`` with
+    ``p = P(Z ≥ τ - l∞) = q^(τ-l∞) / (1 + q)``, ``q = e^(-1/scale)``.
+
+    >>> round(threshold_delta(1.0, 3, (1, 1, 1)), 6)  # OpenDP's map says 0.036397
+    0.098938
+    """
+    l0, _, linf = d_in
+    _, reported = threshold_measurement(scale, threshold).map(d_in)
+    gap = threshold - linf
+    if gap < 1:
+        return 1.0
+    q = math.exp(-1.0 / scale)
+    p = math.exp(-gap / scale) / (1.0 + q)
+    exact = -math.expm1(l0 * math.log1p(-p)) if p < 1.0 else 1.0
+    # rounding can only make this a hair larger, never smaller, than the exact value
+    return max(float(reported), min(1.0, exact * (1.0 + 1e-12)))
 
 
 class Releaser(Protocol):
@@ -139,7 +166,9 @@ def _checked_threshold(spec: MechanismSpec) -> Any:
     if spec.threshold is None:  # pragma: no cover - callers check
         raise PrivacyProofError(f"{spec.name}: no threshold")
     meas = threshold_measurement(spec.scale, spec.threshold)
-    eps, delta = meas.map((spec.max_keys, spec.sensitivity, spec.linf))
+    d_in = (spec.max_keys, spec.sensitivity, spec.linf)
+    eps, _ = meas.map(d_in)
+    delta = threshold_delta(spec.scale, spec.threshold, d_in)
     if not (eps <= spec.epsilon and delta <= spec.delta):
         raise PrivacyProofError(
             f"{spec.name}: OpenDP does not prove ({spec.epsilon}, {spec.delta}) for the "

@@ -686,12 +686,22 @@ class PaneAccumulator:
         self._close_us = (limit + 1) * self._len + self._late
         return out
 
-    def flush(self) -> tuple[PaneAggregate, ...]:
+    def flush(self, through: datetime | None = None) -> tuple[PaneAggregate, ...]:
         """Close every pane up to the last one holding an observation or the watermark
-        (the end of a finite stream)."""
+        (the end of a finite stream, offline).
+
+        With ``through``, every pane up to the one holding ``through`` and no further,
+        whatever was observed later: the vault passes a public bound (its clock plus the idle
+        timeout), so that which panes a finite stream releases never depends on how late
+        one case's last observation was."""
         nc = self._next_close
         if nc is None:
             return ()
+        if through is not None:
+            last = ((through - self._origin) // _US) // self._len
+            if last < nc:
+                return ()
+            return self._close_until(nc, last + 1)
         last = max(self._open, default=nc - 1)
         if self._wm is not None:
             last = max(last, self._wm // self._len)

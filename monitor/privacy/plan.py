@@ -12,8 +12,10 @@
    the smallest ``b_s >= Δ_s / ε_s`` for which OpenDP proves ``ε_s`` at sensitivity ``Δ_s``
    (``Δ_s = max_keys * clamp``).
 4. A statistic whose keys are not all known in advance also gets ``δ_s`` of the pane's δ and
-   the smallest threshold ``τ_s`` for which OpenDP's Laplace-threshold map proves
-   ``(ε_s, δ_s)`` at ``(l0, l1, l∞) = (max_keys, Δ_s, clamp)``.
+   the smallest threshold ``τ_s`` for which OpenDP's Laplace-threshold map proves ``ε_s`` and
+   the exact δ (OpenDP's map understates it by the mass at the threshold, see
+   :func:`~.mechanisms.threshold_delta`) is at most ``δ_s``, at
+   ``(l0, l1, l∞) = (max_keys, Δ_s, clamp)``.
 5. The running totals' tree noises each node at the scale proving ``share * ε`` for
    ``levels * Σ max_keys``: each pane is in one node per level, and a case adds at most
    ``max_keys`` first contributions per totalled statistic over its life.
@@ -47,7 +49,12 @@ from fractions import Fraction
 from typing import Final, Literal
 
 from .budget import round_down_share
-from .mechanisms import PrivacyProofError, threshold_measurement, vector_measurement
+from .mechanisms import (
+    PrivacyProofError,
+    threshold_delta,
+    threshold_measurement,
+    vector_measurement,
+)
 from .settings import Key, KnownKeys, PrivacySettings
 
 __all__ = ["MechanismSpec", "ReleasePlan"]
@@ -248,12 +255,13 @@ def _calibrate(sensitivity: int, epsilon: float, name: str) -> float:
 def _threshold(
     scale: float, d_in: tuple[int, int, int], epsilon: float, delta: float, name: str
 ) -> int:
-    """The smallest threshold at which OpenDP proves ``(epsilon, delta)``."""
+    """The smallest threshold at which OpenDP proves ``epsilon`` and the exact δ
+    (:func:`~.mechanisms.threshold_delta`, never below OpenDP's) is at most ``delta``."""
 
     def fits(tau: int) -> bool:
         # ``check`` raises on incomparable (ε, δ) pairs, so compare the map by hand
-        eps, dlt = threshold_measurement(scale, tau).map(d_in)
-        return bool(eps <= epsilon and dlt <= delta)
+        eps, _ = threshold_measurement(scale, tau).map(d_in)
+        return bool(eps <= epsilon and threshold_delta(scale, tau, d_in) <= delta)
 
     hi = 1
     while not fits(hi):

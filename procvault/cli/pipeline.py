@@ -357,7 +357,7 @@ def cmd_vault(args: argparse.Namespace) -> int:
         from procvault.monitor.privacy import PaneAccumulator
         from procvault.monitor.privacy.plan import ReleasePlan
 
-        dp = load_dp_policy(args.dp_policy)
+        dp = load_dp_policy(args.dp_policy, require_start=True)
         known = engines.known()
         plan = ReleasePlan.build(dp, known).fingerprint()
 

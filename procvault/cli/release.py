@@ -66,7 +66,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     host_port = kafka_address(args.kafka)
     engines = load_engines(args.model, args.rules, args.final_marking)
     rules = engines.rules
-    plan = ReleasePlan.build(load_dp_policy(args.dp_policy), engines.known())
+    plan = ReleasePlan.build(load_dp_policy(args.dp_policy, require_start=True), engines.known())
     releaser = OpenDPReleaser(plan)  # proves every mechanism's budget before anything runs
     settings = settings_from(
         ReleaseStageSettings, args, bootstrap=host_port, topics=Topics(args.topic_prefix)

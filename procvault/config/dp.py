@@ -56,11 +56,23 @@ class _Problem(Exception):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-def load_dp_policy(path: str | os.PathLike[str]) -> PrivacySettings:
-    """Read and check a DP policy file; :class:`ConfigError` names the file and the key."""
+def load_dp_policy(path: str | os.PathLike[str], *, require_start: bool = False) -> PrivacySettings:
+    """Read and check a DP policy file; :class:`ConfigError` names the file and the key.
+
+    ``require_start``: the vault and the release stage need a public ``panes.start`` (with
+    ``auto`` the first pane released would be the first one with data, which depends on the
+    data); offline evaluations may leave it ``auto``.
+    """
     file = Path(path)
     doc = load_yaml_file(file, "DP policy")
-    return parse_dp_policy(doc, source=file.name)
+    settings = parse_dp_policy(doc, source=file.name)
+    if require_start and settings.panes.start is None:
+        raise ConfigError(
+            f"{file.name}: panes.start: required by the vault and the release stage: the "
+            "public first pane, an ISO time such as 2024-01-01T00:00:00Z ('auto' would start "
+            "the schedule at the first event, which depends on the data)"
+        )
+    return settings
 
 
 def parse_dp_policy(doc: object, *, source: str = "<policy>") -> PrivacySettings:

@@ -34,7 +34,7 @@ ORGS = ("emergency", "lab", "ward")
 WEEKLY_DP = """
 version: 1
 budget: {epsilon: 1.0, window: 4, delta: 1.0e-6}
-panes: {length: 7d, allowed_lateness: 1h, max_panes_per_case: 4}
+panes: {length: 7d, allowed_lateness: 1h, max_panes_per_case: 4, start: 2013-10-31T00:00:00Z}
 allocation: uniform
 statistics:
   activity:         {weight: 2, max_keys: 3}

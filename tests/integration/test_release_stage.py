@@ -44,7 +44,7 @@ pytestmark = pytest.mark.kafka
 POLICY = """\
 version: 1
 budget: {epsilon: 1.0, window: 4, delta: 1.0e-6}
-panes: {length: 1m, allowed_lateness: 0s, max_panes_per_case: 2}
+panes: {length: 1m, allowed_lateness: 0s, max_panes_per_case: 2, start: 2023-03-28T10:40:00Z}
 allocation: uniform
 running_totals: {statistics: [cases], levels: 8, share: 0.2}
 windows: [2m]

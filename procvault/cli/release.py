@@ -57,8 +57,9 @@ def register(sub: Any) -> None:
         p,
         "--panes-per-step",
         type=_positive(int),
-        default=1000,
-        help="panes noised and stored per transaction",
+        default=64,
+        help="panes noised and stored per transaction (also bounds the partials held, and "
+        "how long SIGTERM waits)",
     )
     _add(p, "--replication-factor", type=_positive(int), default=1, help="of created topics")
     _add(p, "--log-level", default="info", choices=("debug", "info", "warning", "error"))

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         anonymize,
         consent,
         discover,
+        dp,
         monitor,
         observe,
         pipeline,
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     consent.register(sub)
     release.register(sub)
     results.register(sub)
+    dp.register(sub)
     observe.register(sub)
     report.register(sub)
     discover.register(sub)

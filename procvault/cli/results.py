@@ -37,6 +37,8 @@ from procvault.cli.options import add_option as _add
 from procvault.cli.options import positive as _positive
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from procvault.monitor.privacy.records import PaneRecord, Record, StatisticRelease, WindowRecord
     from procvault.processmap.draw import ProcessMap
     from procvault.streams.envelope import VaultPublicKeys
@@ -96,6 +98,15 @@ def register(sub: Any) -> None:
     )
     _add(
         view,
+        "--at",
+        dest="map_at",
+        type=_timestamp,
+        metavar="TIME",
+        help="map the pane (or --window) holding this time (ISO 8601, UTC unless it says "
+        "otherwise; default: the latest)",
+    )
+    _add(
+        view,
         "--min-count",
         type=_non_negative_int,
         metavar="N",
@@ -131,6 +142,18 @@ def register(sub: Any) -> None:
         help="without --follow: give up when the topics' ends are not reached in this time",
     )
     p.set_defaults(func=cmd_results)
+
+
+def _timestamp(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2014-06-01 or 2014-06-01T12:00)"
+        ) from None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def _non_negative_int(text: str) -> int:
@@ -187,7 +210,11 @@ def _map_view(args: argparse.Namespace) -> MapView | None:
 
     wants = args.map or args.graph
     if not wants:
-        for flag, value in (("--window", args.map_window), ("--min-count", args.min_count)):
+        for flag, value in (
+            ("--window", args.map_window),
+            ("--min-count", args.min_count),
+            ("--at", args.map_at),
+        ):
             if value is not None:
                 raise ConfigError(f"{flag} needs --map or --graph")
         return None
@@ -203,7 +230,12 @@ def _map_view(args: argparse.Namespace) -> MapView | None:
         if not graph.parent.is_dir():
             raise ConfigError(f"--graph: folder {str(graph.parent)!r} does not exist")
     return MapView(
-        show=args.map, graph=graph, window=args.map_window, min_count=args.min_count, top=args.top
+        show=args.map,
+        graph=graph,
+        window=args.map_window,
+        min_count=args.min_count,
+        top=args.top,
+        at=args.map_at,
     )
 
 
@@ -305,6 +337,8 @@ class ResultsReader:
         )
         self._seen: dict[tuple[str, bytes], bytes] = {}
         self._batches: set[tuple[int, int, int]] = set()
+        #: the latest pane record's mechanisms (data-independent): a window's intervals
+        self._mechanisms: Any = None
 
     # -- keys ------------------------------------------------------------------------------
     @property
@@ -357,6 +391,8 @@ class ResultsReader:
             )
         self._seen[seen_key] = body
         self.stats.shown[record.kind] += 1
+        if record.kind == "pane":
+            self._mechanisms = record.mechanisms
         if self.view is not None:
             self.view.add(record)
             if self.view.show:
@@ -373,7 +409,7 @@ class ResultsReader:
                 }
             )
         else:
-            self._write_text(render_record(record))
+            self._write_text(render_record(record, self._mechanisms))
         return True
 
     def add_alert(self, partition: int, offset: int, value: bytes) -> bool:
@@ -573,6 +609,9 @@ class MapView:
         :func:`~procvault.processmap.draw.build_map`).
     top
         Strongest next activities listed per activity.
+    at
+        Map the pane holding this time (its ``[start, end)``), or the window of ``window``
+        panes whose last pane holds it, instead of the latest.
     console
         A ``rich`` console (default: stdout).
     """
@@ -587,8 +626,11 @@ class MapView:
         window: int | None = None,
         min_count: int | None = None,
         top: int = 3,
+        at: datetime | None = None,
         console: Any = None,
     ) -> None:
+        self.at = at
+        self.mechanisms: Any = None
         self.show = show
         self.graph = graph
         self.window = window
@@ -618,15 +660,30 @@ class MapView:
         """Take a verified record (older ones than those kept are ignored)."""
         from procvault.monitor.privacy.records import PaneRecord, WindowRecord
 
+        at = self.at
         if isinstance(record, PaneRecord):
-            if self.pane is None or record.pane.index >= self.pane.pane.index:
+            self.mechanisms = record.mechanisms  # data-independent: the same for every pane
+            if at is not None:
+                if record.pane.start <= at < record.pane.end:
+                    self.pane = record
+                    self.version += 1
+            elif self.pane is None or record.pane.index >= self.pane.pane.index:
                 self.pane = record
                 self.version += 1
         elif isinstance(record, WindowRecord):
-            if record.panes == self.window and (
-                self.window_record is None or record.last_pane >= self.window_record.last_pane
-            ):
+            if record.panes != self.window:
+                return
+            if at is not None:
+                pane_length = (record.end - record.start) / record.panes
+                if record.end - pane_length <= at < record.end:
+                    self.window_record = record
+                    self.version += 1
+            elif self.window_record is None or record.last_pane >= self.window_record.last_pane:
                 self.window_record = record
+                self.version += 1
+        elif at is not None:
+            if record.pane.start <= at < record.pane.end:
+                self.withheld = record.pane.index
                 self.version += 1
         elif self.withheld is None or record.pane.index > self.withheld:
             self.withheld = record.pane.index
@@ -653,12 +710,17 @@ class MapView:
             notes.append(f"pane {self.withheld} was withheld (privacy budget)")
         pm = None
         if record is not None:
-            mechanisms = self.pane.mechanisms if self.pane is not None else None
+            mechanisms = self.pane.mechanisms if self.pane is not None else self.mechanisms
             pm = build_map(record, min_count=self.min_count, mechanisms=mechanisms, notes=notes)
         self._built = (self.version, pm)
         return pm
 
     def _empty(self) -> str:
+        if self.at is not None:
+            when = self.at.strftime("%Y-%m-%d %H:%M:%S %Z")
+            if self.withheld is not None:
+                return f"the pane holding {when} (pane {self.withheld}) was withheld"
+            return f"no pane record holds {when} (yet)"
         if self.withheld is not None:
             return f"no pane record yet (pane {self.withheld} was withheld: privacy budget)"
         return "no pane record yet"
@@ -720,8 +782,10 @@ class MapView:
         if self.graph is None:
             return None
         if self.current() is None:
-            what = "no pane record" + (
-                f" (and no window record of {self.window} panes)" if self.window else ""
+            what = (
+                "no pane record"
+                + (f" holding {self.at}" if self.at else "")
+                + (f" (and no window record of {self.window} panes)" if self.window else "")
             )
             return f"--graph: {what} was read from results.aggregates; {self.graph} not written"
         if self.version != self._graph_version:
@@ -732,42 +796,79 @@ class MapView:
 
 # ----------------------------------------------------------------------------- text rendering
 _MAX_ENTRIES = 8
+_NOTE_NEGATIVE = "  * noisy value below 0, shown as 0 (the released value is in --json)"
 
 
-def _entries(stat: StatisticRelease) -> str:
+def _count(v: int) -> str:
+    return f"{v:,}" if v >= 0 else "0*"
+
+
+def _entries(stat: StatisticRelease, h: int | None) -> str:
     items = [(" → ".join(e.key), e.value) for e in (*stat.known, *stat.other)]
     items.sort(key=lambda kv: -kv[1])
-    shown = "  ".join(f"{k}={v}" for k, v in items[:_MAX_ENTRIES])
+    pm = "" if h is None else f"±{h:,}"
+    shown = "  ".join(f"{k}={_count(v)}{pm}" for k, v in items[:_MAX_ENTRIES])
     more = len(items) - _MAX_ENTRIES
     return shown + (f"  (+{more} more)" if more > 0 else "")
+
+
+def _negative(stats: Any) -> bool:
+    return any(
+        e.value < 0
+        for s in stats
+        for e in sorted((*s.known, *s.other), key=lambda e: -e.value)[:_MAX_ENTRIES]
+    )
 
 
 def _when(ts: Any) -> str:
     return str(ts.strftime("%Y-%m-%d %H:%M:%S"))
 
 
-def render_record(record: Record) -> str:
-    """A readable form of a verified record (noisy values, largest first)."""
+def render_record(record: Record, mechanisms: Any = None) -> str:
+    """A readable form of a verified record (noisy values, largest first), each value with
+    the half-width of its 95% noise interval (``±h``, from the record's mechanisms; a window
+    uses ``mechanisms``, those of a pane record of the same release); negative noisy values
+    are shown as 0, with a note."""
+    from procvault.monitor.privacy.plan import TOTALS
     from procvault.monitor.privacy.records import PaneRecord, WindowRecord
+    from procvault.results.noise import mechanism_half_width
 
     if isinstance(record, PaneRecord):
+        mechs = record.mechanisms
         lines = [
             f"pane {record.pane.index}  {_when(record.pane.start)} → {_when(record.pane.end)}"
-            f"  ε={record.epsilon:.4g}"
+            f"  ε={record.epsilon:.4g}  (±: 95% noise interval)"
         ]
-        lines += [f"  {s.name:<17} {_entries(s)}" for s in record.statistics]
+        lines += [
+            f"  {s.name:<17} {_entries(s, mechanism_half_width(mechs, s.name))}"
+            for s in record.statistics
+        ]
+        negative = _negative(record.statistics)
         if record.totals is not None:
-            totals = "  ".join(
-                f"{'/'.join(e.key)}={e.value}" for e in record.totals.entries[:_MAX_ENTRIES]
-            )
+            steps = bin(record.totals.panes).count("1")  # noisy tree nodes summed
+            h = mechanism_half_width(mechs, TOTALS, panes=max(steps, 1))
+            pm = "" if h is None else f"±{h:,}"
+            entries = record.totals.entries[:_MAX_ENTRIES]
+            totals = "  ".join(f"{'/'.join(e.key)}={_count(e.value)}{pm}" for e in entries)
+            negative = negative or any(e.value < 0 for e in entries)
             lines.append(f"  {'totals':<17} {totals}  (after {record.totals.panes} panes)")
+        if negative:
+            lines.append(_NOTE_NEGATIVE)
         return "\n".join(lines)
     if isinstance(record, WindowRecord):
+        m = record.panes - record.withheld_panes
         lines = [
             f"window {record.first_pane}..{record.last_pane}  {_when(record.start)} → "
             f"{_when(record.end)}  ({record.panes} panes, {record.withheld_panes} withheld)"
+            + ("  (±: 95% noise interval)" if mechanisms else "")
         ]
-        lines += [f"  {s.name:<17} {_entries(s)}" for s in record.statistics]
+        lines += [
+            f"  {s.name:<17} "
+            + _entries(s, mechanism_half_width(mechanisms or (), s.name, panes=m))
+            for s in record.statistics
+        ]
+        if _negative(record.statistics):
+            lines.append(_NOTE_NEGATIVE)
         return "\n".join(lines)
     return (
         f"pane {record.pane.index}  {_when(record.pane.start)} → {_when(record.pane.end)}"

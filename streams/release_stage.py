@@ -86,9 +86,13 @@ class ReleaseStageSettings:
         flag="--app-id",
     )
     max_panes_per_step: int = option(
-        1000, help="panes noised and stored per transaction", minimum=1, flag="--panes-per-step"
+        64,
+        help="panes noised and stored per transaction (also bounds the partials held, and "
+        "how long SIGTERM waits)",
+        minimum=1,
+        flag="--panes-per-step",
     )
-    batch_records: int = option(5000, help="partial records read per fetch", minimum=1)
+    batch_records: int = option(500, help="partial records read per fetch", minimum=1)
     batch_ms: int = option(50, help="fetch wait", unit="ms", minimum=1)
     replication_factor: int = option(1, help="of the topics it creates", minimum=1)
 
@@ -262,16 +266,22 @@ class ReleaseStage:
             if ready is not None:
                 ready()
             last_store = self.clock()
+            step = s.max_panes_per_step
             while not self._stopping.is_set():
                 batch = await consumer.getmany(tp, timeout_ms=s.batch_ms)
                 recs = batch.get(tp, [])
                 arrived = self.clock()
+                stepped = False
                 for r in recs:
                     self._receive(engine, r)
+                    # release as soon as a step's worth is complete: what the head holds
+                    # (pending partials) stays bounded by one step, however long the backlog
+                    if engine.ready() >= step and not self._stopping.is_set():
+                        await self._step(producer, engine, arrived)
+                        stepped = True
                 if self.recorder is not None and recs:
                     self.recorder.count(len(recs))
-                stepped = False
-                while engine.ready():
+                while engine.ready() and not self._stopping.is_set():
                     await self._step(producer, engine, arrived)
                     stepped = True
                 if recs and not stepped and self.clock() - last_store >= 1.0:

@@ -127,6 +127,27 @@ class _WindowSum:
         )
 
 
+def _add_known(s: _WindowSum, record: PaneRecord | WithheldRecord, sign: int) -> None:
+    """:meth:`_WindowSum.add` of the known keys and the withheld count only."""
+    if isinstance(record, WithheldRecord):
+        s.withheld += sign
+        return
+    for stat in record.statistics:
+        acc = s.known[stat.name]
+        for i, e in enumerate(stat.known):
+            acc[i] += sign * e.value
+
+
+def _add_other(s: _WindowSum, record: PaneRecord | WithheldRecord) -> None:
+    """:meth:`_WindowSum.add` (``sign=+1``) of the keys outside the known ones only."""
+    if isinstance(record, WithheldRecord):
+        return
+    for stat in record.statistics:
+        other = s.other[stat.name]
+        for e in stat.other:
+            other[e.key] = other.get(e.key, 0) + e.value
+
+
 class PaneReleaser:
     """Noisy panes, windows and running totals under a ledger; see the module docstring.
 
@@ -376,6 +397,47 @@ class PaneReleaser:
         """What :meth:`release` returned for pane ``index``, recomputed from the stored
         records (the pane's record and the windows ending at it)."""
         return (self._records[index], *self._direct_windows(index))
+
+    def stored_many(self, indices: Sequence[int]) -> list[Record]:
+        """:meth:`stored` of each of ``indices`` (ascending), concatenated: the same records,
+        with each window's known-key sums slid from one pane to the next (O(1) per pane and
+        window instead of re-adding its ``n`` pane records); keys outside the known ones are
+        summed as :meth:`stored` sums them."""
+        out: list[Record] = []
+        sizes = [len(self._known[x]) for x in self._names]
+        slid: dict[int, tuple[int, int, _WindowSum]] = {}  # n -> (last pane, records in, sums)
+        for idx in indices:
+            out.append(self._records[idx])
+            for n in self._windows:
+                prev = slid.get(n)
+                if prev is not None and prev[0] == idx - 1:
+                    present, acc = prev[1], prev[2]
+                    rec = self._records.get(idx)
+                    if rec is not None:
+                        _add_known(acc, rec, +1)
+                        present += 1
+                    leaving = self._records.get(idx - n)
+                    if leaving is not None:
+                        _add_known(acc, leaving, -1)
+                        present -= 1
+                else:
+                    acc = _WindowSum(self._names, sizes)
+                    present = 0
+                    for p in range(idx - n + 1, idx + 1):
+                        rec = self._records.get(p)
+                        if rec is not None:
+                            _add_known(acc, rec, +1)
+                            present += 1
+                slid[n] = (idx, present, acc)
+                if not (self._complete(idx, n) and present == n):
+                    continue
+                s = _WindowSum(self._names, sizes)
+                s.known = {k: list(v) for k, v in acc.known.items()}
+                s.withheld = acc.withheld
+                for p in range(idx - n + 1, idx + 1):
+                    _add_other(s, self._records[p])
+                out.append(self._window_record(idx, n, s))
+        return out
 
     def keep_from(self, index: int | None) -> None:
         """Records of panes from ``index`` on are not published yet: keep them (and what

@@ -185,12 +185,8 @@ class ReleaseEngine:
         if nxt is None:
             return []
         start = (self.published_through + 1) if self.published_through is not None else None
-        out: list[Record] = []
-        for idx in self.releaser.held():
-            if start is not None and idx < start:
-                continue
-            out.extend(self.releaser.stored(idx))
-        return out
+        held = [i for i in self.releaser.held() if start is None or i >= start]
+        return self.releaser.stored_many(held)
 
     def published(self, through: int) -> None:
         """Everything up to pane ``through`` reached ``results.aggregates``."""

@@ -35,6 +35,7 @@ COMMANDS: Final = {
     "consent": ("revoke",),
     "release": ("release",),
     "results": ("results",),
+    "dp": ("dp",),
     "observe": ("observe",),
     "report": ("report",),
     "discover": ("discover",),

@@ -34,7 +34,8 @@ from procvault.cli.shared import (
     attestation_verifier,
     kafka_address,
 )
-from procvault.results.reader import MapView, ResultsReader
+from procvault.results.mapview import MapView
+from procvault.results.reader import ResultsReader
 
 __all__ = ["register"]
 
@@ -83,6 +84,15 @@ def register(sub: Any) -> None:
     )
     _add(
         view,
+        "--at",
+        dest="map_at",
+        type=_timestamp,
+        metavar="TIME",
+        help="map the pane (or --window) holding this time (ISO 8601, UTC unless it says "
+        "otherwise; default: the latest)",
+    )
+    _add(
+        view,
         "--min-count",
         type=_non_negative_int,
         metavar="N",
@@ -105,6 +115,18 @@ def register(sub: Any) -> None:
         help="without --follow: give up when the topics' ends are not reached in this time",
     )
     p.set_defaults(func=cmd_results)
+
+
+def _timestamp(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2014-06-01 or 2014-06-01T12:00)"
+        ) from None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def _non_negative_int(text: str) -> int:
@@ -160,7 +182,11 @@ def _map_view(args: argparse.Namespace) -> MapView | None:
 
     wants = args.map or args.graph
     if not wants:
-        for flag, value in (("--window", args.map_window), ("--min-count", args.min_count)):
+        for flag, value in (
+            ("--window", args.map_window),
+            ("--min-count", args.min_count),
+            ("--at", args.map_at),
+        ):
             if value is not None:
                 raise ConfigError(f"{flag} needs --map or --graph")
         return None
@@ -176,5 +202,10 @@ def _map_view(args: argparse.Namespace) -> MapView | None:
         if not graph.parent.is_dir():
             raise ConfigError(f"--graph: folder {str(graph.parent)!r} does not exist")
     return MapView(
-        show=args.map, graph=graph, window=args.map_window, min_count=args.min_count, top=args.top
+        show=args.map,
+        graph=graph,
+        window=args.map_window,
+        min_count=args.min_count,
+        top=args.top,
+        at=args.map_at,
     )

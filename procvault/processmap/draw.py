@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from procvault.monitor.event import PLACEHOLDER_ACTIVITY
 
 if TYPE_CHECKING:
+    from procvault.monitor.privacy.intervals import Rate
     from procvault.monitor.privacy.records import MechanismInfo, PaneRecord, WindowRecord
 
 __all__ = [
@@ -146,6 +147,8 @@ class Conformance:
     rate: float | None
     missing: float | None = None
     remaining: float | None = None
+    #: the rate with its 95% interval (``None``: the noise is not known, no mechanisms)
+    interval: Rate | None = None
 
     @property
     def completed(self) -> int:
@@ -167,6 +170,8 @@ class RuleRate:
     rule: str
     count: int
     rate: float | None
+    #: the rate with its 95% interval (``None``: the noise is not known)
+    interval: Rate | None = None
 
     @property
     def shown(self) -> int:
@@ -193,6 +198,13 @@ class ProcessMap:
     notes: tuple[str, ...] = ()
     #: Released count of placeholders (events withheld at their source), if published.
     withheld: int | None = None
+    #: Per statistic, the half-width of its values' 95% noise interval (from the mechanisms)
+    noise: tuple[tuple[str, int], ...] = ()
+
+    def plus_minus(self, statistic: str) -> str:
+        """``±h`` of ``statistic``'s 95% noise interval (empty when not known)."""
+        h = dict(self.noise).get(statistic)
+        return "" if h is None else f" ±{h:,}"
 
     def outgoing(self, name: str, top: int | None = None) -> list[Edge]:
         """The shown edges leaving ``name`` (self-loop included), strongest first."""
@@ -293,6 +305,17 @@ def build_map(
             + (f"  {record.withheld_panes} withheld" if record.withheld_panes else "")
         )
         start, end = record.start, record.end
+    from procvault.monitor.privacy.intervals import mechanism_half_width, rate
+
+    noise = tuple(
+        (name, h)
+        for name in ("activity", "directly_follows", "deviation", "cases", "violation")
+        if (h := mechanism_half_width(mechs, name, panes=panes)) is not None
+    )
+
+    def h975(name: str) -> int | None:  # for rates: both counts at 97.5%, jointly >= 95%
+        return mechanism_half_width(mechs, name, panes=panes, level=0.975)
+
     if min_count is None:
         edge_min = _threshold(noise_sd(mechs, "directly_follows", panes))
         node_min = _threshold(noise_sd(mechs, "activity", panes))
@@ -334,28 +357,38 @@ def build_map(
 
         fit, unfit = case("completed_fit"), case("completed_unfit")
         checked = max(fit or 0, 0) + max(unfit or 0, 0)
-        rate = _ratio(max(fit or 0, 0), checked)
+        rate_ = _ratio(max(fit or 0, 0), checked)
         tokens = _values(record, "tokens")
         missing = remaining = None
         if tokens is not None:
             missing = _ratio(max(tokens.get(("missing",), (0, True))[0], 0), checked)
             remaining = _ratio(max(tokens.get(("remaining",), (0, True))[0], 0), checked)
+        hc = h975("cases")
+        interval = None
+        if hc is not None:
+            # checked = fit + unfit: two draws, so twice the half-width (a sound bound)
+            interval = rate(max(fit or 0, 0), checked, hc, 2 * hc, upper=1.0)
         conformance = Conformance(
             case("started"),
             fit,
             unfit,
             case("completed_unchecked"),
-            None if rate is None else min(rate, 1.0),
+            None if rate_ is None else min(rate_, 1.0),
             missing,
             remaining,
+            interval,
         )
 
     violations: list[RuleRate] = []
     viol = _values(record, "violation")
     if viol is not None:
         completed = conformance.completed if conformance is not None else 0
+        hv, hc = h975("violation"), h975("cases")
         for key, (v, _known) in sorted(viol.items()):
-            violations.append(RuleRate("/".join(key), v, _ratio(max(v, 0), completed)))
+            interval = None
+            if hv is not None and hc is not None:  # completed sums three draws
+                interval = rate(v, completed, hv, 3 * hc)
+            violations.append(RuleRate("/".join(key), v, _ratio(max(v, 0), completed), interval))
         violations.sort(key=lambda r: (-r.count, r.rule))
 
     totals: tuple[tuple[Key, int], ...] = ()
@@ -378,6 +411,7 @@ def build_map(
         totals=totals,
         notes=tuple(notes),
         withheld=None if withheld is None else withheld[0],
+        noise=noise,
     )
 
 
@@ -494,6 +528,13 @@ def _num(value: int | None) -> str:
     return "-" if value is None else f"{max(value, 0):,}"
 
 
+def _rate_text(r: float | None, interval: Rate | None) -> str:
+    """A rate with its 95% interval, or withheld when the noise is wider than the rate."""
+    if interval is None:
+        return _pct(r) + ("" if r is None else " (noise unknown)")
+    return interval.text()
+
+
 def render_map(pm: ProcessMap | None, *, top: int = 3, empty: str = "no pane record yet") -> Any:
     """A ``rich`` renderable of the map: header, activities with their strongest next
     activities (in flow order), conformance and violation rates."""
@@ -516,7 +557,10 @@ def render_map(pm: ProcessMap | None, *, top: int = 3, empty: str = "no pane rec
     has_dev = any(n.deviations is not None for n in pm.nodes)
     if has_dev:
         acts.add_column("deviations", justify="right")
-    acts.add_column(f"strongest next (pairs ≥ {pm.min_count:,})")
+    pair_pm = pm.plus_minus("directly_follows")
+    acts.add_column(
+        f"strongest next (pairs ≥ {pm.min_count:,}" + (f", each{pair_pm}" if pair_pm else "") + ")"
+    )
     for n in ordered:
         nxt = pm.outgoing(n.name, top)
         more = len(pm.outgoing(n.name)) - len(nxt)
@@ -524,7 +568,7 @@ def render_map(pm: ProcessMap | None, *, top: int = 3, empty: str = "no pane rec
         if more > 0:
             follow += f", +{more}"
         style = "" if n.visible else "dim"
-        cells = [n.name, _num(n.count)]
+        cells = [n.name, _num(n.count) + ("" if n.count is None else pm.plus_minus("activity"))]
         if has_dev:
             cells.append(_num(n.deviations))
         cells.append(follow)
@@ -532,9 +576,11 @@ def render_map(pm: ProcessMap | None, *, top: int = 3, empty: str = "no pane rec
     parts.append(acts)
     c = pm.conformance
     if c is not None:
+        cases_pm = pm.plus_minus("cases")
         line = (
-            f"conformance {_pct(c.rate)} fit ({_num(c.fit)} of {c.checked:,} checked completed "
-            f"cases; {_num(c.unchecked)} unchecked; {_num(c.started)} started)"
+            f"conformance {_rate_text(c.rate, c.interval)} fit ({_num(c.fit)}{cases_pm} of "
+            f"{c.checked:,} checked completed cases; {_num(c.unchecked)}{cases_pm} unchecked; "
+            f"{_num(c.started)}{cases_pm} started)"
         )
         if c.missing is not None and c.remaining is not None:
             line += f"; tokens per checked case: {c.missing:.2f} missing, {c.remaining:.2f} left"
@@ -547,14 +593,17 @@ def render_map(pm: ProcessMap | None, *, top: int = 3, empty: str = "no pane rec
         viol.add_column("violating cases", justify="right")
         viol.add_column("per completed case", justify="right")
         for r in pm.violations:
-            viol.add_row(r.rule, f"{r.shown:,}", _pct(r.rate))
+            viol.add_row(
+                r.rule, f"{r.shown:,}{pm.plus_minus('violation')}", _rate_text(r.rate, r.interval)
+            )
         parts.append(viol)
     if pm.totals:
         totals = "  ".join(f"{'/'.join(k)}={max(v, 0):,}" for k, v in pm.totals)
         parts.append(Text(f"since start: {totals}", style="dim"))
     parts.append(
         Text(
-            f"noisy (DP) values, negatives shown as 0; {pm.hidden_edges:,} pairs below "
+            "noisy (DP) values, ± their 95% noise interval; negatives shown as 0; "
+            f"{pm.hidden_edges:,} pairs below "
             f"{pm.min_count:,} hidden; activities below {pm.node_min_count:,} dimmed",
             style="dim",
         )
@@ -596,14 +645,14 @@ def write_graph(pm: ProcessMap, path: str | os.PathLike[str], *, dpi: int = 150)
     c = pm.conformance
     if c is not None:
         lines.append(
-            f"conformance: {_pct(c.rate)} fit ({_num(c.fit)} of {c.checked:,} checked "
-            f"completed cases)"
+            f"conformance: {_rate_text(c.rate, c.interval)} fit ({_num(c.fit)}"
+            f"{pm.plus_minus('cases')} of {c.checked:,} checked completed cases)"
         )
     shown = pm.violations[:5]
     if shown:
         lines.append(
             "violations per completed case: "
-            + ", ".join(f"{r.rule} {_pct(r.rate)} ({r.shown:,})" for r in shown)
+            + ", ".join(f"{r.rule} {_rate_text(r.rate, r.interval)} ({r.shown:,})" for r in shown)
             + (f", +{len(pm.violations) - 5} more" if len(pm.violations) > 5 else "")
         )
     pos = layout(pm)
@@ -746,7 +795,14 @@ def write_graph(pm: ProcessMap, path: str | os.PathLike[str], *, dpi: int = 150)
             0.2,
             fig_h - 0.55,
             (sub + " · " if sub else "")
-            + f"noisy (DP) values, negatives shown as 0; pairs ≥ {pm.min_count:,} "
+            + "noisy (DP) values"
+            + (
+                f" (95% noise: activities{pm.plus_minus('activity')}, pairs"
+                f"{pm.plus_minus('directly_follows')})"
+                if pm.noise
+                else ""
+            )
+            + f", negatives shown as 0; pairs ≥ {pm.min_count:,} "
             f"({pm.hidden_edges:,} hidden), activities ≥ {pm.node_min_count:,}",
             fontsize=7.5,
             color="#505050",

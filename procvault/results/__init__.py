@@ -1,2 +1,6 @@
-"""procvault.results: reading, verifying and showing what the pipeline publishes
-(:mod:`procvault.results.reader`)."""
+"""Reading and showing what the pipeline published (the library behind ``procvault results``
+and ``procvault dp plan``): :class:`~procvault.results.reader.ResultsReader` (verify and
+show records), :class:`~procvault.results.mapview.MapView` (the DP process map),
+:func:`~procvault.results.text.render_record`,
+:mod:`~procvault.monitor.privacy.intervals` (95% noise intervals) and
+:mod:`~procvault.results.planner` (expected relative errors)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -285,6 +286,38 @@ def test_release_stage_survives_kill_9_and_a_fresh_app_id_with_the_same_noise(
     finally:
         _stop(stage)
     _check(d, records, PANES + 2)
+
+
+def test_catch_up_killed_at_random_points_finishes_with_the_same_bytes(
+    deployment: dict[str, Any],
+) -> None:
+    """A backlog of partials is waiting when the stage starts (it catches up, many steps in a
+    row); it is killed with SIGKILL at random moments (start-up, storing, publishing) and
+    restarted each time; it finishes every pane, and no key is ever published with other
+    bytes (no pane noised twice)."""
+    d = deployment
+    n = 1200
+    backlog = [rec for i in range(0, n, 10) for rec in _partials(d, i, min(i + 9, n - 1))]
+    _produce(d["bootstrap"], d["topics"].partials, backlog)
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    step = ("--panes-per-step", "8")
+    stage = _start(d, "catch-up-0.log", *step)
+    try:
+        for k in range(4):
+            if k % 2 == 0:  # at a random time since the start (may be before it is ready)
+                time.sleep(rng.uniform(0.2, 5.0))
+            else:  # right after a random number of panes was published
+                _wait_for(d, _has_panes(rng.randrange(20, n // 2)), stage, timeout=120)
+            stage.kill()
+            stage.wait(10)
+            stage = _start(d, f"catch-up-{k + 1}.log", *step)
+        records = _wait_for(d, _has_panes(n), stage, timeout=180)
+    finally:
+        _stop(stage)
+    print(f"seed {seed}")
+    _check(d, records, n)
 
 
 def test_a_lost_state_topic_never_noises_a_published_pane_again(

@@ -47,7 +47,8 @@ from procvault.processmap.draw import (
     render_map,
     write_graph,
 )
-from procvault.results.reader import MapView, ResultsReader
+from procvault.results.mapview import MapView
+from procvault.results.reader import ResultsReader
 from procvault.streams.envelope import VaultKeys
 from procvault.streams.release import record_key, sign_record
 
@@ -299,7 +300,7 @@ def test_render_map_in_the_terminal() -> None:
     assert lines["A"].split()[1:3] == ["50", "0"] and "B 40" in lines["A"]
     assert "C 28" in lines["B"] and "↺ 12" in lines["B"]
     assert lines["D"].split()[1] == "0"
-    assert "conformance 75.0% fit (9 of 12 checked completed cases" in text
+    assert "conformance 75.0% (noise unknown) fit (9 of 12 checked completed cases" in text
     assert "R9" in lines and "50.0%" in lines["R9"] and "25.0%" in lines["R1"]
     assert "3 pairs below 5 hidden" in text
     assert "C 28, +1" in _text(render_map(build_map(HAND, min_count=5), top=1))
@@ -418,7 +419,7 @@ def test_results_map_and_graph(
     code = _main(tmp_path, "--map", "--min-count", "5", "--graph", str(png))
     out, err = capsys.readouterr()
     assert code == 1  # the tampered record
-    assert "DP process map · pane 7" in out and "conformance 75.0% fit" in out
+    assert "DP process map · pane 7" in out and "conformance 75.0% (noise unknown) fit" in out
     assert "was withheld" not in out  # pane 6, before the pane shown: no note
     assert "withheld (budget)" not in out  # no per-record text with --map
     assert f"process map written to {png}" in err and "1 rejected" in err

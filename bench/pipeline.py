@@ -371,7 +371,7 @@ def main() -> None:
         if not bootstrap:
             kafka_local.install_jars()
             broker = kafka_local.LocalKafka(
-                root / "kafka",
+                data_dir=root / "kafka",
                 port=kafka_local.free_port(),
                 controller_port=kafka_local.free_port(),
             )

@@ -66,9 +66,10 @@ def register(sub: Any) -> None:
     _add(p, "--json", action="store_true", help="print the summary as JSON on stdout")
     _add(
         p,
-        "--top",
+        "--top-deviations",
         type=_positive(int),
         default=10,
+        metavar="N",
         help="how many activities and transitions to list by their deviations",
     )
     add_progress_option(p)
@@ -204,11 +205,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         "deviations": deviations,
         "deviations_by_activity": [
             {"activity": a, "deviations": sum(k.values()), "by_kind": k}
-            for a, k in run.top_activities(args.top)
+            for a, k in run.top_activities(args.top_deviations)
         ],
         "deviations_by_transition": [
             {"transition": t, "label": labels.get(t), "deviations": n}
-            for t, n in run.top_transitions(args.top)
+            for t, n in run.top_transitions(args.top_deviations)
         ],
         "rules": args.rules or args.promtee_rules,
         "alerts": alerts,

@@ -52,7 +52,7 @@ def test_json_summary_matches_pm4py(
 ) -> None:
     fitness, forced = pm4py_replay
     argv = [str(sepsis_log), "--model", str(sepsis_model), "--rules", str(RULES)]
-    out, _ = _monitor([*argv, "--json", "--top", "1000"], capsys)
+    out, _ = _monitor([*argv, "--json", "--top-deviations", "1000"], capsys)
     s: dict[str, Any] = json.loads(out)
     assert s["log_fitness"] == pytest.approx(fitness["log_fitness"], abs=1e-6)
     assert round(s["log_fitness"], 4) == 0.6598
@@ -74,7 +74,15 @@ def test_json_summary_matches_pm4py(
 def test_text_summary_and_progress(
     sepsis_log: Path, sepsis_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = [str(sepsis_log), "--model", str(sepsis_model), "--rules", str(RULES), "--top", "3"]
+    base = [
+        str(sepsis_log),
+        "--model",
+        str(sepsis_model),
+        "--rules",
+        str(RULES),
+        "--top-deviations",
+        "3",
+    ]
     _, err = _monitor(base, capsys)  # stderr is not a terminal here: 'auto' draws no bar
     assert "monitoring" not in err
     assert "log fitness 0.659764 (pm4py token-based), mean case fitness 0.701207" in err

@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+#: each bench is a fresh process that reads real logs: minutes on a loaded machine
+pytestmark = pytest.mark.timeout(900)
+
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
 

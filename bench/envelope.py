@@ -15,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from procvault.generators.xes import read_xes
 from procvault.streams import codec
-from procvault.streams.envelope import ProducerSession, SessionOpener, VaultKeys
+from procvault.streams.envelope import ProducerSession, SessionOpener, VaultKeys, public_bytes
 
 DATA = Path(
     os.environ.get("PROCVAULT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -28,18 +30,19 @@ TOPIC = "events.hospital"
 def main() -> None:
     events = list(read_xes(DATA / "logs/sepsis_cases.xes.gz").events)
     keys = VaultKeys.generate(epoch=1)
+    org_sender = X25519PrivateKey.generate()  # the organization's static sender key
     seal_rates, open_rates, setups = [], [], []
     for _ in range(5):
         t = time.perf_counter()
-        sender = ProducerSession(keys.public(), org="hospital", producer="bench")
+        sender = ProducerSession(keys.public(), org_sender, org="hospital", producer="bench")
         setups.append(time.perf_counter() - t)
         t = time.perf_counter()
-        records = [sender.seal(codec.encode(e), topic=TOPIC) for e in events]
+        records = [sender.seal(codec.encode(e), topic=TOPIC, partition=0) for e in events]
         seal_rates.append(len(events) / (time.perf_counter() - t))
-        opener = SessionOpener({1: keys}, orgs={"hospital"})
+        opener = SessionOpener({1: keys}, senders={"hospital": public_bytes(org_sender)})
         t = time.perf_counter()
         for r in records:
-            codec.decode(opener.open(r, topic=TOPIC)[1])
+            codec.decode(opener.open(r, topic=TOPIC, partition=0)[1])
         open_rates.append(len(events) / (time.perf_counter() - t))
     plain = statistics.mean(len(codec.encode(e)) for e in events)
     sealed = statistics.mean(len(r) for r in records)

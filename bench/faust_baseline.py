@@ -28,12 +28,14 @@ def main(argv: list[str]) -> None:
     from procvault.streams import codec
     from procvault.streams.envelope import SessionOpener
     from procvault.streams.frames import EVENT, Topics, decode_frame
-    from procvault.streams.secrets import VaultSecrets
+    from procvault.streams.secrets import Registry, VaultSecrets
 
     bootstrap, prefix, keys_dir, orgs_s, parts_s, total_s, out, data = argv
     orgs, partitions, total = orgs_s.split(","), int(parts_s), int(total_s)
     secrets = VaultSecrets.load(Path(keys_dir) / "vault.json")
-    opener = SessionOpener(dict(secrets.epochs), orgs=orgs, replay_window=0)
+    registry = Registry.load(Path(keys_dir) / "registry.json")
+    senders = {org: registry.sender[org] for org in orgs}
+    opener = SessionOpener(dict(secrets.epochs), senders=senders)
     topics = Topics(prefix)
     app = faust.App(
         prefix + "faust-baseline",
@@ -69,7 +71,9 @@ def main(argv: list[str]) -> None:
 
         async def handle(stream: Any) -> None:
             async for event in stream.events():
-                header, plain = opener.open(event.value, topic=name)
+                header, plain = opener.open(
+                    event.value, topic=name, partition=event.message.partition
+                )
                 kind, _order, _sent, _prev, body = decode_frame(plain)
                 if kind != EVENT:
                     continue

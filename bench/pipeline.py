@@ -43,6 +43,7 @@ os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "false")
 
 from procvault.generators.split import ActivityMapping, assign
 from procvault.generators.xes import read_xes
+from procvault.monitor.findings import decode_batch
 from procvault.organization.agent import Agent, AgentSettings, ordered_share
 from procvault.streams import kafka_local
 from procvault.streams.frames import Topics, open_result
@@ -130,6 +131,7 @@ def _vault(bootstrap: str, keys: Path, prefix: str, root: Path, worker: str) -> 
             worker,
             "--metrics-port",
             "0",
+            "--metrics-detail",  # procvault_events_applied_total, which the bench waits on
             "--session-timeout",
             "6",
         ),
@@ -222,7 +224,8 @@ def faust_baseline(bootstrap: str, keys: Path, root: Path, shares: dict) -> floa
             cmd, check=False, stdout=subprocess.DEVNULL, stderr=fh, timeout=900
         ).returncode
     if not out.exists():
-        raise RuntimeError(f"faust baseline failed ({rc}): see {root / f'{prefix}faust.err'}")
+        tail = (root / f"{prefix}faust.err").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"faust baseline failed ({rc}):\n{tail}")
     result = json.loads(out.read_text())
     return float(result["events"]) / float(result["seconds"])
 
@@ -316,9 +319,8 @@ async def _read_latencies(
                     body = open_result(
                         org_keys[tp.topic].alerts, r.value, topic=tp.topic, keys=announced
                     )
-                    out.extend(
-                        (now_us - i["sent_us"]) / 1000 for i in json.loads(body) if "sent_us" in i
-                    )
+                    sent = (getattr(i, "sent_us", 0) for i in decode_batch(body).items)
+                    out.extend((now_us - t) / 1000 for t in sent if t)
     finally:
         await consumer.stop()
     return out
@@ -371,7 +373,7 @@ def main() -> None:
         if not bootstrap:
             kafka_local.install_jars()
             broker = kafka_local.LocalKafka(
-                root / "kafka",
+                data_dir=root / "kafka",
                 port=kafka_local.free_port(),
                 controller_port=kafka_local.free_port(),
             )

@@ -410,6 +410,31 @@ class LocalKafka:
     def __repr__(self) -> str:
         return f"LocalKafka(bootstrap={self.bootstrap!r}, data_dir={str(self._data_dir)!r})"
 
+    @staticmethod
+    def recorded_ports(data_dir: Path) -> tuple[int, int] | None:
+        """``(port, controller_port)`` of the last broker started from ``data_dir``, or None.
+
+        Read from the ``server.properties`` that :meth:`start` writes there, so that
+        ``procvault kafka status`` and ``down`` find a broker started on another port.
+
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     before = LocalKafka.recorded_ports(Path(d))
+        ...     _ = LocalKafka(data_dir=Path(d), port=31001, controller_port=31002)._write_config()
+        ...     before, LocalKafka.recorded_ports(Path(d))
+        (None, (31001, 31002))
+        """
+        try:
+            text = (Path(data_dir).expanduser() / "server.properties").read_text()
+        except OSError:
+            return None
+        match = re.search(
+            r"^listeners=PLAINTEXT://[^:,]+:(\d+),CONTROLLER://[^:,]+:(\d+)\s*$", text, re.M
+        )
+        if match is None:
+            return None
+        return int(match.group(1)), int(match.group(2))
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self, *, timeout: float = 60.0) -> None:

@@ -58,16 +58,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``host:port`` of a Kafka broker for this test session.
 
-    ``$KAFKA_BOOTSTRAP`` names an existing broker; otherwise one real single-node broker is
-    started from its Maven jars (see ``procvault.streams.kafka_local``) on free ports in a
-    temporary directory, and stopped when the session ends.
+    ``$KAFKA_BOOTSTRAP`` names an existing broker; otherwise one real single-node broker:
+    testcontainers' Kafka module where a Docker engine answers, else one started from its
+    Maven jars (see ``procvault.streams.kafka_local``) on free ports in a temporary directory
+    (the choice: ``tests/kafka_broker.py``, ``$PROCVAULT_TEST_BROKER``), stopped when the
+    session ends.
     """
+    from kafka_broker import choose_broker, testcontainers_kafka
+
     from procvault.streams.kafka_local import LocalKafka, free_port, install_jars, wait_ready
 
-    external = os.environ.get("KAFKA_BOOTSTRAP")
-    if external:
+    kind = choose_broker(os.environ)
+    if kind == "external":
+        external = os.environ["KAFKA_BOOTSTRAP"]
         wait_ready(external, timeout=30.0)
         yield external
+        return
+    if kind == "testcontainers":
+        with testcontainers_kafka() as bootstrap:
+            wait_ready(bootstrap, timeout=60.0)
+            yield bootstrap
         return
     install_jars()
     port = free_port()

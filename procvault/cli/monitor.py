@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from procvault.cli.options import add_option as _add
+from procvault.cli.options import add_progress_option, progress_bar
 from procvault.cli.options import positive as _positive
 
 __all__ = ["register"]
@@ -65,6 +66,15 @@ def register(sub: Any) -> None:
     _add(p, "--json", action="store_true", help="print the summary as JSON on stdout")
     _add(
         p,
+        "--top-deviations",
+        type=_positive(int),
+        default=10,
+        metavar="N",
+        help="how many activities and transitions to list by their deviations",
+    )
+    add_progress_option(p)
+    _add(
+        p,
         "--complete-on-final-marking",
         action="store_true",
         help="complete a case when it reaches the final marking (later events are late)",
@@ -84,6 +94,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from procvault.generators.xes import read_xes
     from procvault.monitor.errors import ConfigError
+    from procvault.monitor.summary import RunSummary
     from procvault.monitor.vault import Vault, VaultSettings
 
     if args.mode == "alignments" and not args.model:
@@ -129,27 +140,41 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         else None
     )
     results: list[Any] = []
-    deviations = 0
-    alerts = 0
+    run = RunSummary()
     lat = array("q", bytes(8 * n_stream))  # per-update ns, not a Python int per event
     n_updates = 0
     clock = time.perf_counter_ns
+    bar = progress_bar(args.progress, n_stream, "monitoring") if vault is not None else None
     if vault is not None:
         update = vault.update
-        for ev in log.replay(end_markers=True):
-            t0 = clock()
-            up = update(ev)
-            lat[n_updates] = clock() - t0
-            n_updates += 1
-            if up:
-                deviations += len(up.deviations)
-                alerts += len(up.alerts)
-                results.extend(up.completed)
+        step = 4096  # progress is advanced outside the timed update, every `step` events
+        if bar is not None:
+            bar.start()
+        try:
+            for ev in log.replay(end_markers=True):
+                t0 = clock()
+                up = update(ev)
+                lat[n_updates] = clock() - t0
+                n_updates += 1
+                if up:
+                    if up.deviations:
+                        run.add_deviations(up.deviations)
+                    if up.alerts:
+                        run.add_alerts(len(up.alerts))
+                    results.extend(up.completed)
+                if bar is not None and not n_updates % step:
+                    bar.update(bar.task_ids[0], completed=n_updates)
+        finally:
+            if bar is not None:
+                bar.update(bar.task_ids[0], completed=n_updates, total=n_updates)
+                bar.stop()
     loop_ns = sum(lat)  # the engine's time alone (events are built between the updates)
     if vault is not None:
         results.extend(vault.flush())
     if promtee is not None:
         results = _with_promtee(args, log, results)
+    run.add_results(results)
+    deviations, alerts = run.deviations, run.alerts
 
     if args.case_results:
         try:
@@ -162,12 +187,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     import numpy as np
 
     lat_sorted = np.sort(np.frombuffer(lat, dtype=np.int64)[:n_updates]) if n_updates else None
-    n_events = sum(r.events for r in results)
-    rule_states: dict[str, dict[str, int]] = {}
-    for r in results:
-        for name, state in (r.rules or {}).items():
-            counts = rule_states.setdefault(name, {})
-            counts[state] = counts.get(state, 0) + 1
+    n_events = run.events
+    rule_states = run.rule_states
+    labels = dict(zip(net.transition_names, net.transition_labels, strict=True)) if net else {}
+    mean_fitness, log_fitness = run.mean_fitness, run.log_fitness
     summary = {
         "log": str(args.log),
         "model": str(args.model) if args.model else None,
@@ -176,10 +199,18 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         "events": n_events,
         "cases": len(results),
         "fitting_cases": sum(r.is_fit for r in results) if net else None,
-        "mean_fitness": round(sum(r.fitness for r in results) / len(results), 6)
-        if results and net
-        else None,
+        "mean_fitness": round(mean_fitness, 6) if mean_fitness is not None and net else None,
+        "log_fitness": round(log_fitness, 6) if log_fitness is not None and net else None,
+        "tokens": run.to_dict()["tokens"] if net else None,
         "deviations": deviations,
+        "deviations_by_activity": [
+            {"activity": a, "deviations": sum(k.values()), "by_kind": k}
+            for a, k in run.top_activities(args.top_deviations)
+        ],
+        "deviations_by_transition": [
+            {"transition": t, "label": labels.get(t), "deviations": n}
+            for t, n in run.top_transitions(args.top_deviations)
+        ],
         "rules": args.rules or args.promtee_rules,
         "alerts": alerts,
         "rule_states": rule_states,
@@ -198,22 +229,43 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        parts = [f"{summary['events']:,} events, {summary['cases']:,} cases"]
-        if net is not None and model is not None:
-            parts.append(
-                f"{summary['fitting_cases']:,} fitting, mean fitness {summary['mean_fitness']}, "
-                f"{deviations:,} deviations; final marking from {model.final_marking_source}"
-            )
-        if rule_states:
-            violated = sum(c.get("Violated", 0) for c in rule_states.values())
-            parts.append(f"{len(rule_states)} rules, {violated:,} violated (case, rule) pairs")
-        if vault is not None:
-            parts.append(
-                f"engine {summary['events_per_second']:,} events/s, "
-                f"p50 {summary['latency_us']['p50']} µs, p99 {summary['latency_us']['p99']} µs"
-            )
-        print("; ".join(parts), file=sys.stderr)
+        print(_text_report(summary, model), file=sys.stderr)
     return 0
+
+
+def _text_report(summary: dict[str, Any], model: Any) -> str:
+    """The human-readable summary: totals, fitness, deviations, rule verdicts, engine speed."""
+    lines = [f"{summary['events']:,} events, {summary['cases']:,} cases"]
+    if model is not None and summary["mean_fitness"] is not None:
+        lines[0] += (
+            f"; {summary['fitting_cases']:,} fitting; log fitness {summary['log_fitness']} "
+            f"(pm4py token-based), mean case fitness {summary['mean_fitness']}; "
+            f"final marking from {model.final_marking_source}"
+        )
+    if summary["deviations"]:
+        lines.append(f"{summary['deviations']:,} deviations; most frequent by activity:")
+        for row in summary["deviations_by_activity"]:
+            kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(row["by_kind"].items()))
+            lines.append(f"  {row['deviations']:>7,}  {row['activity']}  ({kinds})")
+        if summary["deviations_by_transition"]:
+            lines.append("by transition fired without being enabled:")
+            for row in summary["deviations_by_transition"]:
+                label = row["label"] if row["label"] is not None else "(silent)"
+                name = f"{label} [{row['transition']}]" if label != row["transition"] else label
+                lines.append(f"  {row['deviations']:>7,}  {name}")
+    elif model is not None:
+        lines.append("no deviations")
+    if summary["rule_states"]:
+        lines.append(f"rules ({summary['alerts']:,} alerts), cases per final state:")
+        for rule, states in sorted(summary["rule_states"].items()):
+            counts = ", ".join(f"{s} {n:,}" for s, n in sorted(states.items()))
+            lines.append(f"  {rule}: {counts}")
+    if summary["events_per_second"] is not None:
+        lines.append(
+            f"engine {summary['events_per_second']:,} events/s, "
+            f"p50 {summary['latency_us']['p50']} µs, p99 {summary['latency_us']['p99']} µs"
+        )
+    return "\n".join(lines)
 
 
 def _with_promtee(args: argparse.Namespace, log: Any, results: list[Any]) -> list[Any]:

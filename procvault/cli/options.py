@@ -23,6 +23,7 @@ __all__ = [
     "option_env",
     "positive",
     "progress_bar",
+    "quiet_kafka_client_logs",
     "settings_from",
 ]
 
@@ -246,6 +247,15 @@ def progress_bar(mode: str, total: int | None, label: str) -> Any:
     )
     progress.add_task(label, total=total)
     return progress
+
+
+def quiet_kafka_client_logs() -> None:
+    """Silence aiokafka's routine coordinator warnings ("Marking the coordinator dead ..."): a
+    consumer group looks its coordinator up again by itself, several times while a broker
+    starts; errors still print."""
+    import logging
+
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.ERROR)
 
 
 class UsageError(Exception):

@@ -407,6 +407,9 @@ def cmd_vault(args: argparse.Namespace) -> int:
     vault_log = logging.getLogger("procvault.vault")
     vault_log.addHandler(handler)
     vault_log.setLevel(logging.INFO)
+    from procvault.cli.options import quiet_kafka_client_logs
+
+    quiet_kafka_client_logs()
     if args.attestation == "simulated":
         print(
             "procvault vault: WARNING: attestation is SIMULATED (INSECURE: signed by the vault "
@@ -614,6 +617,19 @@ def cmd_agent(args: argparse.Namespace) -> int:
             audit_log=args.audit_log,
         )
     server = serve_metrics(args, metrics, "agent")
+    recorder: Any = None
+    on_batch: Any = None
+    if args.run_dir:
+        from procvault.reports.recorder import RunRecorder
+
+        recorder = rec = RunRecorder(args.run_dir, f"agent-{args.org}"[:64])
+        counted = [0]
+
+        def count_sent(stats: Any) -> None:  # memory and events sent, for procvault report
+            rec.count(stats.sent - counted[0])
+            counted[0] = stats.sent
+
+        on_batch = count_sent
 
     async def main() -> Any:
         async with trust:
@@ -628,6 +644,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             vault_keys,
             transform=transform,
             metrics=metrics,
+            on_batch=on_batch,
             start_at=args.start_at,
             control=control,
             review=review,
@@ -644,5 +661,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             review.close()
         if server is not None:
             server.close()
+        if recorder is not None:
+            recorder.close()
     print(json.dumps({"org": args.org, **stats.as_dict()}), file=sys.stderr)
     return 0

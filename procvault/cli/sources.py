@@ -218,6 +218,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_KAFKA_PORT = 19092
+
+
 def cmd_kafka(args: argparse.Namespace) -> int:
     """``procvault kafka install|up|down|status``."""
     from procvault.streams import kafka_local
@@ -228,10 +231,16 @@ def cmd_kafka(args: argparse.Namespace) -> int:
         print(f"Kafka jars in {libs}")
         return 0
     data_dir = Path(args.data_dir) if args.data_dir else home / "kafka-data"
+    port, controller_port = args.port, args.controller_port
+    recorded = kafka_local.LocalKafka.recorded_ports(data_dir)
+    if args.action != "up" and recorded is not None:
+        # status/down: the ports this data folder's broker was last started with
+        port = recorded[0] if port is None else port
+        controller_port = recorded[1] if controller_port is None else controller_port
     broker = kafka_local.LocalKafka(
         data_dir=data_dir,
-        port=args.port,
-        controller_port=args.controller_port,
+        port=DEFAULT_KAFKA_PORT if port is None else port,
+        controller_port=DEFAULT_KAFKA_PORT + 1 if controller_port is None else controller_port,
         heap=args.heap,
         home=home,
     )
@@ -254,6 +263,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     """``procvault tail``: print the events of a topic as JSON lines."""
+    from procvault.monitor.errors import CodecError, InputError
     from procvault.streams import codec
     from procvault.streams.kafka_io import parse_kafka_url, read_topic
 
@@ -263,10 +273,35 @@ def cmd_tail(args: argparse.Namespace) -> int:
     )
     out = sys.stdout.buffer
     for rec in records:
-        out.write(codec.to_json(codec.decode(rec.value)) + b"\n")
+        try:
+            event = codec.decode(rec.value)
+        except CodecError as exc:
+            out.flush()
+            raise InputError(_not_plaintext(topic, rec.offset, rec.value or b"", exc)) from None
+        out.write(codec.to_json(event) + b"\n")
     out.flush()
     print(f"read {len(records):,} events from {args.source}", file=sys.stderr)
     return 0
+
+
+def _not_plaintext(topic: str, offset: int, value: bytes, exc: Exception) -> str:
+    """Why ``tail`` cannot print a record: an agent's encrypted event, or another format."""
+    from procvault.monitor.errors import SecurityError
+    from procvault.streams.envelope import parse_header
+
+    try:
+        header, _ = parse_header(value)
+    except (SecurityError, ValueError):
+        return (
+            f"{topic}: the record at offset {offset} is not a plaintext procvault event ({exc}); "
+            "tail prints plaintext event topics only: read the vault's findings with "
+            "procvault results"
+        )
+    return (
+        f"{topic}: encrypted record at offset {offset} (sealed by organization {header.org!r} "
+        "for the vault): tail prints plaintext event topics only; read the vault's findings "
+        "with procvault results"
+    )
 
 
 def register(sub: Any) -> None:
@@ -335,8 +370,20 @@ def register(sub: Any) -> None:
         help="cache folder for jars and data (default: $PROCVAULT_HOME or ~/.cache/procvault)",
     )
     add_option(p, "--data-dir", help="broker data folder (default: HOME/kafka-data)")
-    add_option(p, "--port", type=int, default=19092, help="client port on 127.0.0.1")
-    add_option(p, "--controller-port", type=int, default=19093, help="KRaft controller port")
+    add_option(
+        p,
+        "--port",
+        type=int,
+        help=f"client port on 127.0.0.1 (up: default {DEFAULT_KAFKA_PORT}; status, down: "
+        "default the port the broker of --data-dir was started with)",
+    )
+    add_option(
+        p,
+        "--controller-port",
+        type=int,
+        help=f"KRaft controller port (up: default {DEFAULT_KAFKA_PORT + 1}; status, down: "
+        "as recorded in --data-dir)",
+    )
     add_option(p, "--heap", default="512m", help="Java heap (-Xmx)")
     add_option(
         p, "--timeout", type=positive(float), default=60.0, help="seconds to wait for readiness"

@@ -23,7 +23,9 @@ once). Both clocks are wall clocks: on one host (or containers sharing the host 
 difference is a latency; across hosts it includes their clock offset.
 
 ``event``/``events``/``count`` are meant for one thread (the process's loop) and only append to
-lists; full buffers are handed to the background thread, which formats and writes them.
+lists (under a lock the writer takes only to swap the buffer); the background thread formats
+and writes full buffers and, every ``interval`` seconds, whatever is buffered, so that
+``procvault report`` sees a running process's events, not only a stopped one's.
 
 >>> import tempfile, pathlib
 >>> run = pathlib.Path(tempfile.mkdtemp())
@@ -128,6 +130,7 @@ class RunRecorder:
         self._total = 0
         self._handoff: queue.SimpleQueue[tuple[list[int], list[int]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._buffer_lock = threading.Lock()  # the buffer's swap against the recording thread
         self._error: BaseException | None = None
         self._closed = False
         started_ms = time.time_ns() // 1_000_000
@@ -165,20 +168,23 @@ class RunRecorder:
     # -- the hot path (one thread) ---------------------------------------------------------
     def event(self, sent_us: int, applied_us: int) -> None:
         """One event: sent (agent wall clock) and applied (vault wall clock), Unix µs."""
-        self._sent.append(sent_us)
-        self._applied.append(applied_us)
+        with self._buffer_lock:
+            self._sent.append(sent_us)
+            self._applied.append(applied_us)
         if len(self._sent) >= self._flush_events:
             self._hand_off()
 
     def events(self, sent_us: Sequence[int], applied_us: int | Sequence[int]) -> None:
         """A batch: each event's send time, and one apply time for all or one per event."""
-        self._sent.extend(sent_us)
         if isinstance(applied_us, int):
-            self._applied.extend([applied_us] * len(sent_us))
+            applied = [applied_us] * len(sent_us)
         else:
             if len(applied_us) != len(sent_us):
                 raise ValueError("sent_us and applied_us differ in length")
-            self._applied.extend(applied_us)
+            applied = list(applied_us)
+        with self._buffer_lock:
+            self._sent.extend(sent_us)
+            self._applied.extend(applied)
         if len(self._sent) >= self._flush_events:
             self._hand_off()
 
@@ -188,9 +194,11 @@ class RunRecorder:
 
     # -- sampling and writing -------------------------------------------------------------
     def _hand_off(self) -> None:
-        sent, applied = self._sent, self._applied
-        self._sent, self._applied = [], []
-        self._handoff.put((sent, applied))
+        with self._buffer_lock:
+            sent, applied = self._sent, self._applied
+            self._sent, self._applied = [], []
+        if sent:
+            self._handoff.put((sent, applied))
         if self._thread is None:
             self._write_events()
 
@@ -225,6 +233,7 @@ class RunRecorder:
         try:
             while not self._stop.wait(self.interval):
                 self.sample()
+                self._hand_off()  # what is buffered, so that a running process's files fill
                 self._write_events()
         except BaseException as exc:  # surfaced by flush()/close()
             self._error = exc

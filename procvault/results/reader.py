@@ -275,18 +275,31 @@ class ResultsReader:
             data_topics = [self.topics.aggregates]
             if self.org_keys is not None:
                 data_topics.append(self.topics.alerts(self.org_keys.org))
+            # With --org the alerts are worth showing when the release stage never ran.
+            optional = {self.topics.aggregates} if self.org_keys is not None else set()
             missing = [t for t in (keys_topic, *data_topics) if t not in existing]
-            if missing and not follow:
-                raise KafkaSetupError(
-                    f"topic(s) {', '.join(missing)} do not exist at {self.bootstrap} "
-                    "(is the pipeline running with this --topic-prefix?)"
+            if missing and not follow and not set(missing) <= optional:
+                hint = (
+                    " (no release stage has published yet: run procvault release)"
+                    if missing == [self.topics.aggregates]
+                    else " (is the pipeline running with this --topic-prefix?)"
                 )
-            while missing:  # --follow: wait for the pipeline to create them
+                raise KafkaSetupError(
+                    f"topic(s) {', '.join(missing)} do not exist at {self.bootstrap}{hint}"
+                )
+            while follow and not set(missing) <= optional:  # wait for the pipeline
                 if stop.is_set():
                     return self.stats
                 await asyncio.sleep(1.0)
                 existing = await consumer.topics()
                 missing = [t for t in (keys_topic, *data_topics) if t not in existing]
+            if missing:
+                data_topics = [t for t in data_topics if t not in missing]
+                print(
+                    f"procvault results: no DP aggregates: {', '.join(missing)} does not exist "
+                    "(the release stage has not published); showing the organization's alerts",
+                    file=sys.stderr,
+                )
 
             def tps(topic: str) -> list[TopicPartition]:
                 parts = consumer.partitions_for_topic(topic) or {0}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -234,6 +237,23 @@ def test_local_kafka_lifecycle_and_restart(tmp_path: Path) -> None:
         assert other.status()["pid"] == status["pid"]
         other.start()  # ... and start() just waits for the running broker
         assert broker.log_file.exists()
+        # `procvault kafka status` without --port finds the port this data folder's broker uses
+        status_cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "procvault",
+                "kafka",
+                "status",
+                "--data-dir",
+                str(other.data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert status_cli.returncode == 0, status_cli.stderr
+        assert json.loads(status_cli.stdout)["bootstrap"] == broker.bootstrap != "127.0.0.1:19092"
 
         async def publish() -> None:
             async with EventPublisher(broker.bootstrap, "kept") as pub:

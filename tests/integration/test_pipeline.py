@@ -82,6 +82,7 @@ def test_sepsis_across_three_orgs_equals_in_process_and_nothing_is_in_clear(
     import asyncio
     import json
     import subprocess
+    import time
 
     from procvault.generators.xes import read_xes
 
@@ -95,10 +96,13 @@ def test_sepsis_across_three_orgs_equals_in_process_and_nothing_is_in_clear(
     try:
         vault = dep.vault("--dp-policy", str(dp), "--run-dir", str(run_dir), "--metrics-port", "0")
         release = dep.release(dp)
-        agents = [dep.agent(org, patients_log) for org in ORGS]
+        agents = [dep.agent(org, patients_log, "--run-dir", str(run_dir)) for org in ORGS]
         sent = [a.wait(300) for a in agents]
         assert sum(s["sent"] for s in sent) == 15214 + 1050
         got = dep.case_results(wait_for=len(reference))
+        # the running vault's recorded events are on disk already (procvault report works live)
+        time.sleep(2.5)
+        recorded_live = (run_dir / "vault-1" / "events.csv").read_text().count("\n") - 1
         stats = vault.stop()
         shown = subprocess.run(
             procvault_cmd(
@@ -123,6 +127,11 @@ def test_sepsis_across_three_orgs_equals_in_process_and_nothing_is_in_clear(
         dep.stop_all()
     assert stats is not None
     assert stats["applied"] == 15214 + 1050
+    assert recorded_live == stats["applied"]
+    assert "Marking the coordinator dead" not in vault.stderr()  # aiokafka's routine warnings
+    for org, agent_stats in zip(ORGS, sent, strict=True):  # each agent recorded what it sent
+        rows = (run_dir / f"agent-{org}" / "throughput.csv").read_text().splitlines()
+        assert rows[0] == "Timestamp,Events" and int(rows[-1].split(",")[1]) == agent_stats["sent"]
     assert sum(stats["rejected"].values()) == 0
     assert stats["late"] == 0
     assert got.keys() == reference.keys()

@@ -143,3 +143,20 @@ def test_recorder_background_thread_samples_and_flushes(tmp_path: Path) -> None:
 def test_recorder_rejects_unsafe_process_names(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="process name"):
         RunRecorder(tmp_path, "../escape")
+
+
+def test_a_running_recorder_writes_its_events_without_being_closed(tmp_path: Path) -> None:
+    """``procvault report`` on a live run: buffered events reach the file every interval."""
+    import time
+
+    rec = RunRecorder(tmp_path, "vault-1", interval=0.05)  # background thread, large buffer
+    try:
+        rec.events([1_700_000_000_000_000 + i for i in range(10)], 1_700_000_000_500_000)
+        path = tmp_path / "vault-1" / "events.csv"
+        deadline = time.monotonic() + 5
+        while path.read_text().count("\n") < 11 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert path.read_text().count("\n") == 11  # header + 10 events, before close()
+    finally:
+        rec.close()
+    assert (tmp_path / "vault-1" / "events.csv").read_text().count("\n") == 11

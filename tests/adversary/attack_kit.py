@@ -253,8 +253,9 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def wait_until(check: Any, what: str, timeout: float = 60.0) -> None:
+def wait_until(check: Any, what: str, timeout: float = 60.0, poll: float = 0.3) -> None:
+    """Wait until ``check()`` is true (asking every ``poll`` seconds)."""
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
+        time.sleep(poll)

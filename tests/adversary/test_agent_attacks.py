@@ -97,6 +97,8 @@ def test_forged_and_misplaced_progress_records_are_refused(
         got = case_results(dep, list(want))
         stats = vault.stop()
         errors = again.stderr()
+        # the broker sees partitions, never a per-case key (placement by a keyed hash)
+        streams = [r for o in ORGS for r in read(kafka_bootstrap, dep.topics.events(o))]
     finally:
         dep.stop_all()
     assert stats is not None
@@ -106,6 +108,8 @@ def test_forged_and_misplaced_progress_records_are_refused(
     # nothing sent twice: every event (and end marker) applied once, none refused as resent
     assert stats["rejected"]["resent"] == 0 and stats["rejected"]["gap"] == 0
     assert stats["applied"] == _events(small_log)
+    assert streams and all(r.key is None for r in streams)
+    assert len({r.partition for r in streams}) == dep.partitions
 
 
 def _events(log: Path) -> int:

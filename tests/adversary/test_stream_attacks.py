@@ -173,16 +173,13 @@ def test_a_flood_of_forged_records_is_counted_and_good_events_go_on(
         vault, url = _vault(dep)
         # first only forgeries: batches that commit nothing must count them too
         topic = dep.topics.events("emergency")
-        genuine = [r for r in read(kafka_bootstrap, topic)]
-        assert genuine == []
         forged = [(topic, None, os.urandom(40 + i % 300), i % dep.partitions) for i in range(n)]
-        template = None
         sources = {o: Source(dep, o) for o in ORGS}
         events = trace_events("victim-1", T0) + trace_events("bystander-1", T0 + timedelta(hours=1))
         records = send_cases(sources, events)
         template = records[0][2]
         assert template is not None
-        # forgeries that parse as envelopes of a registered organization (random header tag)
+        # forgeries with a genuine header (a valid header tag) and a body of random bytes
         lookalike = [
             (topic, None, template[:-64] + os.urandom(64), i % dep.partitions) for i in range(n)
         ]

@@ -120,6 +120,7 @@ _COUNTED: Final = (
     "completed",
     "alerts",
     "revocations",
+    "revocations_refused",
     "revoked_events",
     "after_completion",
 )
@@ -215,6 +216,8 @@ class WorkerStats:
     alerts: int = 0
     partials: int = 0
     revocations: int = 0
+    #: revocations of what their organization did not contribute (answered ``refused``)
+    revocations_refused: int = 0
     revoked_events: int = 0
     after_completion: int = 0
     rollbacks: int = 0

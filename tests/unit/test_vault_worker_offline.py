@@ -275,6 +275,7 @@ def test_a_revoked_case_leaves_the_vault_and_the_ack_reaches_its_org(tmp_path: P
     stats = worker.stats
     assert stats.rejected["bad_signature"] == 1
     assert stats.revocations == 2 and stats.revoked_events == 2
+    assert stats.revocations_refused == 1  # the stranger's (counted, not only answered)
     assert stats.applied == 3  # victim's A (before the revocation), other's A and C
     items = _findings(worker, tmp_path, out)
     acks = [i for i in items if type(i).__name__ == "RevocationFinding"]

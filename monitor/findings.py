@@ -209,7 +209,7 @@ def decode_batch(body: bytes) -> ResultBatch:
     """The batch in ``body``; :class:`~.errors.CodecError` (one line) for anything else."""
     try:
         batch = _DEC.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         raise CodecError(
             f"not a result batch of format {RESULTS_FORMAT} (a record of an older procvault, "
             "or not a result record)"

@@ -354,7 +354,7 @@ def open_partials(
     body = keys.open("partials", value, context=context)
     try:
         partials = _PARTIALS_DEC.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         raise RejectedRecord("malformed", "not a pane partial of format 2") from None
     if partials.format != 2 or partials_key(partials.partition) != record_key:
         raise RejectedRecord("malformed", "partial of another format or partition")

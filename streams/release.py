@@ -82,6 +82,8 @@ def verify_record(data: bytes, keys: Mapping[int, VaultPublicKeys]) -> Record:
         signature = bytes.fromhex(envelope["signature"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ReleaseSignatureError(f"malformed aggregates envelope: {exc}") from None
+    except RecursionError:  # (JSON nested deeper than the interpreter's stack)
+        raise ReleaseSignatureError("malformed aggregates envelope: nested too deeply") from None
     if version != SIGNED_VERSION:
         raise ReleaseSignatureError(f"unsupported envelope version {version!r}")
     public = keys.get(epoch) if isinstance(epoch, int) else None

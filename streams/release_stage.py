@@ -135,7 +135,7 @@ class StateStore:
             return None, []
         try:
             head = _HEAD_DEC.decode(self.open(_HEAD, raw))
-        except (RejectedRecord, msgspec.DecodeError, msgspec.ValidationError):
+        except (RejectedRecord, ValueError, RecursionError):  # (msgspec's errors are ValueErrors)
             raise ConfigError(
                 "release.state: the head does not open (another keyring, tampered, or a state "
                 "of an older procvault)"
@@ -148,7 +148,7 @@ class StateStore:
                 raise ConfigError(f"release.state: the record of pane {index} is missing")
             try:
                 panes.append(_RECORD_DEC.decode(self.open(key, value)))
-            except (RejectedRecord, msgspec.DecodeError, msgspec.ValidationError):
+            except (RejectedRecord, ValueError, RecursionError):
                 raise ConfigError(
                     f"release.state: the record of pane {index} does not open"
                 ) from None

@@ -278,8 +278,10 @@ def verify_revocation(
     """
     try:
         doc = _decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"revocation: not JSON: {exc}") from None
+    except RecursionError:  # (nested deeper than the interpreter's stack)
+        raise InputError("revocation: not JSON: nested too deeply") from None
     if not isinstance(doc, dict) or set(doc) != {"revocation", "key_id", "signature"}:
         raise InputError("revocation: expected an object with revocation, key_id and signature")
     body, key_id, sig_text = doc["revocation"], doc["key_id"], doc["signature"]

@@ -36,7 +36,8 @@ same way from where its chain ended (a record at its end may have been hidden), 
 
 A batch that changed nothing but merge positions commits only after ``idle_commit_ms``.
 Rejected records are counted in the metrics when they are read, whether or not their batch
-commits anything.
+commits anything; the first refusal of each kind is named in one log line (no byte sequence
+read from an event topic raises out of :meth:`VaultWorker.process`).
 
 On assignment, each partition's engine is restored from the changelog (:func:`~.changelog.restore`
 refuses stale state) before any record is processed, and the event topics are read again from
@@ -317,6 +318,7 @@ class VaultWorker:
         self._discovered: dict[int, int] = {}
         #: partitions whose partial since their streams closed was written
         self._discovered_final: set[int] = set()
+        self._logged_reasons: set[str] = set()  # refusal kinds already named in the log
 
     # -- partitions -------------------------------------------------------------------------
     def partition_settings(self, partition: int) -> PartitionSettings:
@@ -419,6 +421,14 @@ class VaultWorker:
             self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + n
             if reason == "bad_signature":
                 log.warning("refused %d revocation(s) with a bad signature", n)
+            elif reason not in self._logged_reasons:  # one line per kind, then counted only
+                self._logged_reasons.add(reason)
+                log.warning(
+                    "refused %d record(s) of the event topics (%s); further ones of this kind "
+                    "are counted (worker stats, metrics), not logged",
+                    n,
+                    reason,
+                )
         if self.metrics is not None:
             for org, n in read.items():
                 self.metrics.records_in(org, n)

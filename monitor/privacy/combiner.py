@@ -219,7 +219,10 @@ class PaneCombiner:
         if first > through:
             raise ValueError(f"a partial covers panes {first}..{through}")
         for agg in partials.panes:
-            pane = self.clock.pane(agg.index)
+            try:
+                pane = self.clock.pane(agg.index)
+            except OverflowError:  # (an index no clock of a date can have)
+                raise ValueError(f"pane {agg.index} of partition {part} is out of range") from None
             if not first <= agg.index <= through or (agg.start, agg.end) != (
                 pane.start,
                 pane.end,

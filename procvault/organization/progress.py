@@ -103,7 +103,7 @@ def open_progress(key: bytes, value: bytes) -> Progress:
         raise RejectedRecord("bad_tag", "progress record does not verify")
     try:
         progress = msgspec.convert(_DEC.decode(body), Progress)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         raise RejectedRecord("malformed", "not a progress record of format 3") from None
     if progress.format != 3 or progress.position < 0:
         raise RejectedRecord("malformed", "progress record of another format")

@@ -378,6 +378,6 @@ def _epoch_of(value: bytes, *, alert: bool) -> int | None:
         return int.from_bytes(value[:4], "big") if len(value) >= 4 else None
     try:
         epoch = json.loads(value).get("epoch")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return epoch if isinstance(epoch, int) else None

@@ -3,9 +3,10 @@
 Prints one JSON object.
 
 ``readers``: for ``--log`` (Sepsis) and for the million-event log of ``bench/_biglog.py``
-(Sepsis x ``--million-rounds``, cached under ``bench/results/``), each reader (``lxml``, the
-default, and ``pm4py``, ``pm4py.read_xes``) runs in a fresh child process that reads the log
-and replays it with end markers, building every event; runs alternate between the readers.
+(Sepsis x ``--million-rounds``, cached under ``bench/results/``), each reader (``scan``, the
+default, ``pm4py``, ``pm4py.read_xes``, and with ``--with-lxml`` lxml's reader alone) runs
+in a fresh child process that reads the log and replays it with end markers, building every
+event; runs alternate between the readers.
 Per reader: the median over ``--runs`` of the child's parse + replay seconds (its imports, pm4py
 for the pm4py reader, are inside the parse), the child's whole wall time (interpreter start
 included) and its peak RSS (``VmHWM`` from ``/proc/self/status`` at its end: the peak since its
@@ -121,12 +122,12 @@ def _child(log: Path, reader: str) -> dict[str, float]:
     }
 
 
-def _readers(log: Path, runs: int) -> dict[str, object]:
-    samples: dict[str, list[dict[str, float]]] = {"lxml": [], "pm4py": []}
+def _readers(log: Path, runs: int, readers: tuple[str, ...]) -> dict[str, object]:
+    samples: dict[str, list[dict[str, float]]] = {r: [] for r in readers}
     for _ in range(runs):
         for reader, taken in samples.items():
             taken.append(_child(log, reader))
-    out: dict[str, object] = {"log": log.name, "events": samples["lxml"][0]["events"]}
+    out: dict[str, object] = {"log": log.name, "events": samples["scan"][0]["events"]}
     med = {}
     for reader, rs in samples.items():
         med[reader] = {
@@ -136,12 +137,14 @@ def _readers(log: Path, runs: int) -> dict[str, object]:
         med[reader]["parse_replay_s_runs"] = [round(r["parse_replay_s"], 3) for r in rs]
         med[reader]["peak_rss_mb_runs"] = [round(r["peak_rss_mb"], 1) for r in rs]
     out.update(med)
-    lx, pm = med["lxml"], med["pm4py"]
-    out["pm4py_over_lxml"] = {
-        "parse_replay_time": round(pm["parse_replay_s"] / lx["parse_replay_s"], 2),
-        "process_time": round(pm["process_s"] / lx["process_s"], 2),
-    }
-    out["lxml_over_pm4py_peak_rss"] = round(lx["peak_rss_mb"] / pm["peak_rss_mb"], 3)
+    pm = med["pm4py"]
+    for name in readers[:1] + readers[2:]:  # scan, and lxml if measured, against pm4py
+        r = med[name]
+        out[f"pm4py_over_{name}"] = {
+            "parse_replay_time": round(pm["parse_replay_s"] / r["parse_replay_s"], 2),
+            "process_time": round(pm["process_s"] / r["process_s"], 2),
+        }
+        out[f"{name}_over_pm4py_peak_rss"] = round(r["peak_rss_mb"] / pm["peak_rss_mb"], 3)
     return out
 
 
@@ -157,10 +160,12 @@ def main() -> None:
         help="Sepsis rounds in the large log (66: 1,004,124 events; 0: leave it out)",
     )
     ap.add_argument("--no-kafka", action="store_true", help="leave out the Kafka throughput")
+    ap.add_argument("--with-lxml", action="store_true", help="also time lxml's reader alone")
     args = ap.parse_args()
 
     logs = [args.log] + ([million_log(args.million_rounds)] if args.million_rounds else [])
-    readers = [_readers(p, args.runs) for p in logs]
+    names = ("scan", "pm4py", "lxml") if args.with_lxml else ("scan", "pm4py")
+    readers = [_readers(p, args.runs, names) for p in logs]
 
     parse_times = []
     for _ in range(args.runs):

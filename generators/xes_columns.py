@@ -39,6 +39,8 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Final
 
 from procvault.monitor.errors import InputError
@@ -105,6 +107,16 @@ class _Nested:
 #: The value the lxml reader stores for an attribute with children; pm4py's reader stores a
 #: ``{"value": ..., "children": ...}`` dict instead. Both are dropped and counted.
 NESTED: Final = _Nested()
+
+#: A value as a reader encoded it for :meth:`ColumnsBuilder.add_encoded_trace`: the value, its
+#: key's string code, its :class:`Tag` (``None``: it cannot be kept) and its payload.
+Encoded = tuple[Any, int, "int | None", int]
+
+_KCODE: Final = itemgetter(1)
+_TAG: Final = itemgetter(2)
+_PAYLOAD: Final = itemgetter(3)
+#: The resource entry of an event without ``org:resource``.
+_NO_RESOURCE: Final[Encoded] = (None, -1, None, -1)
 
 _XES_TYPE: Final = {str: "string", int: "int", float: "float", bool: "boolean"}
 #: No timestamp seen yet in a trace (``None`` would match an event without one).
@@ -258,6 +270,7 @@ class ColumnsBuilder:
         self._big_ints: list[int] = []
         self._dropped: dict[str, int] = {}
         self._prefixed: dict[str, str] = {}
+        self._layouts: dict[tuple[str, ...], tuple[tuple[str, ...], Any, Any]] = {}
         #: The first problem found (a message without the file name), or ``None``.
         self.problem: str | None = None
         self.n_traces = 0
@@ -295,9 +308,7 @@ class ColumnsBuilder:
         self._dropped[key] = self._dropped.get(key, 0) + 1
 
     # ------------------------------------------------------------------------- traces
-    def add_trace(  # noqa: PLR0911
-        self, attributes: Mapping[Any, Any], events: Sequence[Mapping[Any, Any]]
-    ) -> None:
+    def add_trace(self, attributes: Mapping[Any, Any], events: Sequence[Mapping[Any, Any]]) -> None:
         """Add one trace: its attributes and its events' attributes, in file order.
 
         Values are Python values as a reader produced them (``str``, ``int``, ``float``,
@@ -306,21 +317,29 @@ class ColumnsBuilder:
         id, a second trace with that id, then each event's activity and timestamp); after the
         first problem (kept in :attr:`problem`) traces are counted but no longer stored.
         """
+        case = self._begin_case(attributes)
+        if case is None:
+            return
+        ci, case_id, case_keys = case
+        self._add_events(ci, case_id, case_keys, events)
+
+    def _begin_case(self, attributes: Mapping[Any, Any]) -> tuple[int, str, set[str]] | None:
+        """Check a trace's case id and store its attributes: ``(case index, id, keys)``."""
         self.n_traces += 1
         if self.problem is not None:
-            return
+            return None
         trace_no = self.n_traces
         case_id = attributes.get(CASE_KEY)
         if case_id is None or _is_not_a_value(case_id) or str(case_id) == "":
             self.problem = f"trace #{trace_no} has no case id ({CASE_KEY})"
-            return
+            return None
         case_id = str(case_id)
         if case_id in self._seen_cases:
             self.problem = f"case id {case_id!r} appears in more than one trace"
-            return
+            return None
         if None in attributes:
             self.problem = f"trace #{trace_no} (case {case_id!r}) has an attribute without a key"
-            return
+            return None
         self._seen_cases.add(case_id)
         ci = len(self._case_ids)
         self._case_ids.append(self._code(case_id))
@@ -347,7 +366,12 @@ class ColumnsBuilder:
             ct.append(tag)
             cv.append(val)
         self._case_attr_start.append(len(ck))
+        return ci, case_id, case_keys
 
+    def _add_events(
+        self, ci: int, case_id: str, case_keys: set[str], events: Sequence[Mapping[Any, Any]]
+    ) -> None:
+        """Add a case's events (values as :meth:`add_trace` takes them)."""
         codes, strings = self._codes, self._strings
         codes_get = codes.get
         floats, dropped = self._floats, self._dropped
@@ -356,6 +380,7 @@ class ColumnsBuilder:
         res_col, ts_col = self._resource, self._ts
         t_str, t_int, t_float, t_bool, t_none = Tag.STR, Tag.INT, Tag.FLOAT, Tag.BOOL, Tag.NONE
         skipped = _SPECIAL_KEYS
+        tag: int
         last_ts: Any = _NOT_YET  # the previous event's timestamp object (ties share one)
         last_us = 0
         for ei, ev in enumerate(events):
@@ -431,6 +456,103 @@ class ColumnsBuilder:
             else:
                 res_col.append(self._code(resource if type(resource) is str else str(resource)))
             ts_col.append(last_us)
+
+    def add_encoded_trace(
+        self,
+        attributes: Mapping[str, Encoded],
+        events: Sequence[Mapping[str, Encoded]],
+        plain: bool,
+    ) -> None:
+        """:meth:`add_trace` for values the reader has already encoded (see :data:`Encoded`).
+
+        ``plain``: every value in the trace is one :meth:`is_plain` accepts. The same checks and
+        the same columns as :meth:`add_trace` (up to the order of the string table); a trace
+        that is not plain, or has an event without an activity or a timestamp or with an
+        attribute that is also a trace attribute, is handed to :meth:`add_trace` whole.
+        """
+        if plain:
+            layouts = self._layouts
+            entries: list[Encoded] = []
+            specials: list[Encoded] = []
+            counts: list[int] = []
+            n = len(self._attr_key)
+            for ev in events:
+                shape = tuple(ev)  # the keys in file order
+                layout = layouts.get(shape)
+                if layout is None:
+                    layout = self._layout(shape)
+                keys, getter, special = layout
+                if special is None:  # no activity or no timestamp
+                    break
+                if keys:
+                    entries.extend(getter(ev))
+                    n += len(keys)
+                counts.append(n)
+                specials.extend(special(ev))
+            else:
+                case = self._begin_case({k: e[0] for k, e in attributes.items()})
+                if case is None:
+                    return
+                ci, _case_id, case_keys = case
+                if not case_keys or all(case_keys.isdisjoint(ev) for ev in events):
+                    self._attr_start.extend(counts)
+                    self._attr_key.extend(map(_KCODE, entries))
+                    self._attr_tag.extend(map(_TAG, entries))
+                    self._attr_val.extend(map(_PAYLOAD, entries))
+                    self._case_of.extend(repeat(ci, len(events)))
+                    self._activity.extend(map(_PAYLOAD, specials[0::3]))
+                    self._ts.extend(map(_PAYLOAD, specials[1::3]))
+                    self._resource.extend(map(_PAYLOAD, specials[2::3]))
+                    return
+                self._add_events(
+                    ci, _case_id, case_keys, [{k: e[0] for k, e in ev.items()} for ev in events]
+                )
+                return
+        self.add_trace(
+            {k: e[0] for k, e in attributes.items()},
+            [{k: e[0] for k, e in ev.items()} for ev in events],
+        )
+
+    def _layout(self, shape: tuple[str, ...]) -> tuple[tuple[str, ...], Any, Any]:
+        """An event shape's attribute keys in column order and getters of their entries."""
+        keys = tuple(k for k in sorted(shape) if k not in _SPECIAL_KEYS)
+        getter = itemgetter(*keys) if len(keys) > 1 else (lambda ev, k=keys: (ev[k[0]],))
+        special: Any = None
+        if ACTIVITY_KEY in shape and TIME_KEY in shape:
+            if RESOURCE_KEY in shape:
+                special = itemgetter(ACTIVITY_KEY, TIME_KEY, RESOURCE_KEY)
+            else:
+                special = lambda ev: (ev[ACTIVITY_KEY], ev[TIME_KEY], _NO_RESOURCE)  # noqa: E731
+        if len(self._layouts) >= 4096:
+            self._layouts.clear()
+        self._layouts[shape] = layout = (keys, getter, special)
+        return layout
+
+    def is_plain(self, key: str, enc: Encoded) -> bool:
+        """Whether :meth:`add_encoded_trace` may take ``enc`` under ``key`` as it is.
+
+        A value that can be kept; for the activity a non-empty string, for the timestamp a
+        date, for the resource a string.
+        """
+        tag = enc[2]
+        if key in _SPECIAL_KEYS:
+            if key == ACTIVITY_KEY:
+                return tag == Tag.STR and enc[0] != ""
+            if key == TIME_KEY:
+                return tag == Tag.DATE
+            return tag == Tag.STR
+        return tag is not None
+
+    def code(self, s: str) -> int:
+        """The string table's code for ``s`` (added if new)."""
+        return self._code(s)
+
+    def encode(self, key: str, value: Any) -> Encoded:
+        """``value`` under ``key`` as :meth:`add_encoded_trace` takes it."""
+        enc = self._encode(value)
+        if enc is None:
+            return (value, self._code(key), None, 0)
+        return (value, self._code(key), enc[0], enc[1])
 
     def finish(self) -> XesColumns:
         """The columns; raises :class:`InputError` for the first problem found, if any."""

@@ -109,13 +109,13 @@ def test_cli_replay_writes_identical_bytes_with_either_reader(
 ) -> None:
     path = _log_path(name)
     outs = {}
-    for reader in ("lxml", "pm4py"):
+    for reader in ("scan", "lxml", "pm4py"):
         monkeypatch.setenv("PROCVAULT_XES_READER", reader)
         out = tmp_path / f"{reader}.jsonl"
         argv = ["replay", str(path), "--to", str(out)] + (["--end-markers"] if markers else [])
         assert main(argv) == 0
         outs[reader] = out.read_bytes()
-    assert outs["lxml"] == outs["pm4py"]
+    assert outs["scan"] == outs["lxml"] == outs["pm4py"]
     assert outs["lxml"].count(b"\n") > 0
 
 
@@ -124,14 +124,14 @@ def test_monitor_case_results_identical_with_either_reader(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     results = {}
-    for reader in ("lxml", "pm4py"):
+    for reader in ("scan", "lxml", "pm4py"):
         monkeypatch.setenv("PROCVAULT_XES_READER", reader)
         out = tmp_path / f"{reader}.jsonl"
         model = str(SHARED_DATA / MODELS[name])
         argv = ["monitor", str(_log_path(name)), "--model", model, "--case-results", str(out)]
         assert main(argv) == 0
         results[reader] = out.read_text()
-    assert results["lxml"] == results["pm4py"]
+    assert results["scan"] == results["lxml"] == results["pm4py"]
     assert len(results["lxml"].splitlines()) == read_xes(_log_path(name)).n_cases
 
 
@@ -370,11 +370,11 @@ def test_malformed_xml_gives_the_same_message_as_the_pm4py_reader(
     path = tmp_path / "malformed.xes"
     path.write_text(MALFORMED[kind])
     messages = []
-    for reader in ("lxml", "pm4py"):
+    for reader in ("scan", "lxml", "pm4py"):
         with pytest.raises(InputError) as info:
             read_xes(path, reader=reader)  # type: ignore[arg-type]
         messages.append(str(info.value))
-    assert messages[0] == messages[1]
+    assert messages[0] == messages[1] == messages[2]
     assert messages[0].startswith(f"{path}: not a valid XES log: ")
 
 

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from procvault.cli import (
         anonymize,
         consent,
+        demo,
         discover,
         monitor,
         observe,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         sources,
     )
 
+    demo.register(sub)
     sources.register(sub)
     monitor.register(sub)
     anonymize.register(sub)

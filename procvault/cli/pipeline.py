@@ -117,6 +117,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="rotate: add a new state master key (instead of a new epoch)",
     )
+    _add(
+        p,
+        "--if-missing",
+        action="store_true",
+        help="init: keep a whole keyring for exactly these organizations that is already "
+        "there (exit 0; a partial one or one for other organizations is still an error)",
+    )
     p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser(
@@ -178,8 +185,15 @@ def register(sub: Any) -> None:
         "--source-timeout",
         type=float,
         default=30.0,
-        help="seconds after which a silent organization stops holding the merge back "
-        "(0: wait forever)",
+        help="seconds after which an organization heard from and then silent stops holding "
+        "the merge back (0: wait forever); one never heard from holds it until it starts",
+    )
+    _add(
+        p,
+        "--expect-orgs",
+        metavar="ORGS",
+        help="comma-separated organizations the merge waits for before their first record "
+        "(default: every registered organization)",
     )
     _add(
         p,
@@ -491,6 +505,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if not args.orgs:
         raise ConfigError("keys init needs --orgs")
     orgs = [o.strip() for o in args.orgs.split(",") if o.strip()]
+    if args.if_missing:
+        from procvault.streams.secrets import keyring_exists
+
+        if keyring_exists(Path(args.dir), orgs):
+            print(
+                f"keyring for {', '.join(orgs)} in {args.dir} kept (--if-missing)", file=sys.stderr
+            )
+            return 0
     init_keyring(Path(args.dir), orgs)
     print(f"keyring for {', '.join(orgs)} written to {args.dir}", file=sys.stderr)
     return 0
@@ -575,6 +597,9 @@ def cmd_vault(args: argparse.Namespace) -> int:
             batch_ms=args.batch_ms,
             idle_commit_ms=args.idle_commit_ms,
             source_timeout=args.source_timeout or None,
+            expect_orgs=None
+            if args.expect_orgs is None
+            else tuple(o.strip() for o in args.expect_orgs.split(",") if o.strip()),
             session_timeout=args.session_timeout,
         ),
         secrets,
@@ -755,8 +780,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     granularity = 1  # µs: the times the agent may promise (the policy's coarsest truncation)
     if args.policy:
         from procvault.organization.policy import PolicyEngine
+        from procvault.organization.policy.pseudonym import PseudonymKey
 
-        engine = PolicyEngine.from_file(args.policy)
+        engine = PolicyEngine.from_file(args.policy, key=PseudonymKey.from_env())
         policy = engine.policy
         transform = engine.apply
         granularity = engine.time_granularity_us

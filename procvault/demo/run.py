@@ -315,11 +315,8 @@ class Demo:
             "--metrics-port",
             "0",
         )
-        self._wait_for(vault, "procvault vault: ready", 120)
-        self.say("vault worker ready (simulated attestation: development only)")
-        self._wait_for(release, "procvault release: ready", 120)
-        self.say(f"release stage ready (DP policy {b.dp_policy.name})")
-        start_at = time.time() + 3.0
+        # the agents start at once too: each waits for the vault's attestation, and the
+        # vault's merge waits for every organization (start order does not matter)
         agents = {}
         for org in orgs:
             extra: list[str] = []
@@ -342,8 +339,8 @@ class Demo:
                 "--allow-insecure-attestation",
                 "--rate",
                 f"{s.rate:g}",
-                "--start-at",
-                f"{start_at:.3f}",
+                "--attestation-timeout",
+                "180",
                 "--control-dir",
                 str(self.root / "agents" / org),
                 "--metrics-port",
@@ -352,9 +349,13 @@ class Demo:
                 env=env,
             )
         self.say(
-            f"agents of {', '.join(orgs)} started ({s.rate:g} events/s of the whole stream; "
-            "carrier: pseudonyms and PII scrubbing)"
+            f"vault, release stage and agents of {', '.join(orgs)} started "
+            f"({s.rate:g} events/s of the whole stream; carrier: pseudonyms and PII scrubbing)"
         )
+        self._wait_for(vault, "procvault vault: ready", 180)
+        self.say("vault worker ready (simulated attestation: development only)")
+        self._wait_for(release, "procvault release: ready", 180)
+        self.say(f"release stage ready (DP policy {b.dp_policy.name})")
         prometheus = threading.Thread(
             target=self._prometheus, args=([vault, release, *agents.values()],), daemon=True
         )

@@ -77,6 +77,8 @@ class DemoSettings:
         progress every few seconds).
     keep
         Keep a temporary run folder.
+    timeout
+        Seconds after the agents start by which every case must have its result.
     """
 
     run_dir: Path | None = None

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# procvault set-up: everything a fresh machine needs, then the quick-start.
+# procvault set-up: everything a fresh machine needs, then `procvault demo` (the confidential
+# pipeline end to end on bundled data, with its self-check: the set-up fails if it fails).
 #   Python deps in .venv (editable install with the test, dev and bench extras),
 #   the Apache Kafka jars from Maven Central (cached in $PROCVAULT_HOME, default ~/.cache/procvault),
 #   Debian's prometheus package (used by the metrics tests and `procvault observe`),
@@ -53,5 +54,5 @@ if ! command -v spin >/dev/null 2>&1 || ! command -v gcc >/dev/null 2>&1; then
 fi
 spin -V 2>&1 | head -1
 
-say "Quick-start"
-./scripts/quickstart.sh
+say "procvault demo: the confidential pipeline on bundled data, then its self-check"
+.venv/bin/procvault demo

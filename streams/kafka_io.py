@@ -43,6 +43,8 @@ __all__ = [
 ORG_PLACEHOLDER: Final = "{org}"
 _TOPIC_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _TOPIC_ALREADY_EXISTS: Final = 36
+#: Seconds ensure_topics waits for a created topic to be listed by the broker.
+_VISIBLE_TIMEOUT: Final = 30.0
 #: How many sends between two checks of the delivery futures.
 _SWEEP_EVERY: Final = 4096
 
@@ -211,8 +213,30 @@ async def ensure_topics(
             replication_factor=replication_factor,
             compacted=compacted,
         )
+        await _visible(admin, bootstrap, names)
     finally:
         await admin.close()
+
+
+async def _visible(admin: AIOKafkaAdminClient, bootstrap: str, names: list[str]) -> None:
+    """Wait until the broker's metadata lists every topic of ``names`` with its partitions: a
+    topic just created may not be described yet (a reader started right after would find
+    nothing)."""
+    from aiokafka.errors import KafkaError
+
+    deadline = time.monotonic() + _VISIBLE_TIMEOUT
+    while True:
+        try:
+            described = await admin.describe_topics(names)
+        except KafkaError as exc:
+            raise _unreachable(bootstrap, exc) from None
+        ready = {e["topic"] for e in described if e["error_code"] == 0 and e["partitions"]}
+        if ready >= set(names):
+            return
+        if time.monotonic() > deadline:
+            missing = ", ".join(sorted(set(names) - ready))
+            raise KafkaSetupError(f"Kafka at {bootstrap} created {missing} but does not list it")
+        await asyncio.sleep(0.1)
 
 
 class EventPublisher:

@@ -84,6 +84,7 @@ __all__ = [
     "Registry",
     "VaultSecrets",
     "init_keyring",
+    "keyring_exists",
     "upgrade_keyring",
 ]
 
@@ -689,6 +690,45 @@ def _narrow_if_empty(directory: Path) -> None:
         os.chmod(directory, 0o700)
         if os.listdir(directory):  # something slipped in before the chmod
             raise ConfigError(f"{directory}: files appeared while the keyring was created")
+
+
+def keyring_exists(directory: Path, orgs: Iterable[str]) -> bool:
+    """Whether ``directory`` holds a whole keyring for exactly ``orgs`` (``init --if-missing``
+    keeps it); ``False`` if none of its files exists. A partial keyring, or one registering
+    other organizations, is a :class:`ConfigError`: it must not be mixed with a new one.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()) / "keys"
+    >>> keyring_exists(d, ["lab", "ward"])
+    False
+    >>> init_keyring(d, ["lab", "ward"])
+    >>> keyring_exists(d, ["ward", "lab"])
+    True
+    >>> keyring_exists(d, ["lab"])
+    Traceback (most recent call last):
+    ...
+    procvault.monitor.errors.ConfigError: ... registers ['lab', 'ward'], not ['lab']
+    """
+    directory = Path(directory)
+    names = list(dict.fromkeys(orgs))
+    files = _files_of(directory, names)
+    present = [p for p in files if p.exists() or p.is_symlink()]
+    if not present:
+        return False
+    if (directory / "registry.json").exists():
+        registered = sorted(Registry.load(directory / "registry.json").orgs)
+        if registered != sorted(names):
+            raise ConfigError(
+                f"{directory}: the keyring there registers {registered}, not {sorted(names)}"
+            )
+    if len(present) < len(files):
+        missing = sorted(p.name for p in files if p not in present)
+        raise ConfigError(
+            f"{directory}: an incomplete keyring (no {', '.join(missing)}): remove it or "
+            "restore the missing files"
+        )
+    VaultSecrets.load(directory / "vault.json")  # readable, current, not open to others
+    return True
 
 
 def init_keyring(directory: Path, orgs: Iterable[str]) -> None:

@@ -319,6 +319,8 @@ class VaultWorker:
         #: partitions whose partial since their streams closed was written
         self._discovered_final: set[int] = set()
         self._logged_reasons: set[str] = set()  # refusal kinds already named in the log
+        #: the furthest the consumer has fetched per event topic partition (_mark_lagging)
+        self._fetched: dict[TopicPartition, int] = {}
 
     # -- partitions -------------------------------------------------------------------------
     def partition_settings(self, partition: int) -> PartitionSettings:
@@ -814,7 +816,7 @@ class VaultWorker:
         # records of partitions revoked while we waited are dropped: read again by their owner
         records = {tp: r for tp, r in records.items() if tp.partition in self.engines}
         t0 = time.perf_counter()
-        self._mark_lagging()
+        await self._mark_lagging()
         effects = self.process(records)
         if not self.engines:
             return
@@ -950,14 +952,31 @@ class VaultWorker:
         for p, lag in lags.items():
             m.set_consumer_lag(p, lag)
 
-    def _mark_lagging(self) -> None:
-        """An organization with records not read yet is not silent, however long ago its
-        last record was read (a worker catching up must not time its sources out)."""
-        if self.settings.source_timeout is None:
+    async def _mark_lagging(self) -> None:
+        """An organization with committed records not read yet is not silent, however long
+        ago its last record was read (a worker catching up must not time its sources out).
+        Measured from the furthest the consumer has fetched (it steps over transaction
+        markers and aborted records; a read again does not lower it) against the last stable
+        offset: a partition ending in a commit marker, or in a killed agent's transaction,
+        has nothing left to read, so its organization can go silent."""
+        consumer = self._consumer
+        if self.settings.source_timeout is None or consumer is None:
             return
-        for _p, eng, org, hw in self._highwaters():
-            if hw is not None and eng.read_position(org) < hw:
-                eng.lagging(org)
+        from aiokafka import TopicPartition
+
+        fetched = self._fetched
+        now = self.clock() // 1000
+        for p, eng in self.engines.items():
+            eng.begin(now)  # heard now, not at the last batch (which may be long ago)
+            for org in self.orgs:
+                tp = TopicPartition(self.settings.topics.events(org), p)
+                lso = consumer.last_stable_offset(tp)
+                if lso is None or lso < 0:
+                    continue
+                at = max(fetched.get(tp, 0), await consumer.position(tp))
+                fetched[tp] = at
+                if at < lso:
+                    eng.lagging(org)
 
     # -- restore ------------------------------------------------------------------------------
     async def _restore(self, partitions: Iterable[int]) -> None:

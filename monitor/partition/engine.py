@@ -507,8 +507,9 @@ class PartitionEngine:
     # -- the step ---------------------------------------------------------------------------
     def step(self) -> Effects:
         """Apply, in merge order, what the frontier lets through; move the public clock:
-        deadlines, idle cases, DP panes; the end of the stream. Returns the effects."""
-        eff = self._effects = Effects()
+        deadlines, idle cases, DP panes; the end of the stream. Returns the effects (with
+        what admitting noted since the last step: an organization back)."""
+        eff = self._effects
         for org in self._gap_notes:  # (told the organization: its stream has a gap here)
             eff.notices.append(("source_gap", org))
             eff.add((org,), NoticeFinding("source_gap", org, self.settings.partition))
@@ -529,6 +530,7 @@ class PartitionEngine:
             self._flush()
         elif self._finished and not all_closed:
             self._finished = False  # an organization reopened its stream
+        self._effects = Effects()  # what the next batch's admits note
         return eff
 
     def _frontier(self) -> tuple[_Key, bool]:

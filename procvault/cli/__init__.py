@@ -26,6 +26,7 @@ EXIT_FAILURE = 1
 # ----------------------------------------------------------------------------- parser
 #: The module of ``procvault.cli`` that registers each command, in ``--help`` order.
 COMMANDS: Final = {
+    "demo": ("demo",),
     "sources": ("replay", "simulate", "kafka", "tail"),
     "monitor": ("monitor",),
     "anonymize": ("anonymize", "compare"),

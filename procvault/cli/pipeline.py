@@ -71,6 +71,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="rotate: add a new state master key (instead of a new epoch)",
     )
+    _add(
+        p,
+        "--if-missing",
+        action="store_true",
+        help="init: keep a whole keyring for exactly these organizations that is already "
+        "there (exit 0; a partial one or one for other organizations is still an error)",
+    )
     p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser(
@@ -313,6 +320,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if not args.orgs:
         raise ConfigError("keys init needs --orgs")
     orgs = [o.strip() for o in args.orgs.split(",") if o.strip()]
+    if args.if_missing:
+        from procvault.streams.secrets import keyring_exists
+
+        if keyring_exists(Path(args.dir), orgs):
+            print(
+                f"keyring for {', '.join(orgs)} in {args.dir} kept (--if-missing)", file=sys.stderr
+            )
+            return 0
     init_keyring(Path(args.dir), orgs)
     print(f"keyring for {', '.join(orgs)} written to {args.dir}", file=sys.stderr)
     return 0

@@ -86,6 +86,9 @@ _ROUTE_CACHE = 100_000  # cases whose partition is remembered
 #: makes at most a few outputs of one input), so one producer's merge keys strictly increase.
 _SLOTS = 256
 _REVIEW_AHEAD = 10_000  # items admitted to review ahead of the one published next
+#: While pacing waits longer than this (seconds), the agent repeats its heartbeats this often,
+#: so that the vault's --source-timeout (default 30 s) never takes a waiting agent for silent.
+KEEPALIVE_SECONDS = 5.0
 _END = (-1, (-1, -1), (-1, -1), "")  # end of the admitted items
 
 
@@ -449,6 +452,10 @@ class Agent:
                             break  # commit the promise now, then wait
                         if n and clock() + wait - batch_start > s.batch_seconds:
                             break  # close the batch rather than hold it open while waiting
+                        if wait > KEEPALIVE_SECONDS:
+                            await asyncio.sleep(KEEPALIVE_SECONDS)
+                            beat_key = (-2, 0)  # a long wait: heartbeats again, then on
+                            break
                         await asyncio.sleep(wait)
                 stats.read += 1
                 outs = _monotone(transform(ev) if transform is not None else (ev,), last_key[0])

@@ -118,14 +118,17 @@ class Deployment:
     partitions: int = 3
     prefix: str = field(default_factory=lambda: f"p{uuid4().hex[:10]}.")
     procs: list[Proc] = field(default_factory=list)
+    #: False: the keyring in ``root/keys`` exists already (made by what the test runs)
+    init_keys: bool = True
 
     def __post_init__(self) -> None:
         self.keys = self.root / "keys"
-        subprocess.run(
-            procvault("keys", "init", str(self.keys), "--orgs", ",".join(self.orgs)),
-            check=True,
-            capture_output=True,
-        )
+        if self.init_keys:
+            subprocess.run(
+                procvault("keys", "init", str(self.keys), "--orgs", ",".join(self.orgs)),
+                check=True,
+                capture_output=True,
+            )
         self.topics = Topics(self.prefix)
 
     def _common(self) -> list[str]:

@@ -438,3 +438,38 @@ def test_the_checks_see_a_broken_chain() -> None:
     # b's hidden event is never asked for again: c1 completes without its B
     with pytest.raises(AssertionError):
         check(*_example(), engine_cls=_Unchained)
+
+
+def test_a_silent_source_that_comes_back_is_reported_back() -> None:
+    """``source_back`` is noted when the organization's next frame is admitted (between two
+    steps): the next step's effects carry it, to the log and to every organization."""
+    settings = PartitionSettings(partition=0, orgs=("a", "b"), source_timeout_us=5_000_000)
+    engine = PartitionEngine(settings, _vault())
+
+    def origin(org: str, seq: int) -> Origin:
+        return Origin(org, "agent-1", 1, seq, seq, prev=(1, seq - 1) if seq else (0, 0))
+
+    def beat(org: str, seq: int, minute: int) -> Heartbeat:
+        promise = int((T0 + timedelta(minutes=minute)).timestamp() * 1e6)
+        return Heartbeat(origin(org, seq), promise, 0, closed=False)
+
+    notes: list[tuple[str, str]] = []
+    told: list[tuple[str, str]] = []
+
+    def step(now_s: int, *frames: Any) -> None:
+        engine.begin(NOW + now_s * 1_000_000)
+        for f in frames:
+            assert engine.admit(f) is None
+        eff = engine.step()
+        notes.extend(eff.notices)
+        told.extend(
+            (f.kind, f.org) for f in eff.findings.get("b", []) if isinstance(f, NoticeFinding)
+        )
+
+    step(0, beat("a", 0, 1), beat("b", 0, 1))
+    step(3, beat("b", 1, 2))
+    step(7, beat("b", 2, 3))  # a: 7 s without a frame
+    step(8, beat("a", 1, 4))  # a is back
+    step(9)
+    assert ("source_silent", "a") in notes and ("source_back", "a") in notes, notes
+    assert told == [("source_silent", "a"), ("source_back", "a")], told

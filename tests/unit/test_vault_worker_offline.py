@@ -404,3 +404,65 @@ def test_once_a_stream_moved_to_a_newer_epoch_the_older_one_is_refused(tmp_path:
     _feed(worker, [(0, a), (1, b), (2, forged)])
     assert worker.stats.rejected["old_epoch"] == 1
     assert worker.engines[0].lane_epoch("lab") == 2
+
+
+class _Consumer:
+    """What ``_mark_lagging`` asks the consumer: its fetch position and the last stable offset
+    of each partition (and, for the code before it, the high watermark)."""
+
+    def __init__(self, position: int, lso: int) -> None:
+        self.pos, self.lso = position, lso
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.pos
+
+    def last_stable_offset(self, tp: TopicPartition) -> int:
+        return self.lso
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.lso
+
+
+async def _lagging(worker: VaultWorker) -> None:
+    import inspect
+
+    done = worker._mark_lagging()
+    if inspect.isawaitable(done):
+        await done
+
+
+@pytest.mark.parametrize(
+    ("position", "lso", "batches", "silent"),
+    [
+        (2, 2, [1] * 8, True),  # lab's event (offset 0) and its commit marker (1) read
+        (1, 5, [1] * 8, False),  # committed records not fetched yet: catching up
+        (1, 5, [6], False),  # ... also when the worker's next batch came late
+    ],
+)
+async def test_an_org_whose_partition_ends_in_a_commit_marker_can_go_silent(
+    tmp_path: Path, position: int, lso: int, batches: list[int], silent: bool
+) -> None:
+    """A transactional agent's partition always ends with a marker no consumer receives as a
+    record: only what the consumer could still fetch keeps an organization from going silent."""
+    init_keyring(tmp_path, ["lab", "ward"])
+    now = [NOW_NS]
+    worker = VaultWorker(
+        WorkerSettings("localhost:1", 1, TOPICS, source_timeout=5.0),
+        VaultSecrets.load(tmp_path / "vault.json"),
+        Registry.load(tmp_path / "registry.json"),
+        lambda: Vault(compliance=Compliance([DeclareRule("has_b", "existence", "B")])),
+        clock=lambda: now[0],
+    )
+    worker.restore_partition(0, [], [])
+    worker._consumer = _Consumer(position, lso)  # type: ignore[assignment]
+    agent = Agent(tmp_path, "lab", worker.secrets)
+    tp = TopicPartition(TOPICS.events("lab"), 0)
+    worker.process({tp: [Rec(0, agent.event(Event.create("c", "A", T0, org="lab")))]})
+    notices = []
+    for seconds in batches:  # past the source timeout
+        now[0] += seconds * 10**9
+        await _lagging(worker)
+        effects = worker.process({})
+        found = effects[0].findings.get("ward", []) if effects else []
+        notices += [(f.kind, f.org) for f in found if type(f).__name__ == "NoticeFinding"]
+    assert notices == ([("source_silent", "lab")] if silent else [])

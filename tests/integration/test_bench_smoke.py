@@ -42,7 +42,7 @@ def test_replay_benchmark_smoke(kafka_bootstrap: str, sepsis_log: Path) -> None:
     assert out["kafka_vs_null"] > 0
     sepsis, doubled = out["readers"]
     assert (sepsis["events"], doubled["events"]) == (15_214, 30_428)
-    assert sepsis["lxml"]["peak_rss_mb"] > 0 and sepsis["pm4py_over_lxml"]["parse_replay_time"] > 0
+    assert sepsis["scan"]["peak_rss_mb"] > 0 and sepsis["pm4py_over_scan"]["parse_replay_time"] > 0
 
 
 @pytest.mark.timeout(1500)  # five vault runs, the faust baseline and agents on a shared machine

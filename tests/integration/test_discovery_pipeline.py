@@ -1,19 +1,21 @@
 """Process discovery through the real pipeline: Sepsis split across three organizations,
 through agents, one or two vault workers with ``--discover`` and ``procvault models``, read by
 each organization with ``procvault discover --from``. The exact consortium models equal pm4py's
-discovery on the centralized log (DFG, start and end activities directly; the heuristics net
-and the Declare model through the tracker's counts, which ``test_discovery_oracle.py`` checks
-against pm4py on every shared log)."""
+discovery on the centralized log: ``discover_dfg`` (with start and end activities),
+``discover_heuristics_net`` (dependency matrix, nodes, arcs) and ``discover_declare``, with
+pm4py's defaults; and each organization's model equals that of one tracker fed the log."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pipeline_harness import ORGS, Deployment, procvault
 
+from procvault.discovery.convert import heuristics_net, to_declare
 from procvault.discovery.files import read_model
 from procvault.generators._pm4py import import_pm4py
 from procvault.generators.xes import read_xes
@@ -103,3 +105,24 @@ def test_the_consortium_models_through_the_pipeline_equal_pm4py_on_the_whole_log
     assert counts.end_activities() == dict(end)
     assert counts.events == len(df)
     assert counts.cases_completed == df["case:concept:name"].nunique()
+    # the heuristics net (pm4py's defaults) and the Declare model (pm4py's automatic ratios)
+    ours, theirs = heuristics_net(read[ORGS[0]]), pm4py.discover_heuristics_net(df)
+    assert ours.dependency_matrix == theirs.dependency_matrix
+    assert {n: x.node_occ for n, x in ours.nodes.items()} == {
+        n: x.node_occ for n, x in theirs.nodes.items()
+    }
+    assert _arcs(ours) == _arcs(theirs)
+    declare = read[ORGS[0]].declare
+    assert declare is not None
+    assert to_declare(declare) == pm4py.discover_declare(df)
+
+
+def _arcs(net: Any) -> dict[tuple[str, str], list[tuple[float, int]]]:
+    out: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    for name, node in net.nodes.items():
+        for other, edges in node.output_connections.items():
+            for e in edges:
+                out.setdefault((name, other.node_name), []).append(
+                    (e.dependency_value, e.dfg_value)
+                )
+    return out

@@ -7,7 +7,6 @@ and skipped.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +43,9 @@ async def read_models(
     docstring)."""
     import asyncio
 
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
+    from procvault.results.reader import start_committed_reader
     from procvault.streams.attestation import AnnouncedKeys
     from procvault.streams.envelope import RejectedRecord
     from procvault.streams.frames import open_result
@@ -55,20 +55,7 @@ async def read_models(
     found = ReleasedModels()
     announced = AnnouncedKeys(identity, verifier)
     topic = models_topic(topics.prefix, org_keys.org)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        client_id="procvault-discover",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
-    try:
-        await consumer.start()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        raise KafkaSetupError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    consumer = await start_committed_reader(bootstrap, "procvault-discover")
     try:
         existing = await consumer.topics()
         for t in (topics.keys, topic):

@@ -242,25 +242,12 @@ class ResultsReader:
     # -- the loop --------------------------------------------------------------------------
     async def run(self, *, follow: bool = False, timeout: float = 30.0) -> ReadStats:
         """Read until the end of the topics (or, with ``follow``, until SIGINT/SIGTERM)."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         from procvault.monitor.errors import KafkaSetupError
         from procvault.streams.kafka_io import _stop_consumer
 
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            client_id="procvault-results",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
-        try:
-            await consumer.start()
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            raise KafkaSetupError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from None
+        consumer = await start_committed_reader(self.bootstrap, "procvault-results")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         handled = []
@@ -381,3 +368,27 @@ def _epoch_of(value: bytes, *, alert: bool) -> int | None:
     except (ValueError, AttributeError, RecursionError):
         return None
     return epoch if isinstance(epoch, int) else None
+
+
+async def start_committed_reader(bootstrap: str, client_id: str) -> Any:
+    """A started group-less ``read_committed`` consumer reading from the beginning; a one-line
+    :class:`~procvault.monitor.errors.KafkaSetupError` when Kafka cannot be reached."""
+    from aiokafka import AIOKafkaConsumer
+
+    from procvault.monitor.errors import KafkaSetupError
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    try:
+        await consumer.start()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        raise KafkaSetupError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    return consumer

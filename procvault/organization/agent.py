@@ -468,6 +468,11 @@ class Agent:
                 if fast and n % 200 == 0 and clock() - batch_start >= s.batch_seconds:
                     break
             if pending is None:
+                if last_key > beat_key:
+                    # every partition hears where the stream ended before it closes (see
+                    # _publish_reviewed)
+                    await self._heartbeats(producer, session, last_key, closed=False)
+                    beat_key = last_key
                 await self._heartbeats(
                     producer, session, (_MAX_ORDER >> 1, _MAX_ORDER), closed=True
                 )
@@ -614,6 +619,12 @@ class Agent:
                         break
                     outs = review.ready(head[0])
                 if head is _END:
+                    if last_key > beat_key:
+                        # every partition hears where the stream ended before it closes (the
+                        # closing heartbeat moves no position): each partition's end-of-stream
+                        # flush then reaches the same clock and closes the same DP panes
+                        await self._heartbeats(producer, session, last_key, closed=False)
+                        beat_key = last_key
                     await self._heartbeats(
                         producer, session, (_MAX_ORDER >> 1, _MAX_ORDER), closed=True
                     )

@@ -105,9 +105,7 @@ class _WindowSum:
             self.withheld += sign
             return
         for stat in record.statistics:
-            acc = self.known[stat.name]
-            for i, e in enumerate(stat.known):
-                acc[i] += sign * e.value
+            _accumulate(self.known[stat.name], stat.known, sign)
             other = self.other[stat.name]
             for e in stat.other:
                 v = other.get(e.key, 0) + sign * e.value
@@ -120,7 +118,7 @@ class _WindowSum:
         return tuple(
             StatisticRelease(
                 name,
-                tuple(Entry(k, v) for k, v in zip(known[name], values, strict=True)),
+                _entries(known[name], values),
                 tuple(Entry(k, v) for k, v in sorted(self.other[name].items())),
             )
             for name, values in self.known.items()
@@ -146,9 +144,22 @@ def _add_known(s: _WindowSum, record: PaneRecord | WithheldRecord, sign: int) ->
         s.withheld += sign
         return
     for stat in record.statistics:
-        acc = s.known[stat.name]
-        for i, e in enumerate(stat.known):
-            acc[i] += sign * e.value
+        _accumulate(s.known[stat.name], stat.known, sign)
+
+
+def _accumulate(acc: list[int], entries: tuple[Entry, ...], sign: int) -> None:
+    """``acc[i] += sign * entries[i].value`` for every ``i``."""
+    if sign > 0:
+        acc[:] = [a + e.value for a, e in zip(acc, entries, strict=True)]
+    else:
+        acc[:] = [a - e.value for a, e in zip(acc, entries, strict=True)]
+
+
+def _entries(keys: tuple[Key, ...], values: Sequence[int]) -> tuple[Entry, ...]:
+    """``Entry(key, value)`` of each known key and its value (the lengths are equal)."""
+    if len(keys) != len(values):
+        raise ValueError(f"{len(values)} values for {len(keys)} known keys")
+    return tuple(map(Entry, keys, values))
 
 
 def _add_other(s: _WindowSum, record: PaneRecord | WithheldRecord) -> None:
@@ -294,8 +305,13 @@ class PaneReleaser:
             other: list[tuple[Entry, ...]] = []
             for name in self._names:
                 values = aggregate.statistic(name)
-                requests.append((name, [values.get(k, 0) for k in self._known[name]]))
-                other.append(self._thresholded_other(name, values))
+                known = self._known[name]
+                if values:
+                    requests.append((name, [values.get(k, 0) for k in known]))
+                    other.append(self._thresholded_other(name, values))
+                else:  # nothing counted (most panes): zeros, noised all the same
+                    requests.append((name, [0] * len(known)))
+                    other.append(())
             pending.append(_Pending(aggregate, None, totals_at, stats_at, tuple(other)))
         # 2. the noise, all at once
         noisy = draw_vectors(self._releaser, requests) if requests else []
@@ -320,14 +336,7 @@ class PaneReleaser:
                     mechanisms=self._mechanisms,
                     statistics=tuple(
                         StatisticRelease(
-                            name,
-                            tuple(
-                                Entry(k, v)
-                                for k, v in zip(
-                                    self._known[name], noisy[p.stats_at + j], strict=True
-                                )
-                            ),
-                            p.other[j],
+                            name, _entries(self._known[name], noisy[p.stats_at + j]), p.other[j]
                         )
                         for j, name in enumerate(self._names)
                     ),

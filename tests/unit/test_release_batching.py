@@ -268,3 +268,21 @@ def test_draw_vectors_falls_back_to_one_call_per_vector() -> None:
     assert OpenDPReleaser(plan).vectors([]) == []
     with pytest.raises(ValueError, match="workers"):
         OpenDPReleaser(plan, workers=0)
+
+
+# ---------------------------------------------------------------------------- envelope
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.integers(0, 2**31 - 1))
+def test_the_envelope_has_the_bytes_json_dumps_gave(record: str, epoch: int) -> None:
+    """A record republished after an upgrade keeps its bytes (readers keep one per key)."""
+    import json
+
+    from procvault.streams.release import SIGNED_VERSION, envelope_bytes
+
+    sig = "ab" * 32
+    before = json.dumps(
+        {"v": SIGNED_VERSION, "epoch": epoch, "record": record, "signature": sig},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    assert envelope_bytes(epoch, record, sig) == before.encode()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,13 @@ class ReleaseStageSettings:
         minimum=1,
         flag="--panes-per-step",
     )
+    draw_threads: int | None = option(
+        None,
+        help="threads drawing a step's OpenDP noise in parallel, each on its own slice of the "
+        "values (0: one per CPU, os.cpu_count())",
+        minimum=1,
+        none_as=0,
+    )
     batch_records: int = option(500, help="partial records read per fetch", minimum=1)
     batch_ms: int = option(50, help="fetch wait", unit="ms", minimum=1)
     replication_factor: int = option(1, help="of the topics it creates", minimum=1)
@@ -99,6 +107,13 @@ class ReleaseStageSettings:
     def __post_init__(self) -> None:
         if self.max_panes_per_step < 1:
             raise ConfigError("max_panes_per_step must be >= 1")
+        if self.draw_threads is not None and self.draw_threads < 1:
+            raise ConfigError("draw_threads must be >= 1 (or None: one per CPU)")
+
+    @property
+    def threads(self) -> int:
+        """:attr:`draw_threads`, or one per CPU."""
+        return self.draw_threads or os.cpu_count() or 1
 
 
 class StateStore:

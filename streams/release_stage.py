@@ -210,6 +210,8 @@ class ReleaseStage:
         self._stopping = asyncio.Event()
         self._problems: set[str] = set()
         self._sent: dict[int, int] = {}  # pane -> latest agent send time (latency only)
+        # per step stored and not published yet: (panes, arrival of the partials completing it)
+        self._unpublished: list[tuple[int, float]] = []
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current step."""
@@ -299,12 +301,17 @@ class ReleaseStage:
                 while engine.ready() and not self._stopping.is_set():
                     await self._step(producer, engine, arrived)
                     stepped = True
+                if stepped:  # nothing more is complete: publish the last step now
+                    await self._publish(producer, engine)
                 if recs and not stepped and self.clock() - last_store >= 1.0:
                     await self._store(producer, engine)  # the offset and the partials read
                     last_store = self.clock()
                 elif stepped:
                     last_store = self.clock()
-            await self._store(producer, engine)
+            if engine.to_publish():
+                await self._publish(producer, engine)  # with the final state
+            else:
+                await self._store(producer, engine)
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await consumer.stop()
@@ -345,15 +352,18 @@ class ReleaseStage:
     ) -> None:
         started = self.clock()
         first = engine.releaser.next_pane
+        # stored by the previous step, not published yet: published in this step's store
+        earlier = engine.to_publish()
+        if len(earlier) > _PUBLISH_CHUNK:  # (not after a step; after a restart at most)
+            await self._publish(producer, engine)
+            earlier = []
         n = engine.release(self.settings.max_panes_per_step)
-        await self._store(producer, engine)
-        published = await self._publish(producer, engine)
+        self._unpublished.append((n, arrived))  # observed when its records are published
+        await self._store(producer, engine, earlier)
+        published = len(earlier)
         seconds = self.clock() - started
-        if self.metrics is not None:
-            for _ in range(n):
-                self.metrics.observe_release_latency(self.clock() - arrived)
         log.info(
-            "released panes %s..%s (%d panes, %d records, %.1f ms)",
+            "released panes %s..%s (%d panes; %d records of the step before published; %.1f ms)",
             first,
             (engine.releaser.next_pane or 1) - 1,
             n,
@@ -361,13 +371,35 @@ class ReleaseStage:
             seconds * 1000,
         )
 
-    async def _store(self, producer: AIOKafkaProducer, engine: ReleaseEngine) -> None:
-        """One transaction: the new pane records, the tombstones of those no longer needed,
-        the head."""
-        head, new, gone = engine.changes()
+    async def _store(
+        self,
+        producer: AIOKafkaProducer,
+        engine: ReleaseEngine,
+        publish: list[Record] | None = None,
+    ) -> None:
+        """One transaction: ``publish`` (records stored by an earlier transaction, up to a pane
+        boundary) signed on ``results.aggregates``, then the new pane records, the tombstones
+        of those no longer needed, the head (which says ``publish`` was published).
+
+        Publishing the previous step's records in the transaction that stores the next step
+        halves the transactions while catching up and keeps the order that matters: a record
+        is only ever published in a transaction after the one that stored it, so an aborted
+        transaction can have shown (to a ``read_uncommitted`` reader) only noise that is
+        stored and will be published with the same bytes; the new noise in it is sealed."""
+        publish = publish or []
         topic = self.settings.topics.release_state
+        keys = self.secrets.current
         await producer.begin_transaction()
         try:
+            for record in publish:
+                await producer.send(
+                    self.settings.topics.aggregates,
+                    sign_record(record, keys),
+                    key=record_key(record),
+                )
+            if publish:
+                engine.published(_last_pane(publish))
+            head, new, gone = engine.changes()
             for record in new:
                 key, value = self.store.pane(record)
                 await producer.send(topic, value, key=key)
@@ -380,6 +412,9 @@ class ReleaseStage:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
+        if publish:
+            self._observe(publish, engine)
+            self._observe_latency(1)
 
     async def _publish(self, producer: AIOKafkaProducer, engine: ReleaseEngine) -> int:
         """Publish what is stored and not published yet, with the head that says so, in
@@ -413,7 +448,20 @@ class ReleaseStage:
             total += len(chunk)
             self._observe(chunk, engine)
             records = records[len(chunk) :]
+        self._observe_latency(None)
         return total
+
+    def _observe_latency(self, steps: int | None) -> None:
+        """The release latency of the oldest ``steps`` unpublished steps (``None``: all), now
+        that their records are published."""
+        done = self._unpublished[:steps] if steps is not None else self._unpublished
+        self._unpublished = self._unpublished[len(done) :]
+        if self.metrics is None:
+            return
+        now = self.clock()
+        for n, arrived in done:
+            for _ in range(n):
+                self.metrics.observe_release_latency(now - arrived)
 
     def _observe(self, chunk: list[Record], engine: ReleaseEngine) -> None:
         m = self.metrics
@@ -477,6 +525,14 @@ class ReleaseStage:
                 engine.published_through,
                 skipped,
             )
+
+
+def _last_pane(records: list[Record]) -> int:
+    """The last pane whose record is among ``records``."""
+    for record in reversed(records):
+        if isinstance(record, PaneRecord | WithheldRecord):
+            return record.pane.index
+    raise ValueError("no pane record to publish")
 
 
 def _chunk(records: list[Record]) -> tuple[list[Record], int]:

@@ -259,9 +259,11 @@ class Tree:
         work: Path,
         agg: Path,
         extra: tuple[str, ...] = (),
+        policy: Path = POLICY,
     ) -> None:
         self.name, self.root, self.bootstrap, self.agg = name, root, bootstrap, agg
         self.extra = extra
+        self.policy = policy
         self.prefix = f"bench-rel-{name}-{uuid.uuid4().hex[:8]}."
         self.dir = work / self.prefix.rstrip(".")
         self.dir.mkdir(parents=True)
@@ -278,7 +280,7 @@ class Tree:
                 self.prefix,
                 str(self.keys),
                 str(self.agg),
-                str(POLICY),
+                str(self.policy),
                 str(MODEL),
             ],
             capture_output=True,
@@ -306,7 +308,7 @@ class Tree:
             "--keys",
             str(self.keys),
             "--dp-policy",
-            str(POLICY),
+            str(self.policy),
             "--model",
             str(MODEL),
         ]
@@ -508,8 +510,13 @@ def main(argv: list[str] | None = None) -> int:
         workload = aggregates(work / "aggregates.msgpack", args.max_panes)
         _progress(f"{workload['panes']} panes; running the stages")
         roots = {"head": _import_root(REPO, work / "root-head")}
+        policies = {"head": POLICY}
         if not args.no_base:
-            roots["base"] = _import_root(_base_tree(args.base, args.base_tree), work / "root-base")
+            base_tree = _base_tree(args.base, args.base_tree)
+            roots["base"] = _import_root(base_tree, work / "root-base")
+            # the base tree's own copy of the bundled policy: the faust stage predates the
+            # public `panes.start` (it refuses the key) and releases from the first pane seen
+            policies["base"] = base_tree / "policies" / "dp" / "default.yaml"
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in roots}
         restart: dict[str, dict[str, Any]] = {}
         draws: list[float] = []
@@ -518,7 +525,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, root in roots.items():
                 limit = args.base_timeout if name == "base" else args.timeout
                 extra = tuple(args.stage_arg) if name == "head" else ()
-                tree = Tree(name, root, bootstrap, work, work / "aggregates.msgpack", extra)
+                tree = Tree(
+                    name, root, bootstrap, work, work / "aggregates.msgpack", extra, policies[name]
+                )
                 r = catch_up(tree, workload, limit)
                 runs[name].append(r)
                 _progress(
@@ -529,7 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, root in roots.items():
             limit = args.base_timeout if name == "base" else args.timeout
             extra = tuple(args.stage_arg) if name == "head" else ()
-            tree = Tree(name, root, bootstrap, work, work / "aggregates.msgpack", extra)
+            tree = Tree(
+                name, root, bootstrap, work, work / "aggregates.msgpack", extra, policies[name]
+            )
             restart[name] = restarts(tree, limit)
             _progress(f"{name} restarts: {restart[name]}")
     finally:

@@ -11,9 +11,11 @@ it: about 6-8 panes/s with its table writes, state records over 1 MB, see
 2. **store** (one transaction on ``release.state``): noise the complete panes (at most
    ``max_panes_per_step``), write their records (one sealed record per pane) and the sealed
    ``head`` (combiner, ledger, tree, offsets);
-3. **publish** (a second transaction): the signed records not published yet, recomputed from
-   the stored pane records (Ed25519 signatures are deterministic: the same bytes every time),
-   with the ``head`` saying they were published.
+3. **publish** (a later transaction: the next step's store while a backlog drains, or one of
+   its own once nothing more is complete): the signed records not published yet, recomputed
+   from the stored pane records (Ed25519 signatures are deterministic: the same bytes every
+   time), with the ``head`` saying they were published. A record is never published in the
+   transaction that stored its noise.
 
 A crash between the two republishes the same bytes; a crash before the store re-reads the
 partials and noises panes whose noise never left the enclave sealed (aborted records of the

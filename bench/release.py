@@ -14,6 +14,9 @@ order: the backlog a stage finds after an outage or when it starts late); then t
 * ``panes_per_second``: panes released / (time of the last pane record - time of the first);
   ``seconds_to_last``: from the process start to the last pane record (start-up included);
 * ``peak_rss_mb``: the stage's ``VmHWM`` (read just before it is stopped);
+* ``stage_cpu_seconds``: the stage's user + system CPU time over the run (all its threads, from
+  start-up to the last pane), and ``panes_per_stage_cpu_second``: what load on a shared
+  machine changes far less than wall time;
 * ``largest_record_bytes``: the largest value the stage wrote in any topic (every topic of the
   run's prefix but ``vault.partials``, which the feeder writes: ``results.aggregates``, the
   state topic or faust's changelog);
@@ -235,11 +238,32 @@ def _hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process so far (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 class Tree:
     """One tree's stage on one topic prefix."""
 
-    def __init__(self, name: str, root: Path, bootstrap: str, work: Path, agg: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        bootstrap: str,
+        work: Path,
+        agg: Path,
+        extra: tuple[str, ...] = (),
+        policy: Path = POLICY,
+    ) -> None:
         self.name, self.root, self.bootstrap, self.agg = name, root, bootstrap, agg
+        self.extra = extra
+        self.policy = policy
         self.prefix = f"bench-rel-{name}-{uuid.uuid4().hex[:8]}."
         self.dir = work / self.prefix.rstrip(".")
         self.dir.mkdir(parents=True)
@@ -256,7 +280,7 @@ class Tree:
                 self.prefix,
                 str(self.keys),
                 str(self.agg),
-                str(POLICY),
+                str(self.policy),
                 str(MODEL),
             ],
             capture_output=True,
@@ -284,12 +308,13 @@ class Tree:
             "--keys",
             str(self.keys),
             "--dp-policy",
-            str(POLICY),
+            str(self.policy),
             "--model",
             str(MODEL),
         ]
         if self.name == "base":
             cmd += ["--data-dir", str(self.dir / "faust-data"), "--instance-id", "bench-1"]
+        cmd += list(self.extra)
         self.logs += 1
         log = (self.dir / f"stage-{self.logs}.log").open("wb")
         t = time.monotonic()
@@ -351,6 +376,7 @@ def catch_up(tree: Tree, workload: dict[str, Any], timeout: float) -> dict[str, 
     try:
         done = _wait(follow, proc, tree, until=last, deadline=t0 + timeout)
         hwm = _hwm_mb(proc.pid)
+        cpu = _cpu_seconds(proc.pid)
     finally:
         _stop(proc)
         time.sleep(0.5)
@@ -368,6 +394,9 @@ def catch_up(tree: Tree, workload: dict[str, Any], timeout: float) -> dict[str, 
         "seconds_to_last": round(times[-1] - t0, 2) if done else None,
         "seconds_to_first": round(times[0] - t0, 2) if times else None,
         "peak_rss_mb": round(hwm, 1),
+        # on a shared machine wall time depends on the others' load; CPU time much less
+        "stage_cpu_seconds": round(cpu, 2),
+        "panes_per_stage_cpu_second": round(released / cpu, 1) if cpu > 0 else None,
         "largest_record_bytes": max(largest.values(), default=0),
         "largest_record_by_topic": {k.removeprefix(tree.prefix): v for k, v in largest.items()},
         "partial_records": fed["records"],
@@ -407,7 +436,10 @@ def restarts(tree: Tree, timeout: float) -> dict[str, Any]:
         follow.stop()
     keys = {k for k, _, _ in follow.records}
     panes = {int(k[5:]) for k in keys if k.startswith(b"pane/")}
-    out["finished"] = finished and panes == set(range(first, last + 1))
+    # every pane from the policy's public start (before the log's first) through the last
+    out["finished"] = bool(
+        finished and panes and min(panes) <= first and panes == set(range(min(panes), last + 1))
+    )
     out["one_value_per_key"] = _one_value_per_key(follow.records)
     out["panes_released"] = len(panes)
     return out
@@ -447,6 +479,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--max-panes", type=int, help="only the log's first N panes (default: all ~13,800)"
     )
+    ap.add_argument(
+        "--stage-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an argument for this tree's `procvault release` (repeat; e.g. "
+        "--stage-arg=--draw-threads=1)",
+    )
     args = ap.parse_args(argv)
 
     from procvault.streams import kafka_local
@@ -470,8 +510,13 @@ def main(argv: list[str] | None = None) -> int:
         workload = aggregates(work / "aggregates.msgpack", args.max_panes)
         _progress(f"{workload['panes']} panes; running the stages")
         roots = {"head": _import_root(REPO, work / "root-head")}
+        policies = {"head": POLICY}
         if not args.no_base:
-            roots["base"] = _import_root(_base_tree(args.base, args.base_tree), work / "root-base")
+            base_tree = _base_tree(args.base, args.base_tree)
+            roots["base"] = _import_root(base_tree, work / "root-base")
+            # the base tree's own copy of the bundled policy: the faust stage predates the
+            # public `panes.start` (it refuses the key) and releases from the first pane seen
+            policies["base"] = base_tree / "policies" / "dp" / "default.yaml"
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in roots}
         restart: dict[str, dict[str, Any]] = {}
         draws: list[float] = []
@@ -479,7 +524,10 @@ def main(argv: list[str] | None = None) -> int:
             draws.append(opendp_draws_per_second())
             for name, root in roots.items():
                 limit = args.base_timeout if name == "base" else args.timeout
-                tree = Tree(name, root, bootstrap, work, work / "aggregates.msgpack")
+                extra = tuple(args.stage_arg) if name == "head" else ()
+                tree = Tree(
+                    name, root, bootstrap, work, work / "aggregates.msgpack", extra, policies[name]
+                )
                 r = catch_up(tree, workload, limit)
                 runs[name].append(r)
                 _progress(
@@ -489,7 +537,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
         for name, root in roots.items():
             limit = args.base_timeout if name == "base" else args.timeout
-            tree = Tree(name, root, bootstrap, work, work / "aggregates.msgpack")
+            extra = tuple(args.stage_arg) if name == "head" else ()
+            tree = Tree(
+                name, root, bootstrap, work, work / "aggregates.msgpack", extra, policies[name]
+            )
             restart[name] = restarts(tree, limit)
             _progress(f"{name} restarts: {restart[name]}")
     finally:
@@ -504,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             "panes_per_second_median": _median(rs, "panes_per_second"),
             "seconds_to_last_median": _median(rs, "seconds_to_last"),
             "peak_rss_mb_median": _median(rs, "peak_rss_mb"),
+            "panes_per_stage_cpu_second_median": _median(rs, "panes_per_stage_cpu_second"),
             "largest_record_bytes_max": max(r["largest_record_bytes"] for r in rs),
             "runs": rs,
             "restart": restart[name],
@@ -521,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         "opendp_ceiling_panes_per_second": round(
             statistics.median(draws) / workload["noise_draws_per_pane"], 1
         ),
+        "head_stage_args": args.stage_arg,
+        "cpus": os.cpu_count(),
         "base_commit": None if args.no_base else args.base,
         "base_timeout_seconds": None if args.no_base else args.base_timeout,
         "head": summary("head"),

@@ -34,6 +34,8 @@ import json
 from collections.abc import Mapping
 from typing import Final
 
+import msgspec
+
 from procvault.monitor.errors import SecurityError
 from procvault.monitor.privacy.records import (
     PaneRecord,
@@ -46,9 +48,16 @@ from procvault.monitor.privacy.records import (
 
 from .envelope import VaultKeys, VaultPublicKeys, verify_signature
 
-__all__ = ["ReleaseSignatureError", "record_key", "sign_record", "verify_record"]
+__all__ = [
+    "ReleaseSignatureError",
+    "envelope_bytes",
+    "record_key",
+    "sign_record",
+    "verify_record",
+]
 
 SIGNED_VERSION: Final = 1
+_ENVELOPE: Final = msgspec.json.Encoder()
 _DOMAIN: Final = b"procvault-aggregates-v1"
 
 
@@ -64,13 +73,16 @@ def sign_record(record: Record, keys: VaultKeys) -> bytes:
     """The signed envelope of ``record`` (the value to publish)."""
     body = encode_record(record)
     signature = keys.sign(_signed_bytes(keys.epoch, body))
-    envelope = {
-        "v": SIGNED_VERSION,
-        "epoch": keys.epoch,
-        "record": body.decode(),
-        "signature": signature.hex(),
-    }
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    return envelope_bytes(keys.epoch, body.decode(), signature.hex())
+
+
+def envelope_bytes(epoch: int, record: str, signature: str) -> bytes:
+    """The envelope's bytes: the same as ``json.dumps`` of it with ``separators=(",", ":")``
+    and ``ensure_ascii=False`` (what earlier versions wrote, so a record republished after an
+    upgrade keeps its bytes), by msgspec's encoder (a few times faster)."""
+    return _ENVELOPE.encode(
+        {"v": SIGNED_VERSION, "epoch": epoch, "record": record, "signature": signature}
+    )
 
 
 def verify_record(data: bytes, keys: Mapping[int, VaultPublicKeys]) -> Record:

@@ -11,9 +11,11 @@ it: about 6-8 panes/s with its table writes, state records over 1 MB, see
 2. **store** (one transaction on ``release.state``): noise the complete panes (at most
    ``max_panes_per_step``), write their records (one sealed record per pane) and the sealed
    ``head`` (combiner, ledger, tree, offsets);
-3. **publish** (a second transaction): the signed records not published yet, recomputed from
-   the stored pane records (Ed25519 signatures are deterministic: the same bytes every time),
-   with the ``head`` saying they were published.
+3. **publish** (a later transaction: the next step's store while a backlog drains, or one of
+   its own once nothing more is complete): the signed records not published yet, recomputed
+   from the stored pane records (Ed25519 signatures are deterministic: the same bytes every
+   time), with the ``head`` saying they were published. A record is never published in the
+   transaction that stored its noise.
 
 A crash between the two republishes the same bytes; a crash before the store re-reads the
 partials and noises panes whose noise never left the enclave sealed (aborted records of the
@@ -31,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +95,13 @@ class ReleaseStageSettings:
         minimum=1,
         flag="--panes-per-step",
     )
+    draw_threads: int | None = option(
+        None,
+        help="threads drawing a step's OpenDP noise in parallel, each on its own slice of the "
+        "values (0: one per CPU, os.cpu_count())",
+        minimum=1,
+        none_as=0,
+    )
     batch_records: int = option(500, help="partial records read per fetch", minimum=1)
     batch_ms: int = option(50, help="fetch wait", unit="ms", minimum=1)
     replication_factor: int = option(1, help="of the topics it creates", minimum=1)
@@ -99,6 +109,13 @@ class ReleaseStageSettings:
     def __post_init__(self) -> None:
         if self.max_panes_per_step < 1:
             raise ConfigError("max_panes_per_step must be >= 1")
+        if self.draw_threads is not None and self.draw_threads < 1:
+            raise ConfigError("draw_threads must be >= 1 (or None: one per CPU)")
+
+    @property
+    def threads(self) -> int:
+        """:attr:`draw_threads`, or one per CPU."""
+        return self.draw_threads or os.cpu_count() or 1
 
 
 class StateStore:
@@ -195,6 +212,8 @@ class ReleaseStage:
         self._stopping = asyncio.Event()
         self._problems: set[str] = set()
         self._sent: dict[int, int] = {}  # pane -> latest agent send time (latency only)
+        # per step stored and not published yet: (panes, arrival of the partials completing it)
+        self._unpublished: list[tuple[int, float]] = []
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current step."""
@@ -284,12 +303,17 @@ class ReleaseStage:
                 while engine.ready() and not self._stopping.is_set():
                     await self._step(producer, engine, arrived)
                     stepped = True
+                if stepped:  # nothing more is complete: publish the last step now
+                    await self._publish(producer, engine)
                 if recs and not stepped and self.clock() - last_store >= 1.0:
                     await self._store(producer, engine)  # the offset and the partials read
                     last_store = self.clock()
                 elif stepped:
                     last_store = self.clock()
-            await self._store(producer, engine)
+            if engine.to_publish():
+                await self._publish(producer, engine)  # with the final state
+            else:
+                await self._store(producer, engine)
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await consumer.stop()
@@ -330,15 +354,18 @@ class ReleaseStage:
     ) -> None:
         started = self.clock()
         first = engine.releaser.next_pane
+        # stored by the previous step, not published yet: published in this step's store
+        earlier = engine.to_publish()
+        if len(earlier) > _PUBLISH_CHUNK:  # (not after a step; after a restart at most)
+            await self._publish(producer, engine)
+            earlier = []
         n = engine.release(self.settings.max_panes_per_step)
-        await self._store(producer, engine)
-        published = await self._publish(producer, engine)
+        self._unpublished.append((n, arrived))  # observed when its records are published
+        await self._store(producer, engine, earlier)
+        published = len(earlier)
         seconds = self.clock() - started
-        if self.metrics is not None:
-            for _ in range(n):
-                self.metrics.observe_release_latency(self.clock() - arrived)
         log.info(
-            "released panes %s..%s (%d panes, %d records, %.1f ms)",
+            "released panes %s..%s (%d panes; %d records of the step before published; %.1f ms)",
             first,
             (engine.releaser.next_pane or 1) - 1,
             n,
@@ -346,13 +373,35 @@ class ReleaseStage:
             seconds * 1000,
         )
 
-    async def _store(self, producer: AIOKafkaProducer, engine: ReleaseEngine) -> None:
-        """One transaction: the new pane records, the tombstones of those no longer needed,
-        the head."""
-        head, new, gone = engine.changes()
+    async def _store(
+        self,
+        producer: AIOKafkaProducer,
+        engine: ReleaseEngine,
+        publish: list[Record] | None = None,
+    ) -> None:
+        """One transaction: ``publish`` (records stored by an earlier transaction, up to a pane
+        boundary) signed on ``results.aggregates``, then the new pane records, the tombstones
+        of those no longer needed, the head (which says ``publish`` was published).
+
+        Publishing the previous step's records in the transaction that stores the next step
+        halves the transactions while catching up and keeps the order that matters: a record
+        is only ever published in a transaction after the one that stored it, so an aborted
+        transaction can have shown (to a ``read_uncommitted`` reader) only noise that is
+        stored and will be published with the same bytes; the new noise in it is sealed."""
+        publish = publish or []
         topic = self.settings.topics.release_state
+        keys = self.secrets.current
         await producer.begin_transaction()
         try:
+            for record in publish:
+                await producer.send(
+                    self.settings.topics.aggregates,
+                    sign_record(record, keys),
+                    key=record_key(record),
+                )
+            if publish:
+                engine.published(_last_pane(publish))
+            head, new, gone = engine.changes()
             for record in new:
                 key, value = self.store.pane(record)
                 await producer.send(topic, value, key=key)
@@ -365,6 +414,9 @@ class ReleaseStage:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
+        if publish:
+            self._observe(publish, engine)
+            self._observe_latency(1)
 
     async def _publish(self, producer: AIOKafkaProducer, engine: ReleaseEngine) -> int:
         """Publish what is stored and not published yet, with the head that says so, in
@@ -398,7 +450,20 @@ class ReleaseStage:
             total += len(chunk)
             self._observe(chunk, engine)
             records = records[len(chunk) :]
+        self._observe_latency(None)
         return total
+
+    def _observe_latency(self, steps: int | None) -> None:
+        """The release latency of the oldest ``steps`` unpublished steps (``None``: all), now
+        that their records are published."""
+        done = self._unpublished[:steps] if steps is not None else self._unpublished
+        self._unpublished = self._unpublished[len(done) :]
+        if self.metrics is None:
+            return
+        now = self.clock()
+        for n, arrived in done:
+            for _ in range(n):
+                self.metrics.observe_release_latency(now - arrived)
 
     def _observe(self, chunk: list[Record], engine: ReleaseEngine) -> None:
         m = self.metrics
@@ -462,6 +527,14 @@ class ReleaseStage:
                 engine.published_through,
                 skipped,
             )
+
+
+def _last_pane(records: list[Record]) -> int:
+    """The last pane whose record is among ``records``."""
+    for record in reversed(records):
+        if isinstance(record, PaneRecord | WithheldRecord):
+            return record.pane.index
+    raise ValueError("no pane record to publish")
 
 
 def _chunk(records: list[Record]) -> tuple[list[Record], int]:

@@ -4,7 +4,9 @@ The ledger records what each released pane charged. Before a pane is released it
 window of ``w`` consecutive panes that contains the pane: if the charge would lift any case's
 loss in any of them above the budget, the release is withheld (and says so) and nothing is
 charged. Charges are data-independent (they come from the plan), so withholding reveals
-nothing about the data. Sums are exact (:class:`fractions.Fraction` of the floats).
+nothing about the data. Sums are exact (:class:`fractions.Fraction` of the floats: a float
+converts to a fraction exactly, so the ``k`` largest charges are picked among the floats and
+only they are summed as fractions, once per distinct window of charges).
 
 It models w-event privacy (Kellaris et al. 2014) with the case as the unit. A pane's release
 is ε-DP for one case's contribution to it, and a pane the case does not contribute to does not
@@ -37,7 +39,8 @@ import msgspec
 
 __all__ = ["Ledger", "LedgerState"]
 
-_NONE = (Fraction(0), Fraction(0))
+_NONE = (0.0, 0.0)
+_MEMO_LIMIT = 4096  # distinct windows of charges remembered (the same few recur pane after pane)
 
 
 class LedgerState(msgspec.Struct, frozen=True):
@@ -90,12 +93,13 @@ class Ledger:
         if self._reserved > self._eps:
             raise ValueError(f"reserved {reserved} exceeds the budget {epsilon}")
         self.window = window
-        self._charges: dict[int, tuple[Fraction, Fraction]] = {}
+        self._charges: dict[int, tuple[float, float]] = {}
         self._latest: int | None = None
+        self._memo: dict[tuple[float, ...], Fraction] = {}
         if state is not None:
             if state.version != 1:
                 raise ValueError(f"unsupported ledger state version {state.version}")
-            self._charges = {p: (Fraction(e), Fraction(d)) for p, e, d in state.charges}
+            self._charges = {p: (float(e), float(d)) for p, e, d in state.charges}
             self._latest = state.latest
 
     def can_spend(self, pane: int, epsilon: float, delta: float = 0.0) -> bool:
@@ -104,7 +108,7 @@ class Ledger:
         if pane in self._charges:
             return False
         w = self.window
-        new = (Fraction(epsilon), Fraction(delta))
+        new = (float(epsilon), float(delta))
         limit = self._eps - self._reserved
         if self._latest is None or pane > self._latest:
             # nothing is charged after ``pane``: the window ending at it holds every charge
@@ -116,17 +120,22 @@ class Ledger:
             charges = [
                 new if p == pane else self._charges.get(p, _NONE) for p in range(start, start + w)
             ]
-            e_sum = self._worst([c[0] for c in charges])
-            d_sum = self._worst([c[1] for c in charges])
+            e_sum = self._worst(tuple(c[0] for c in charges))
+            d_sum = self._worst(tuple(c[1] for c in charges))
             if e_sum > limit or d_sum > self._delta:
                 return False
         return True
 
-    def _worst(self, values: list[Fraction]) -> Fraction:
-        """What one case can lose from these charges: the sum of the ``k`` largest."""
-        if self.per_case >= len(values):
-            return sum(values, Fraction(0))
-        return sum(heapq.nlargest(self.per_case, values), Fraction(0))
+    def _worst(self, values: tuple[float, ...]) -> Fraction:
+        """What one case can lose from these charges: the sum of the ``k`` largest, exact."""
+        got = self._memo.get(values)
+        if got is None:
+            top = values if self.per_case >= len(values) else heapq.nlargest(self.per_case, values)
+            got = sum(map(Fraction, top), Fraction(0))
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[values] = got
+        return got
 
     def spend(self, pane: int, epsilon: float, delta: float = 0.0) -> bool:
         """Charge ``pane`` if the budget allows it; ``False`` means: withhold the release.
@@ -137,7 +146,7 @@ class Ledger:
             raise ValueError("charges must be >= 0")
         if not self.can_spend(pane, epsilon, delta):
             return False
-        self._charges[pane] = (Fraction(epsilon), Fraction(delta))
+        self._charges[pane] = (float(epsilon), float(delta))
         if self._latest is None or pane > self._latest:
             self._latest = pane
         self._prune()
@@ -149,8 +158,8 @@ class Ledger:
         charges = [
             self._charges.get(p, _NONE) for p in range(end_pane - self.window + 1, end_pane + 1)
         ]
-        return float(self._worst([c[0] for c in charges])), float(
-            self._worst([c[1] for c in charges])
+        return float(self._worst(tuple(c[0] for c in charges))), float(
+            self._worst(tuple(c[1] for c in charges))
         )
 
     def _prune(self) -> None:
@@ -164,6 +173,6 @@ class Ledger:
     def snapshot(self) -> LedgerState:
         """The charges as a value."""
         return LedgerState(
-            tuple((p, float(e), float(d)) for p, (e, d) in sorted(self._charges.items())),
+            tuple((p, e, d) for p, (e, d) in sorted(self._charges.items())),
             self._latest,
         )

@@ -47,13 +47,13 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Mapping, Sequence
+from typing import Final, NamedTuple
 
 import msgspec
 
 from .ledger import Ledger, LedgerState
-from .mechanisms import Releaser
+from .mechanisms import Releaser, draw_vectors
 from .panes import PaneAggregate
 from .plan import TOTALS, ReleasePlan
 from .records import (
@@ -105,9 +105,7 @@ class _WindowSum:
             self.withheld += sign
             return
         for stat in record.statistics:
-            acc = self.known[stat.name]
-            for i, e in enumerate(stat.known):
-                acc[i] += sign * e.value
+            _accumulate(self.known[stat.name], stat.known, sign)
             other = self.other[stat.name]
             for e in stat.other:
                 v = other.get(e.key, 0) + sign * e.value
@@ -120,11 +118,24 @@ class _WindowSum:
         return tuple(
             StatisticRelease(
                 name,
-                tuple(Entry(k, v) for k, v in zip(known[name], values, strict=True)),
+                _entries(known[name], values),
                 tuple(Entry(k, v) for k, v in sorted(self.other[name].items())),
             )
             for name, values in self.known.items()
         )
+
+
+class _Pending(NamedTuple):
+    """A pane of :meth:`PaneReleaser.release_many` between its ledger decision and its noise:
+    its record if it was stored before, the index of its totals' node and of its first
+    statistic in the batch's requests (``-1``: none; no statistics: withheld), and its
+    thresholded keys."""
+
+    aggregate: PaneAggregate
+    stored: PaneRecord | WithheldRecord | None
+    totals_at: int
+    stats_at: int
+    other: tuple[tuple[Entry, ...], ...]
 
 
 def _add_known(s: _WindowSum, record: PaneRecord | WithheldRecord, sign: int) -> None:
@@ -133,9 +144,22 @@ def _add_known(s: _WindowSum, record: PaneRecord | WithheldRecord, sign: int) ->
         s.withheld += sign
         return
     for stat in record.statistics:
-        acc = s.known[stat.name]
-        for i, e in enumerate(stat.known):
-            acc[i] += sign * e.value
+        _accumulate(s.known[stat.name], stat.known, sign)
+
+
+def _accumulate(acc: list[int], entries: tuple[Entry, ...], sign: int) -> None:
+    """``acc[i] += sign * entries[i].value`` for every ``i``."""
+    if sign > 0:
+        acc[:] = [a + e.value for a, e in zip(acc, entries, strict=True)]
+    else:
+        acc[:] = [a - e.value for a, e in zip(acc, entries, strict=True)]
+
+
+def _entries(keys: tuple[Key, ...], values: Sequence[int]) -> tuple[Entry, ...]:
+    """``Entry(key, value)`` of each known key and its value (the lengths are equal)."""
+    if len(keys) != len(values):
+        raise ValueError(f"{len(values)} values for {len(keys)} known keys")
+    return tuple(map(Entry, keys, values))
 
 
 def _add_other(s: _WindowSum, record: PaneRecord | WithheldRecord) -> None:
@@ -230,6 +254,7 @@ class PaneReleaser:
         self._next: int | None = None
         self._first: int | None = None
         self._sums: dict[int, _WindowSum] = {}
+        self._sums_at: int | None = None  # the last pane the running sums include
         if state is not None:
             self._records = {_index(r): r for r in state.records}
             self._next, self._first = state.next_pane, state.first_pane
@@ -239,84 +264,143 @@ class PaneReleaser:
     def release(self, aggregate: PaneAggregate) -> tuple[Record, ...]:
         """The records to publish for ``aggregate``'s pane: the pane (or its withholding),
         then the windows ending at it. Panes must come in order, empty ones included."""
-        idx = aggregate.index
-        stored = self._records.get(idx)
-        if stored is not None:
-            return (stored, *self._direct_windows(idx))
-        if self._next is not None and idx != self._next:
-            if idx < self._next:
-                raise ValueError(f"pane {idx} was released before and is no longer held")
-            raise ValueError(
-                f"pane {self._next} has not been released: release every pane in order, "
-                "empty ones included"
-            )
-        if self._first is None:
-            self._first = idx
-        totals = self._step_totals(aggregate)
-        info = PaneInfo(idx, aggregate.start, aggregate.end)
-        record: PaneRecord | WithheldRecord
-        if self._ledger.spend(idx, self.plan.pane_epsilon, self.plan.pane_delta):
-            record = PaneRecord(
-                pane=info,
-                epsilon=self.plan.pane_epsilon,
-                delta=self.plan.pane_delta,
-                budget=self._budget,
-                mechanisms=self._mechanisms,
-                statistics=self._noisy_statistics(aggregate),
-                totals=totals,
-            )
-        else:
-            record = WithheldRecord(pane=info, reason="budget")
-        self._records[idx] = record
-        self._next = idx + 1
-        windows = self._advance_windows(idx, record)
-        self._prune(idx)
-        return (record, *windows)
+        return self.release_many([aggregate])[0]
 
-    def _step_totals(self, aggregate: PaneAggregate) -> TotalsRelease | None:
-        if self._tree is None:
-            return None
+    def release_many(
+        self, aggregates: Sequence[PaneAggregate], *, windows: bool = True
+    ) -> list[tuple[Record, ...]]:
+        """:meth:`release` of each of ``aggregates`` (consecutive panes, in order), with the
+        noise of all of them drawn at once (:func:`~.mechanisms.draw_vectors`: one OpenDP
+        call per scale for the whole batch). The same records, values and ledger as releasing
+        them one by one: each value gets one draw of its statistic's mechanism.
+
+        With ``windows=False`` only the pane records are returned (a caller that publishes
+        through :meth:`stored_many` recomputes the windows there): no window is summed here.
+
+        The order is checked before anything changes; if drawing fails, the releaser's state
+        is undefined (the caller resumes from its last :meth:`snapshot`)."""
+        self._check_order(aggregates)
+        # 1. everything that does not need noise: ledger, tree nodes, the vectors to noise
+        pending: list[_Pending] = []
+        requests: list[tuple[str, Sequence[int]]] = []
+        for aggregate in aggregates:
+            idx = aggregate.index
+            stored = self._records.get(idx)
+            if stored is not None:
+                pending.append(_Pending(aggregate, stored, -1, -1, ()))
+                continue  # republished as it was, never noised again
+            if self._first is None:
+                self._first = idx
+            totals_at = -1
+            if self._tree is not None:
+                node = self._tree.prepare(self._first_contributions(aggregate))
+                if node is not None:
+                    totals_at = len(requests)
+                    requests.append((TOTALS, node))
+            self._next = idx + 1
+            if not self._ledger.spend(idx, self.plan.pane_epsilon, self.plan.pane_delta):
+                pending.append(_Pending(aggregate, None, totals_at, -1, ()))  # withheld
+                continue
+            stats_at = len(requests)
+            other: list[tuple[Entry, ...]] = []
+            for name in self._names:
+                values = aggregate.statistic(name)
+                known = self._known[name]
+                if values:
+                    requests.append((name, [values.get(k, 0) for k in known]))
+                    other.append(self._thresholded_other(name, values))
+                else:  # nothing counted (most panes): zeros, noised all the same
+                    requests.append((name, [0] * len(known)))
+                    other.append(())
+            pending.append(_Pending(aggregate, None, totals_at, stats_at, tuple(other)))
+        # 2. the noise, all at once
+        noisy = draw_vectors(self._releaser, requests) if requests else []
+        # 3. records, totals and windows, pane by pane
+        out: list[tuple[Record, ...]] = []
+        for p in pending:
+            idx = p.aggregate.index
+            if p.stored is not None:
+                out.append((p.stored, *self._direct_windows(idx)) if windows else (p.stored,))
+                continue
+            totals = self._totals(noisy[p.totals_at]) if p.totals_at >= 0 else None
+            info = PaneInfo(idx, p.aggregate.start, p.aggregate.end)
+            record: PaneRecord | WithheldRecord
+            if p.stats_at < 0:
+                record = WithheldRecord(pane=info, reason="budget")
+            else:
+                record = PaneRecord(
+                    pane=info,
+                    epsilon=self.plan.pane_epsilon,
+                    delta=self.plan.pane_delta,
+                    budget=self._budget,
+                    mechanisms=self._mechanisms,
+                    statistics=tuple(
+                        StatisticRelease(
+                            name, _entries(self._known[name], noisy[p.stats_at + j]), p.other[j]
+                        )
+                        for j, name in enumerate(self._names)
+                    ),
+                    totals=totals,
+                )
+            self._records[idx] = record
+            if windows:
+                out.append((record, *self._advance_windows(idx, record)))
+            else:
+                self._sums_at = None  # the running sums no longer end at the last pane
+                out.append((record,))
+            self._prune(idx)
+        return out
+
+    def _check_order(self, aggregates: Sequence[PaneAggregate]) -> None:
+        nxt = self._next
+        for aggregate in aggregates:
+            idx = aggregate.index
+            if idx in self._records:
+                continue
+            if nxt is not None and idx != nxt:
+                if idx < nxt:
+                    raise ValueError(f"pane {idx} was released before and is no longer held")
+                raise ValueError(
+                    f"pane {nxt} has not been released: release every pane in order, "
+                    "empty ones included"
+                )
+            nxt = idx + 1
+
+    def _first_contributions(self, aggregate: PaneAggregate) -> list[int]:
         firsts = {
             n: aggregate.first_contributions(n) for n in {s for s, _ in self.plan.totals_keys}
         }
-        x = [firsts[stat].get(key, 0) for stat, key in self.plan.totals_keys]
-        total = self._tree.step(x)
-        if total is None:
-            return None
+        return [firsts[stat].get(key, 0) for stat, key in self.plan.totals_keys]
+
+    def _totals(self, noisy_node: Sequence[int]) -> TotalsRelease:
+        if self._tree is None:  # pragma: no cover - only called with a tree
+            raise ValueError("no running totals")
+        total = self._tree.finish(noisy_node)
         return TotalsRelease(
-            self._tree.t,
+            self._tree.finished,
             tuple(
                 Entry((stat, *key), v)
                 for (stat, key), v in zip(self.plan.totals_keys, total, strict=True)
             ),
         )
 
-    def _noisy_statistics(self, aggregate: PaneAggregate) -> tuple[StatisticRelease, ...]:
-        out = []
-        releaser = self._releaser
-        for name in self._names:
-            values = aggregate.statistic(name)
-            known = self._known[name]
-            noisy = releaser.vector(name, [values.get(k, 0) for k in known])
-            entries = tuple(Entry(k, v) for k, v in zip(known, noisy, strict=True))
-            other: tuple[Entry, ...] = ()
-            if name in self._thresholded:
-                known_set = self._known_set[name]
-                unknown = {
-                    _KEY_ENCODER.encode(k).decode(): v
-                    for k, v in values.items()
-                    if k not in known_set
-                }
-                if unknown:
-                    released = releaser.threshold(name, unknown)
-                    other = tuple(
-                        sorted(
-                            (Entry(_KEY_DECODER.decode(k), v) for k, v in released.items()),
-                            key=lambda e: e.key,
-                        )
-                    )
-            out.append(StatisticRelease(name, entries, other))
-        return tuple(out)
+    def _thresholded_other(self, name: str, values: Mapping[Key, int]) -> tuple[Entry, ...]:
+        """The keys outside the known ones, through the DP threshold (drawn here)."""
+        if name not in self._thresholded:
+            return ()
+        known_set = self._known_set[name]
+        unknown = {
+            _KEY_ENCODER.encode(k).decode(): v for k, v in values.items() if k not in known_set
+        }
+        if not unknown:
+            return ()
+        released = self._releaser.threshold(name, unknown)
+        return tuple(
+            sorted(
+                (Entry(_KEY_DECODER.decode(k), v) for k, v in released.items()),
+                key=lambda e: e.key,
+            )
+        )
 
     # -- windows -------------------------------------------------------------------------
     def _window_record(self, idx: int, n: int, s: _WindowSum) -> WindowRecord:
@@ -336,6 +420,9 @@ class PaneReleaser:
         return self._first is not None and idx - n + 1 >= self._first
 
     def _advance_windows(self, idx: int, record: PaneRecord | WithheldRecord) -> list[WindowRecord]:
+        if self._sums_at != idx - 1:  # panes were released without their windows
+            self._sums = {n: self._direct_sum(idx - 1, n) for n in self._windows}
+        self._sums_at = idx
         out = []
         for n in self._windows:
             s = self._sums[n]
@@ -366,6 +453,7 @@ class PaneReleaser:
 
     def _rebuild_sums(self) -> None:
         self._sums = {}
+        self._sums_at = None if self._next is None else self._next - 1
         for n in self._windows:
             if self._next is None:
                 self._sums[n] = _WindowSum(self._names, [len(self._known[x]) for x in self._names])

@@ -166,13 +166,12 @@ class ReleaseEngine:
     def release(self, limit: int | None = None) -> int:
         """Noise every complete pane (at most ``limit``), in order; how many. Store
         :meth:`changes` before publishing :meth:`to_publish`."""
-        n = 0
-        for agg in self.combiner.drain(limit):
-            self.releaser.release(agg)
-            self._new.add(agg.index)
-            n += 1
-        self.released += n
-        return n
+        aggregates = list(self.combiner.drain(limit))
+        # the noise of all of them in one draw; windows are summed when published (to_publish)
+        self.releaser.release_many(aggregates, windows=False)
+        self._new.update(agg.index for agg in aggregates)
+        self.released += len(aggregates)
+        return len(aggregates)
 
     def ready(self) -> int:
         """How many panes are complete and not released yet."""

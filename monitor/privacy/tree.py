@@ -21,6 +21,17 @@ Examples
 >>> [tree.step([1]) for _ in range(8)]
 [[101], [102], [203], [104], [205], [206], [307], None]
 
+Several steps with their noise drawn at once: :meth:`BinaryTreeCounter.prepare` each step's
+vector (it returns the node to noise), then :meth:`BinaryTreeCounter.finish` each noisy node,
+in the same order; the totals are those of :meth:`BinaryTreeCounter.step`:
+
+>>> tree = BinaryTreeCounter(size=1, levels=3, mechanism="totals", releaser=Plus100())
+>>> nodes = [tree.prepare([1]) for _ in range(8)]
+>>> nodes
+[[1], [2], [1], [4], [1], [2], [1], None]
+>>> [tree.finish([v + 100 for v in n]) for n in nodes if n is not None]
+[[101], [102], [203], [104], [205], [206], [307]]
+
 References
 ----------
 T.-H. H. Chan, E. Shi, D. Song. Private and continual release of statistics. ACM TISSEC 14(3),
@@ -29,6 +40,7 @@ T.-H. H. Chan, E. Shi, D. Song. Private and continual release of statistics. ACM
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
@@ -85,6 +97,8 @@ class BinaryTreeCounter:
         zero = [0] * size
         self._exact: list[list[int]] = [list(zero) for _ in range(levels)]
         self._noisy: list[list[int]] = [list(zero) for _ in range(levels)]
+        self._pending: deque[tuple[int, int]] = deque()
+        self._finished = 0  # (t, level) prepared, not finished
         if state is not None:
             self._restore(state)
 
@@ -94,12 +108,27 @@ class BinaryTreeCounter:
         return self._t
 
     @property
+    def finished(self) -> int:
+        """The step whose total :meth:`finish` returned last (:meth:`step`: the same as
+        :attr:`t`)."""
+        return self._finished
+
+    @property
     def exhausted(self) -> bool:
         """Whether the tree's horizon (``2**levels - 1`` steps) is reached."""
         return self._t >= (1 << self.levels) - 1
 
     def step(self, x: Sequence[int]) -> list[int] | None:
         """Add one pane's vector; return the noisy running total, or ``None`` past the horizon."""
+        node = self.prepare(x)
+        if node is None:
+            return None
+        return self.finish(self._releaser.vector(self.mechanism, node))
+
+    def prepare(self, x: Sequence[int]) -> list[int] | None:
+        """Add one pane's vector and return the exact node it closes, which the caller noises
+        (with this counter's mechanism) and hands to :meth:`finish`; ``None`` past the horizon
+        (then there is nothing to finish)."""
         if len(x) != self.size:
             raise ValueError(f"expected a vector of {self.size}, got {len(x)}")
         if self.exhausted:
@@ -113,19 +142,33 @@ class BinaryTreeCounter:
             for k in range(self.size):
                 node[k] += lower[k]
             self._exact[j] = [0] * self.size
-            self._noisy[j] = [0] * self.size
         self._exact[i] = node
-        self._noisy[i] = self._releaser.vector(self.mechanism, node)
+        self._pending.append((t, i))
+        return list(node)
+
+    def finish(self, noisy: Sequence[int]) -> list[int]:
+        """The noisy running total of the oldest prepared step, given its node's noise."""
+        if not self._pending:
+            raise ValueError("finish() without a prepared step")
+        if len(noisy) != self.size:
+            raise ValueError(f"expected a vector of {self.size}, got {len(noisy)}")
+        t, i = self._pending.popleft()
+        self._finished = t
+        for j in range(i):
+            self._noisy[j] = [0] * self.size
+        self._noisy[i] = [int(v) for v in noisy]
         total = [0] * self.size
         for j in range(self.levels):
             if t >> j & 1:
-                noisy = self._noisy[j]
+                row = self._noisy[j]
                 for k in range(self.size):
-                    total[k] += noisy[k]
+                    total[k] += row[k]
         return total
 
     def snapshot(self) -> TreeState:
-        """The counter as a value."""
+        """The counter as a value (every prepared step must be finished)."""
+        if self._pending:
+            raise ValueError("snapshot() with prepared steps not finished")
 
         def pack(rows: list[list[int]]) -> tuple[tuple[int, ...], ...]:
             return tuple(() if not any(r) else tuple(r) for r in rows)
@@ -145,6 +188,6 @@ class BinaryTreeCounter:
                 raise ValueError("tree state does not match the vector size")
             return list(row)
 
-        self._t = state.t
+        self._t = self._finished = state.t
         self._exact = [unpack(r) for r in state.exact]
         self._noisy = [unpack(r) for r in state.noisy]

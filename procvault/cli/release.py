@@ -67,10 +67,11 @@ def cmd_release(args: argparse.Namespace) -> int:
     engines = load_engines(args.model, args.rules, args.final_marking)
     rules = engines.rules
     plan = ReleasePlan.build(load_dp_policy(args.dp_policy, require_start=True), engines.known())
-    releaser = OpenDPReleaser(plan)  # proves every mechanism's budget before anything runs
     settings = settings_from(
         ReleaseStageSettings, args, bootstrap=host_port, topics=Topics(args.topic_prefix)
     )
+    # proves every mechanism's budget (for every draw thread) before anything runs
+    releaser = OpenDPReleaser(plan, workers=settings.threads)
     metrics = recorder = None
     if args.metrics_port is not None:
         from procvault.metrics.exporters import ReleaseMetrics
@@ -104,6 +105,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     try:
         asyncio.run(main())
     finally:
+        releaser.close()
         if recorder is not None:
             recorder.close()
         if server is not None:

@@ -75,3 +75,12 @@ def test_monitor_xes_bench_one_round() -> None:
     out = _bench("monitor_xes.py", "--rounds", "1", "--runs", "1")
     assert out["identical_case_results"] is True and out["identical_counts"] is True
     assert out["base"]["seconds_median"] > 0 and out["head"]["seconds_median"] > 0
+
+
+def test_release_profile_bench() -> None:
+    out = _bench("release_profile.py", "--panes", "60", "--step", "16", "--draw-threads", "2")
+    assert out["workload"]["noise_draws_per_pane"] == 556
+    assert out["panes_released"] >= out["workload"]["panes"]  # from the policy's public start
+    assert out["records_signed"] >= out["panes_released"]
+    assert out["panes_per_cpu_second"] > 0 and out["opendp_draws_per_cpu_second"] > 0
+    assert set(out["seconds"]) == {"open", "release", "seal_state", "sign_records"}

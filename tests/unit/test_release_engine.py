@@ -190,6 +190,10 @@ class CountingReleaser(OpenDPReleaser):
         self.draws += 1
         return super().vector(mechanism, values)
 
+    def vectors(self, requests: Any) -> list[list[int]]:
+        self.draws += len(requests)
+        return super().vectors(requests)
+
 
 def _feed(eng: ReleaseEngine, through: int) -> None:
     eng.receive(_report(0, 0, through, {i: 100 + i for i in range(through + 1)}))
@@ -204,6 +208,7 @@ def test_a_pane_is_noised_once_and_republished_with_the_same_bytes_after_a_resta
     assert eng.release() == 6
     head, new, _gone = eng.changes()  # stored, then the process dies before publishing
     draws = noise.draws
+    assert draws > 0
     again = ReleaseEngine(PLAN, noise, head, new)
     assert noise.draws == draws  # nothing drawn on restart
     before = [sign_record(r, secrets.current) for r in eng.to_publish()]

@@ -4,6 +4,7 @@ are summed, the sums of their noisy values, the noise description, and the error
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,50 @@ def test_the_default_min_count_is_three_standard_deviations_of_the_summed_noise(
     # the sums are the released noisy values, not the exact ones
     records = list(view.panes.values())
     assert pub.dfg[("A", "B")] == sum_panes(records, "directly_follows")[("A", "B")]
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_the_command_writes_the_net_and_summarises_it(
+    as_json: bool,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``procvault discover --public`` on records a stand-in reader hands over (the Kafka
+    path is the integration test's): the files, the summary, the exit status."""
+    import json
+
+    from procvault.cli import main
+    from procvault.results.reader import ReadStats, ResultsReader
+    from procvault.streams.secrets import Registry
+
+    view = _view(_settings(), [40, 50, 60])
+
+    async def run(self: ResultsReader, **_: Any) -> ReadStats:
+        assert self.view is not None
+        for record in [*view.panes.values(), *view.withheld.values()]:
+            self.view.add(record)
+        self.stats.shown["pane"] += len(view.panes)
+        return self.stats
+
+    class _Registry:
+        identity = b"\0" * 32
+
+    monkeypatch.setattr(ResultsReader, "run", run)
+    monkeypatch.setattr(Registry, "load", classmethod(lambda cls, path: _Registry()))
+    out = tmp_path / "public"
+    argv = ["discover", "--public", "--from", "127.0.0.1:9", "--keys", str(tmp_path)]
+    argv += ["--out", str(out), "--allow-insecure-attestation", "--min-count", "5"]
+    argv += ["--json"] if as_json else ["--pictures", "svg"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((out / "public.json").read_text())
+    assert record["noise"]["panes"] == 3 and record["min_count"] == 5
+    assert record["start_activities"] == [["A", 150]] and record["sound"]
+    if as_json:
+        summary = json.loads(printed)
+        assert summary["panes"] == 3 and summary["sound"] and summary["rejected"] == 0
+        assert summary["files"] == ["public.pnml", "public.json", "public.png"]  # png: default
+    else:
+        assert "the public net of 3 released pane(s) (0 withheld): sound" in printed
+        assert (out / "public.svg").stat().st_size > 0

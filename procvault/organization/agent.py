@@ -468,6 +468,11 @@ class Agent:
                 if fast and n % 200 == 0 and clock() - batch_start >= s.batch_seconds:
                     break
             if pending is None:
+                if last_key > beat_key:
+                    # every partition hears where the stream ended before it closes (see
+                    # _publish_reviewed)
+                    await self._heartbeats(producer, session, last_key, closed=False)
+                    beat_key = last_key
                 await self._heartbeats(
                     producer, session, (_MAX_ORDER >> 1, _MAX_ORDER), closed=True
                 )
@@ -614,6 +619,12 @@ class Agent:
                         break
                     outs = review.ready(head[0])
                 if head is _END:
+                    if last_key > beat_key:
+                        # every partition hears where the stream ended before it closes (the
+                        # closing heartbeat moves no position): each partition's end-of-stream
+                        # flush then reaches the same clock and closes the same DP panes
+                        await self._heartbeats(producer, session, last_key, closed=False)
+                        beat_key = last_key
                     await self._heartbeats(
                         producer, session, (_MAX_ORDER >> 1, _MAX_ORDER), closed=True
                     )
@@ -648,9 +659,11 @@ class Agent:
         stats, topic, seal = self.stats, self.topic, self._chain.event
         sent_us = time.time_ns() // 1000
         partition = route.get(case_id)
-        if partition is None:
-            partition = self._route(route, case_id)
         for i, out in enumerate(outs):
+            if partition is None:
+                # placed by the id the vault reads (the policy's pseudonym, if any), so the
+                # vault can check the placement
+                partition = self._route(route, case_id, out.case_id)
             if out.kind == _PLACEHOLDER:
                 reason = str(out.attr("pv:reason") or "withheld").lower()
                 withheld[reason] = withheld.get(reason, 0) + 1
@@ -711,12 +724,14 @@ class Agent:
             self.on_batch(stats)
         return seen
 
-    def _route(self, route: dict[str, int], case_id: str) -> int:
-        """A case's partition (a keyed hash, as every organization's agent computes it),
-        computed once per case."""
+    def _route(self, route: dict[str, int], case_id: str, sent_id: str) -> int:
+        """The partition of source case ``case_id``, sent as ``sent_id`` (a keyed hash of
+        the id the vault reads, as every organization's agent computes it), computed once per
+        case."""
         if len(route) >= _ROUTE_CACHE:
             route.clear()
-        p = route[case_id] = placement(self.keys.placement_key, case_id, self.settings.partitions)
+        p = placement(self.keys.placement_key, sent_id, self.settings.partitions)
+        route[case_id] = p
         return p
 
     def _session(self) -> ProducerSession:

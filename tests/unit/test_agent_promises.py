@@ -19,8 +19,9 @@ from procvault.generators.pacing import AsFastAsPossible, FixedRate
 from procvault.monitor.event import Event
 from procvault.organization.agent import Agent, AgentSettings, _monotone
 from procvault.organization.policy import PolicyEngine, PseudonymKey, is_placeholder, parse_policy
+from procvault.organization.review import ReviewQueue
 from procvault.streams import codec
-from procvault.streams.frames import EVENT, decode_heartbeat
+from procvault.streams.frames import EVENT, decode_frame, decode_heartbeat
 from procvault.streams.secrets import OrgKeys, VaultSecrets, init_keyring
 
 T0 = datetime(2024, 1, 1, 10, tzinfo=UTC)
@@ -129,3 +130,41 @@ def test_monotone_replaces_only_what_goes_back() -> None:
     assert out[0] is a and out[1].timestamp == a.timestamp and out[1].activity == "B"
     same = [a]
     assert _monotone(same, _us(T0)) is same
+
+
+def test_every_partition_hears_where_the_stream_ended_before_it_closes(tmp_path: Path) -> None:
+    """Before its closing heartbeats (which move no position), the agent promises its last
+    event's key on every partition, so every partition's end-of-stream flush reaches the same
+    clock (and closes the same DP panes), also one that got none of the last events."""
+    init_keyring(tmp_path / "keys", ["shop"])
+    keys = OrgKeys.load(tmp_path / "keys" / "org-shop.json")
+    vault = VaultSecrets.load(tmp_path / "keys" / "vault.json").current.public()
+    for reviewed in (False, True):
+        review = None
+        if reviewed:
+            (tmp_path / "review").mkdir()
+            review = ReviewQueue(tmp_path / "review")
+        agent = Agent(AgentSettings("127.0.0.1:1", 3, batch_events=4), keys, vault, review=review)
+        producer = RecordingProducer()
+        asyncio.run(agent._publish(producer, _source(), AsFastAsPossible(), 0))
+        reader = Reader(tmp_path / "keys")
+        last: tuple[int, int] = (-1, 0)
+        promised: dict[int, tuple[int, int]] = {}
+        closed: set[int] = set()
+        for txn in producer.committed:
+            for topic, value, _key, partition in txn:
+                if topic.endswith("agent.progress"):
+                    continue
+                _, plain = reader.opener.open(value, topic=topic, partition=partition)
+                kind, order, _, _prev, body = decode_frame(plain)
+                if kind == EVENT:
+                    last = max(last, (_us(codec.decode(body).timestamp), order))
+                    continue
+                wm, is_closed = decode_heartbeat(body)
+                if is_closed:
+                    closed.add(partition)
+                else:
+                    assert partition not in closed
+                    promised[partition] = (wm, order)
+        assert closed == {0, 1, 2}
+        assert promised == dict.fromkeys((0, 1, 2), last), (reviewed, promised, last)

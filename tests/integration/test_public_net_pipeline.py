@@ -1,5 +1,5 @@
 """The public net through the real pipeline: Sepsis split across three organizations, through
-agents, one vault worker (one partition: see below) with ``--dp-policy``
+agents, one vault worker on two partitions with ``--dp-policy``
 (``policies/dp/public_net.yaml``: ``process_map.yaml``'s statistics and ``start_end``), the
 release stage, then ``procvault discover --public``: the net pm4py's inductive miner builds
 from the summed noisy ``directly_follows`` and ``start_end`` values is a sound workflow net
@@ -59,13 +59,10 @@ def test_the_public_net_from_the_released_aggregates_is_sound_and_states_its_noi
     dfg, start, end = pm4py.discover_dfg(df)
     last = PaneClock(settings.panes).index(df["time:timestamp"].max().to_pydatetime())
 
-    # One partition: with two, the last pane was not released within 90-240 s of the agents'
-    # end in 6 of 19 runs (2 of 11 with start_end, 4 of 8 without it; in one, the vault's
-    # counters: every event and heartbeat read, every case completed); 0 of 5 with one. The
-    # likely cause, from the agent's code: its last batch sends the closing heartbeat and no
-    # promise, so a partition without that batch's events keeps an earlier clock, its
-    # end-of-stream flush stops at an earlier pane, and the release stage waits for it.
-    dep = Deployment(kafka_bootstrap, tmp_path / "deploy", partitions=1)
+    # two partitions: the agents promise their last key on every partition before closing,
+    # so every partition's end-of-stream flush closes the same last pane (before that fix the
+    # last pane was not released in 6 of 19 runs of this test)
+    dep = Deployment(kafka_bootstrap, tmp_path / "deploy", partitions=2)
     out = tmp_path / "public"
     began = time.monotonic()
     try:

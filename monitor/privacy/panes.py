@@ -28,6 +28,10 @@ applying the per-case contribution caps on the way:
 * for running totals, a case counts each key once in its whole life, at most ``max_keys`` keys
   per statistic (:attr:`PaneAggregate.firsts`).
 
+``start_end`` (opt-in) counts a case's first activity as ``("start", activity)`` in the pane of
+that event and its last activity as ``("end", activity)`` with its completion: the first and
+last steps of the path ``directly_follows`` walks (placeholders are no step of it).
+
 Aggregates are exact and must never be published: the release stage noises them
 (:class:`~procvault.monitor.privacy.release.PaneReleaser`). Aggregates of the same pane from
 several vault workers (a case lives on one partition) combine with :meth:`PaneAggregate.merge`.
@@ -517,7 +521,9 @@ class PaneAccumulator:
             add(pane, case_id, cs, "cases", _STARTED, 1)
         add(pane, case_id, cs, "activity", (act,), 1)
         prev = cs.last_activity
-        if prev is not None:
+        if prev is None:  # the first step of the case's path (placeholders are none)
+            add(pane, case_id, cs, "start_end", ("start", act), 1)
+        else:
             key = (prev, act)
             add(pane, case_id, cs, "directly_follows", key, 1)
             unit = self._unit.get("df_duration")
@@ -578,8 +584,9 @@ class PaneAccumulator:
         completion, :attr:`~procvault.monitor.vault.CaseResult.completed_at`).
 
         Adds the ``cases`` completion (fitting, not fitting, or unchecked when the vault has
-        no model), its missing and remaining tokens and its duration (first to last observed
-        event), and forgets the case.
+        no model), its missing and remaining tokens, its last activity as ``("end",
+        activity)`` of ``start_end`` and its duration (first to last observed event), and
+        forgets the case.
         """
         us = (at - self._origin) // _US
         idx = us // self._len
@@ -603,6 +610,8 @@ class PaneAccumulator:
             c = self._clamp["tokens"]
             add(pane, case_id, cs, "tokens", _MISSING, min(max(result.missing, 0), c))
             add(pane, case_id, cs, "tokens", _REMAINING, min(max(result.remaining, 0), c))
+        if observed and cs.last_activity is not None:  # the last step of the case's path
+            add(pane, case_id, cs, "start_end", ("end", cs.last_activity), 1)
         unit = self._unit.get("case_duration")
         if unit is not None and observed:
             dur = (cs.max_us - cs.first_us) // unit

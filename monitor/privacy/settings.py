@@ -14,6 +14,8 @@ Examples
 >>> known = KnownKeys.build(["A", "B"], rules=["R1"])
 >>> len(known.keys("directly_follows")), known.keys("violation")
 (4, (('R1',),))
+>>> known.keys("start_end")
+(('end', 'A'), ('end', 'B'), ('start', 'A'), ('start', 'B'))
 >>> s = PrivacySettings(budget=Budget(1.0, window=24), panes=PaneSettings(timedelta(hours=1)))
 >>> [st.name for st in s.statistics][:3]
 ['activity', 'directly_follows', 'cases']
@@ -36,6 +38,7 @@ from .budget import Budget
 
 __all__ = [
     "CASE_KEYS",
+    "OPT_IN",
     "STATISTICS",
     "TOKEN_KEYS",
     "Key",
@@ -74,19 +77,21 @@ class StatisticSpec:
         ``"count"``: each key counts a case once; ``"sum"``: each key adds a clamped value.
     keys
         Where its known keys come from: ``"labels"`` (model activities), ``"pairs"``
-        (activity pairs), ``"rules"`` (rule ids) or ``"fixed"`` (:attr:`fixed_keys`).
+        (activity pairs), ``"rules"`` (rule ids), ``"ends"`` (``("start", activity)`` and
+        ``("end", activity)`` of every model activity) or ``"fixed"`` (:attr:`fixed_keys`).
     thresholded
         Whether keys not known in advance may be released, through a DP threshold.
     fixed_keys
         The keys of a ``"fixed"`` statistic.
     max_keys
-        For a fixed statistic, how many keys one case can touch per pane (the cap is implied).
+        How many keys one case can touch per pane, when the catalog implies it (fixed
+        statistics, ``start_end``); ``None``: the policy's ``max_keys``.
     duration
         Whether the summed value is a duration (then ``unit`` applies).
     """
 
     kind: Literal["count", "sum"]
-    keys: Literal["labels", "pairs", "rules", "fixed"]
+    keys: Literal["labels", "pairs", "rules", "ends", "fixed"]
     thresholded: bool
     fixed_keys: tuple[Key, ...] = ()
     max_keys: int | None = None
@@ -112,7 +117,14 @@ STATISTICS: Final[dict[str, StatisticSpec]] = {
     "case_duration": StatisticSpec("sum", "fixed", False, _DURATION_KEYS, 1, duration=True),
     # time between the two events of a directly-follows pair, clamped, in units
     "df_duration": StatisticSpec("sum", "pairs", thresholded=False, duration=True),
+    # cases starting with the activity (in the pane of their first activity event) and
+    # ending with it (in the pane their completion is filed under): one start and one end
+    # per case; opt-in (not among the default statistics)
+    "start_end": StatisticSpec("count", "ends", thresholded=True, max_keys=2),
 }
+
+#: Statistics a policy must name to release (not in :class:`PrivacySettings`' default).
+OPT_IN: Final[frozenset[str]] = frozenset({"start_end"})
 
 _DEFAULT_WEIGHT: Final = {
     "activity": 2.0,
@@ -123,6 +135,7 @@ _DEFAULT_WEIGHT: Final = {
     "tokens": 0.5,
     "case_duration": 0.5,
     "df_duration": 0.5,
+    "start_end": 1.0,
 }
 _DEFAULT_CLAMP: Final = {"tokens": 10, "case_duration": 720, "df_duration": 24}
 _DEFAULT_UNIT: Final = {"case_duration": timedelta(hours=1), "df_duration": timedelta(hours=1)}
@@ -313,7 +326,7 @@ class RunningTotals:
 
 
 def _default_statistics() -> tuple[StatisticSettings, ...]:
-    return tuple(StatisticSettings(name) for name in STATISTICS)
+    return tuple(StatisticSettings(name) for name in STATISTICS if name not in OPT_IN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +340,8 @@ class PrivacySettings:
     panes
         Pane length, allowed lateness, origin.
     statistics
-        The statistics to release (all of :data:`STATISTICS` by default), each at most once.
+        The statistics to release (all of :data:`STATISTICS` but the opt-in ones,
+        :data:`OPT_IN`, by default), each at most once.
     max_panes_per_case
         ``k``: the number of panes one case may contribute to; its later observations are
         dropped. A case's loss over its whole life is at most ``k`` pane shares (plus the
@@ -444,4 +458,6 @@ class KnownKeys:
             return self.pairs
         if spec.keys == "rules":
             return tuple((r,) for r in self.rules)
+        if spec.keys == "ends":  # the placeholder activity is never a start or an end
+            return tuple(sorted((end, a) for a in self.activities for end in ("start", "end")))
         return spec.fixed_keys

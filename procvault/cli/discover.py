@@ -5,8 +5,9 @@ markers) through the discovery tracker, the centralized reference of what the va
 derives the heuristics net and the Declare model and writes ``model.json``, PNML, BPMN,
 ``declare.json``, pm4py's ``.dfg`` and pictures into DIR (``procvault.discovery.write_models``).
 ``procvault discover --compare A B`` shows what changed from model A to model B (a
-``model.json`` or the folder holding it). The command only parses, reads and writes; the
-tracker lives in ``procvault.monitor.discovery``.
+``model.json`` or the folder holding it). ``procvault discover --public --from HOST:PORT``
+builds the public net from the verified DP aggregates (``procvault.results.publicnet``). The
+command only parses, reads and writes; the tracker lives in ``procvault.monitor.discovery``.
 """
 
 from __future__ import annotations
@@ -152,6 +153,52 @@ def register(sub: Any) -> None:
     from procvault.cli.shared import add_attestation_options
 
     add_attestation_options(released)
+    public = p.add_argument_group(
+        "the public net",
+        "--public with --from HOST:PORT reads the DP aggregates on results.aggregates instead "
+        "(verified as `procvault results` verifies them; no --org): sums the noisy "
+        "directly_follows and start_end values of the released panes (all of them, or --at "
+        "and --window) and writes public.pnml, public.json (with the noise the values were "
+        "released with) and pictures into --out: pm4py's inductive miner on released values "
+        "only, so no privacy cost. The release policy must name start_end "
+        "(policies/dp/public_net.yaml).",
+    )
+    _add(public, "--public", action="store_true", help="build the public net (needs --from)")
+    from procvault.cli.options import iso_time
+
+    _add(
+        public,
+        "--at",
+        dest="public_at",
+        type=iso_time,
+        metavar="TIME",
+        help="sum the pane holding this time (with --window: the N panes ending there); "
+        "ISO 8601, UTC unless it says otherwise (default: every released pane)",
+    )
+    _add(
+        public,
+        "--window",
+        dest="public_window",
+        type=_positive(int),
+        metavar="N",
+        help="sum the N panes ending at --at (default: at the last pane read)",
+    )
+    _add(
+        public,
+        "--min-count",
+        dest="public_min_count",
+        type=_count,
+        metavar="N",
+        help="keep arcs and start/end activities with a summed noisy count of at least N "
+        "(default: 3 standard deviations of the summed noise, from the records' mechanisms)",
+    )
+    _add(
+        public,
+        "--noise-threshold",
+        type=_ratio,
+        default=0.0,
+        help="pm4py's inductive-miner noise_threshold (0: the plain inductive miner)",
+    )
     p.set_defaults(func=cmd_discover)
 
 
@@ -161,6 +208,19 @@ def cmd_discover(args: argparse.Namespace) -> int:
         if args.log or args.out:
             fail_usage("--compare takes two models and no LOG or --out")
         return _compare(args)
+    if args.public:
+        if not args.source or args.log or args.org:
+            fail_usage("--public reads the DP aggregates: give --from HOST:PORT, no LOG or --org")
+        if not args.out or not args.keys:
+            fail_usage("--public needs --keys and --out")
+        return _public(args)
+    for flag, value in (
+        ("--at", args.public_at),
+        ("--window", args.public_window),
+        ("--min-count", args.public_min_count),
+    ):
+        if value is not None:
+            fail_usage(f"{flag} needs --public")
     if args.source:
         if args.log:
             fail_usage("--from reads the vault's release: give no LOG")
@@ -238,6 +298,73 @@ def _released(args: argparse.Namespace) -> int:
         if refused:
             print(f"refused {refused} record(s): {dict(found.rejected)}", file=sys.stderr)
     return 1 if refused else 0
+
+
+def _public(args: argparse.Namespace) -> int:
+    import asyncio
+    import io
+    from pathlib import Path
+
+    from procvault.cli.shared import attestation_verifier, kafka_address
+    from procvault.discovery.public import write_public_net
+    from procvault.results.publicnet import ReleasedPanes, released_public_net
+    from procvault.results.reader import ResultsReader
+    from procvault.streams.frames import Topics
+    from procvault.streams.secrets import Registry
+
+    _, _, formats = _settings(args)
+    registry = Registry.load(Path(args.keys) / "registry.json")
+    panes = ReleasedPanes()
+    reader = ResultsReader(
+        kafka_address(args.source),
+        Topics(args.topic_prefix),
+        identity=registry.identity,
+        verifier=attestation_verifier(args, registry.identity, "discover"),
+        out=io.StringIO(),
+        view=panes,
+    )
+    stats = asyncio.run(reader.run(timeout=args.timeout))
+    print(stats.summary(), file=sys.stderr)
+    pub = released_public_net(
+        panes,
+        at=args.public_at,
+        window=args.public_window,
+        min_count=None if args.public_min_count is None else float(args.public_min_count),
+        noise_threshold=args.noise_threshold,
+    )
+    written = write_public_net(pub, args.out, pictures=formats)
+    record = pub.record()
+    noise = pub.noise
+    summary = {
+        "source": args.source,
+        "out": str(args.out),
+        "panes": noise["panes"],
+        "withheld_panes": noise["withheld_panes"],
+        "first_pane": noise["first_pane"],
+        "last_pane": noise["last_pane"],
+        "epsilon_per_case": noise["epsilon_per_case"],
+        "min_count": pub.min_count,
+        "sound": pub.sound,
+        "places": record.places,
+        "transitions": record.transitions,
+        "dfg_arcs": len(pub.dfg),
+        "start_activities": len(pub.start_activities),
+        "end_activities": len(pub.end_activities),
+        "rejected": stats.rejected,
+        "files": [p.name for p in written],
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"the public net of {noise['panes']} released pane(s) "
+            f"({noise['withheld_panes']} withheld): {'sound' if pub.sound else 'NOT sound'}, "
+            f"{record.places} places, {record.transitions} transitions, from "
+            f"{len(pub.dfg)} arcs, {len(pub.start_activities)} start and "
+            f"{len(pub.end_activities)} end activities with a noisy count >= {pub.min_count:g}"
+        )
+        print(f"wrote {len(written)} files to {args.out}: {', '.join(summary['files'])}")
+    return 1 if stats.rejected or not pub.sound else 0
 
 
 def _compare(args: argparse.Namespace) -> int:

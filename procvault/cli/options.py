@@ -19,6 +19,7 @@ __all__ = [
     "add_settings",
     "apply_environment",
     "fail_usage",
+    "iso_time",
     "iter_commands",
     "option_env",
     "positive",
@@ -210,6 +211,23 @@ def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def iso_time(text: str) -> Any:
+    """An ISO 8601 time for an option (UTC unless it says otherwise).
+
+    >>> iso_time("2014-06-01").isoformat()
+    '2014-06-01T00:00:00+00:00'
+    """
+    from datetime import UTC, datetime
+
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2014-06-01 or 2014-06-01T12:00)"
+        ) from None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def add_progress_option(p: argparse.ArgumentParser) -> None:

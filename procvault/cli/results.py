@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from procvault.cli.options import add_option as _add
+from procvault.cli.options import iso_time
 from procvault.cli.options import positive as _positive
 from procvault.cli.shared import (
     add_attestation_options,
@@ -86,7 +87,7 @@ def register(sub: Any) -> None:
         view,
         "--at",
         dest="map_at",
-        type=_timestamp,
+        type=iso_time,
         metavar="TIME",
         help="map the pane (or --window) holding this time (ISO 8601, UTC unless it says "
         "otherwise; default: the latest)",
@@ -115,18 +116,6 @@ def register(sub: Any) -> None:
         help="without --follow: give up when the topics' ends are not reached in this time",
     )
     p.set_defaults(func=cmd_results)
-
-
-def _timestamp(text: str) -> Any:
-    from datetime import UTC, datetime
-
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO 8601 time: {text!r} (e.g. 2014-06-01 or 2014-06-01T12:00)"
-        ) from None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def _non_negative_int(text: str) -> int:

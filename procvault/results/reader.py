@@ -11,15 +11,33 @@ import signal
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 if TYPE_CHECKING:
+    from procvault.monitor.privacy.records import Record
     from procvault.streams.envelope import VaultPublicKeys
 
-from .mapview import MapView
 from .text import render_record
 
-__all__ = ["ReadStats", "ResultsReader"]
+__all__ = ["ReadStats", "RecordView", "ResultsReader"]
+
+
+class RecordView(Protocol):
+    """What a :class:`ResultsReader` gives every verified aggregate to (the process map's
+    :class:`~procvault.results.mapview.MapView`, the public net's
+    :class:`~procvault.results.publicnet.ReleasedPanes`)."""
+
+    #: whether the view replaces the records on ``out`` (they are then not written)
+    show: bool
+
+    def add(self, record: Record) -> None:
+        """Take one verified record."""
+
+    def note(self, text: str) -> None:
+        """Take one line about an alert (while ``show``)."""
+
+    def tick(self) -> None:
+        """Called after every batch while following."""
 
 
 @dataclass
@@ -87,8 +105,9 @@ class ResultsReader:
     json_lines
         One JSON object per record (else a readable text form).
     view
-        Also give every verified aggregate to this process map view; if it shows the map
-        (``--map``), records and alerts are not written to ``out``.
+        Also give every verified aggregate to this view (the process map, the public net's
+        panes); if it shows (``show``: ``--map``, ``discover --public``), records and alerts
+        are not written to ``out``.
     """
 
     def __init__(
@@ -101,7 +120,7 @@ class ResultsReader:
         org_keys: Any = None,
         out: TextIO = sys.stdout,
         json_lines: bool = False,
-        view: MapView | None = None,
+        view: RecordView | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics

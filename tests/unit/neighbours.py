@@ -70,9 +70,10 @@ DP = PrivacySettings(
         StatisticSettings("tokens", clamp=3),
         StatisticSettings("case_duration", clamp=5, unit=timedelta(minutes=10)),
         StatisticSettings("df_duration", clamp=2, max_keys=2, unit=timedelta(minutes=5)),
+        StatisticSettings("start_end"),
     ),
     max_panes_per_case=2,
-    running_totals=RunningTotals(("cases", "activity"), levels=8, share=0.2),
+    running_totals=RunningTotals(("cases", "activity", "start_end"), levels=8, share=0.2),
     windows=(timedelta(minutes=10), timedelta(minutes=30)),
 )
 PLAN = ReleasePlan.build(DP, KNOWN)

@@ -227,6 +227,11 @@ def test_cli_discover_and_compare(
         (["discover", "LOG", "--out", "X", "--templates", "nope"], 2, "unknown Declare templates"),
         (["discover", "LOG", "--out", "X", "--no-declare", "--templates", "init"], 2, "need the"),
         (["discover", "missing.xes", "--out", "X"], 2, "missing.xes: file not found"),
+        (["discover", "--public", "--out", "X", "--keys", "K"], 2, "--public reads the DP"),
+        (["discover", "--public", "--from", "h:1", "--org", "lab", "--out", "X"], 2, "no LOG or"),
+        (["discover", "--public", "--from", "h:1", "--out", "X"], 2, "--public needs --keys"),
+        (["discover", "LOG", "--out", "X", "--window", "3"], 2, "--window needs --public"),
+        (["discover", "LOG", "--out", "X", "--at", "2014-01-01"], 2, "--at needs --public"),
     ],
 )
 def test_cli_errors_are_one_line(

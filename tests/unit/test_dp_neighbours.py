@@ -145,6 +145,29 @@ def test_a_case_copied_across_partitions() -> None:
     assert sensitivity_violations(unchecked, run(without(events, "t"), (), deployment)) != []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the generated suite (Hypothesis, shrunk): a case revoked before its "
+    "events, with a placeholder after its activity, moves the running totals of activity by "
+    "3 > m = 2; the same without start_end in the policy (pre-existing, not fixed yet)",
+)
+def test_a_case_revoked_before_its_events_with_a_placeholder() -> None:
+    events = [
+        Ev("c0", "a", 22, "A"),
+        Ev("c0", "a", 39, None, PLACEHOLDER),
+        Ev("c1", "a", 0, "A"),
+        Ev("c2", "a", 38, "A"),
+        Ev("c2", "a", 40, None, PLACEHOLDER),
+        Ev("c3", "a", 0, "A"),
+        Ev("c4", "a", 0, "A"),
+    ]
+    revocations = [Revoke("c0", "a", 0), Revoke("c2", "a", 0)]
+    deployment = Deployment(partitions=1, batches=30, close=None, idle_timeout=15)
+    full = run(events, revocations, deployment)
+    neighbour = run(without(events, "c2"), [Revoke("c0", "a", 0)], deployment)
+    assert sensitivity_violations(full, neighbour) == []
+
+
 @st.composite
 def streams(draw: st.DrawFn) -> tuple[list[Ev], list[Revoke], Deployment]:
     n_cases = draw(st.integers(4, 6))

@@ -407,6 +407,26 @@ class Vault:
         return [u for u in map(update, events) if u]
 
     # -- time and completion ------------------------------------------------------------
+    def catch_up(self, ts: datetime) -> Update:
+        """Complete the cases idle by ``ts`` (what :meth:`update` does first for an event at
+        ``ts``), so that a caller can ask :meth:`is_completed` of the event's own case before
+        applying it: a case whose own next event comes after its idle deadline is completed by
+        then, whether or not another case's event came between.
+
+        >>> from datetime import datetime, timedelta, UTC
+        >>> from procvault.monitor.compliance import Compliance, DeclareRule
+        >>> from procvault.monitor.event import Event
+        >>> v = Vault(settings=VaultSettings(idle_timeout=timedelta(minutes=15)),
+        ...           compliance=Compliance([DeclareRule("has_b", "existence", "B")]))
+        >>> t = datetime(2024, 1, 1, tzinfo=UTC)
+        >>> _ = v.update(Event.create("c", "A", t))
+        >>> [r.case_id for r in v.catch_up(t + timedelta(minutes=16)).completed]
+        ['c']
+        >>> v.is_completed("c")
+        True
+        """
+        return self._catch_up(ts) if self._idle is not None else NOTHING
+
     def advance(self, watermark: datetime) -> tuple[CaseResult, ...]:
         """Move event time forward (never back) and complete the cases idle for too long.
 

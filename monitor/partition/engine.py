@@ -636,6 +636,14 @@ class PartitionEngine:
                 c.revoked_events += 1
                 continue
             case_id = ev.case_id
+            # the cases idle by this event's time complete first (the vault would do it in
+            # update): whether the event's own case is over must not depend on whether another
+            # case's event came between its idle deadline and this event
+            pre = vault.catch_up(ev.timestamp)
+            if pre:
+                if acc is not None:
+                    acc.observe_update(pre)
+                self._collect(pre, org, sent_us)
             if vault.is_completed(case_id):
                 c.after_completion += 1
                 if ev.kind == _ACTIVITY:

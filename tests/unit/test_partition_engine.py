@@ -297,10 +297,13 @@ def _engine_view(out: Run) -> tuple[dict[str, dict[str, Any]], dict[str, list[An
 
 
 def _without_gaps(findings: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    return {
+    """The findings but the gap notices, per organization that has any (an organization
+    with an empty list has none: Hypothesis found a run that left one)."""
+    out = {
         org: [f for f in items if not (isinstance(f, NoticeFinding) and f.kind == "source_gap")]
         for org, items in findings.items()
     }
+    return {org: items for org, items in out.items() if items}
 
 
 def check(

@@ -85,6 +85,7 @@ class Proc:
 
     def __init__(self, name: str, cmd: list[str], root: Path, tree: Tree) -> None:
         self.err = root / f"{name}-{uuid.uuid4().hex[:6]}.err"
+        self.cpu_at_ready = 0.0
         with self.err.open("wb") as fh:
             self.popen = subprocess.Popen(
                 cmd, stdout=subprocess.DEVNULL, stderr=fh, env=tree.env, cwd=tree.root
@@ -100,6 +101,11 @@ class Proc:
 
     def text(self) -> str:
         return self.err.read_text(errors="replace")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process used so far (``/proc/PID/stat``)."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
         deadline = time.monotonic() + timeout
@@ -252,6 +258,7 @@ def _vault(tree: Tree, bootstrap: str, prefix: str, root: Path, worker: str) -> 
         tree,
     )
     p.wait_for("ready")
+    p.cpu_at_ready = p.cpu_seconds()
     return p
 
 
@@ -283,23 +290,27 @@ def _wait_applied(procs: list[Proc], total: int, timeout: float = 600) -> None:
         time.sleep(0.2)
 
 
-def vault_alone(tree: Tree, bootstrap: str, root: Path, workers: int) -> float:
-    """Events/s of ``workers`` vault workers of ``tree`` on topics its agents pre-produced."""
+def vault_alone(tree: Tree, bootstrap: str, root: Path, workers: int) -> dict[str, float]:
+    """``workers`` vault workers of ``tree`` on topics its agents pre-produced: events/s from
+    the first to the last applied event, and the workers' CPU time (user + system, from
+    "ready" to the last event applied) per event, which the other work on the machine moves
+    less than the wall clock."""
     total = tree.events
     prefix = f"b{tree.name[0]}{uuid.uuid4().hex[:8]}."
     fed = tree.produce(prefix)
     procs = [_vault(tree, bootstrap, prefix, root, f"vault-{i}") for i in range(workers)]
     _wait_applied(procs, total)
+    cpu = sum(p.cpu_seconds() - p.cpu_at_ready for p in procs)
     stats = [p.stop() for p in procs]
     first = min(s["first_applied"] for s in stats if s["first_applied"])
     last = max(s["last_applied"] for s in stats if s["last_applied"])
     assert sum(s["applied"] for s in stats) >= total, stats
     rate = total / (last - first)
     _progress(
-        f"{tree.name}, {workers} worker(s): {rate:,.0f} events/s "
-        f"({total} events, pre-produced in {fed['seconds']} s)"
+        f"{tree.name}, {workers} worker(s): {rate:,.0f} events/s, {cpu / total * 1e6:.1f} CPU "
+        f"µs/event ({total} events, pre-produced in {fed['seconds']} s)"
     )
-    return rate
+    return {"events_per_s": rate, "cpu_us_per_event": cpu / total * 1e6}
 
 
 def faust_baseline(tree: Tree, bootstrap: str, root: Path) -> float:
@@ -514,8 +525,8 @@ def main() -> None:
                         f"bench/pipeline.py: the trees split the log differently "
                         f"({head.events} events here, {base.events} in {args.base})"
                     )
-            one: list[float] = []
-            base_one: list[float] = []
+            one: list[dict[str, float]] = []
+            base_one: list[dict[str, float]] = []
             for i in range(args.runs):
                 order = [head, base] if i % 2 == 0 else [base, head]
                 for tree in order:
@@ -535,22 +546,33 @@ def main() -> None:
                 broker.stop()
     med = statistics.median
     total = head.events
-    alone: dict[str, Any] = {
-        "one_worker": {
-            "events_per_s_median": round(med(one)),
-            "runs": [round(x) for x in one],
+
+    def figures(rs: list[dict[str, float]]) -> dict[str, Any]:
+        rates = [r["events_per_s"] for r in rs]
+        cpu = [r["cpu_us_per_event"] for r in rs]
+        return {
+            "events_per_s_median": round(med(rates)),
+            "runs": [round(x) for x in rates],
+            "cpu_us_per_event_median": round(med(cpu), 1),
+            "cpu_us_per_event_runs": [round(x, 1) for x in cpu],
         }
-    }
+
+    def rate(rs: list[dict[str, float]]) -> float:
+        return float(med(r["events_per_s"] for r in rs))
+
+    def cpu(rs: list[dict[str, float]]) -> float:
+        return float(med(r["cpu_us_per_event"] for r in rs))
+
+    alone: dict[str, Any] = {"one_worker": figures(one)}
     if base_one:
-        alone["base"] = {
-            "commit": args.base,
-            "one_worker": {
-                "events_per_s_median": round(med(base_one)),
-                "runs": [round(x) for x in base_one],
-            },
-        }
-        alone["head_over_base"] = round(med(one) / med(base_one), 3)
-        alone["head_over_base_runs"] = [round(h / b, 3) for h, b in zip(one, base_one, strict=True)]
+        alone["base"] = {"commit": args.base, "one_worker": figures(base_one)}
+        alone["head_over_base"] = round(rate(one) / rate(base_one), 3)
+        alone["head_over_base_runs"] = [
+            round(h["events_per_s"] / b["events_per_s"], 3)
+            for h, b in zip(one, base_one, strict=True)
+        ]
+        # the same comparison in CPU time per event (base / head: above 1, this tree is cheaper)
+        alone["base_over_head_cpu_per_event"] = round(cpu(base_one) / cpu(one), 3)
     out: dict[str, Any] = {
         "log": f"sepsis x{args.repeat}, 3 organizations, {PARTITIONS} partitions",
         "events": total,
@@ -558,16 +580,13 @@ def main() -> None:
         "vault_alone": alone,
     }
     if args.only != "vault":
-        alone["two_workers"] = {
-            "events_per_s_median": round(med(two)),
-            "runs": [round(x) for x in two],
-        }
+        alone["two_workers"] = figures(two)
         out |= {
             "faust_baseline": {
                 "events_per_s_median": round(med(faust)),
                 "runs": [round(x) for x in faust],
             },
-            "vault_vs_faust": round(med(one) / med(faust), 2),
+            "vault_vs_faust": round(rate(one) / med(faust), 2),
             "live": live_run,
             "latency": lat,
             "promtee_reference_ms": "0.4-1.3 per update on direct RPC, no durability",

@@ -52,12 +52,23 @@ async def produce(
 
     vault_pub = VaultSecrets.load(keys / "vault.json").current.public()
     for org, share in parts.items():
-        agent = Agent(
-            AgentSettings(bootstrap, partitions, Topics(prefix)),
-            OrgKeys.load(keys / f"org-{org}.json"),
-            vault_pub,
-        )
-        await agent.run(share)
+        for attempt in range(3):
+            agent = Agent(
+                AgentSettings(bootstrap, partitions, Topics(prefix)),
+                OrgKeys.load(keys / f"org-{org}.json"),
+                vault_pub,
+            )
+            try:
+                await agent.run(share)
+                break
+            except Exception as exc:
+                # a topic the agent just created may not be in the broker's metadata yet on a
+                # loaded machine (KafkaSetupError at start-up); a new agent resumes after what
+                # its predecessor committed, as a restarted agent does
+                if type(exc).__name__ != "KafkaSetupError" or attempt == 2:
+                    raise
+                print(f"{org}: {exc}; again", file=sys.stderr, flush=True)
+                await asyncio.sleep(1.0)
 
 
 def main(argv: list[str]) -> None:

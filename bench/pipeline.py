@@ -203,12 +203,18 @@ class Tree:
 
 def _base_tree(commit: str, where: Path) -> Path:
     """A git worktree of ``commit`` at ``where`` (made once; refused if it is at another)."""
-    full = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", f"{commit}^{{commit}}"],
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout.strip()
+        check=False,
+    )
+    if found.returncode != 0:
+        raise SystemExit(
+            f"bench/pipeline.py: commit {commit} is not in this repository's history "
+            "(a shallow clone?); --no-base measures this tree only"
+        )
+    full = found.stdout.strip()
     if not where.exists():
         subprocess.run(
             ["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), full],

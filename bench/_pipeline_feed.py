@@ -12,7 +12,9 @@ as one JSON line. Then, for each topic prefix it reads on stdin (one per line), 
 organizations' agents (``procvault.organization.agent.Agent``, keys from the keyring: no
 attestation round) publish their whole shares on ``PARTITIONS`` partitions under that prefix,
 one organization after the other, and it prints ``{"prefix", "events", "seconds"}``. It exits
-at the end of its input.
+at the end of its input. An agent whose new topic the broker does not list yet (a
+``KafkaSetupError`` at its start, seen on a loaded machine) is started again, at most twice:
+it resumes after what its predecessor committed.
 """
 
 from __future__ import annotations

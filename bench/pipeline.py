@@ -5,13 +5,16 @@ Prints one JSON object with, all measured in this one run on this machine:
 * ``vault_alone``: a vault worker process (``procvault vault``, Sepsis model and rules) reading
   Sepsis x ``--repeat`` pre-produced by three organizations' agents (encrypted, transactional,
   heartbeats included) on 4 partitions: events/s from its first to its last applied event
-  (the ``first_applied``/``last_applied`` wall clocks it prints when stopped), median of
-  ``--runs``; one worker and two workers sharing the partitions;
-* ``vault_alone.base``: the same one-worker figure for the base commit (``--base``, default
-  6424efd, the commit before the partition engine), and ``head_over_base``, the ratio of the
-  medians (``head_over_base_runs``: per pair of runs). The base is checked out once as a git
-  worktree (``/tmp/pipeline-base``, or ``--base-tree``) and run, as this tree is, from an
-  import folder mapping ``procvault`` onto its tree (bench/monitor_xes.py's ``_import_root``):
+  (the ``first_applied``/``last_applied`` wall clocks it prints when stopped), and the
+  workers' CPU time (user + system, from "ready" to the last event applied) per event,
+  medians of ``--runs``; one worker and two workers sharing the partitions;
+* ``vault_alone.base``: the same one-worker figures for the base commit (``--base``, default
+  6424efd, the commit before the partition engine), ``head_over_base``, the ratio of the
+  events/s medians (``head_over_base_runs``: per pair of runs), and
+  ``base_over_head_cpu_per_event``, that of the CPU times (above 1: this tree is cheaper).
+  The base is checked out once as a git worktree (``/tmp/pipeline-base``, or
+  ``--base-tree``) and run, as this tree is, from an import folder mapping ``procvault`` onto
+  its tree (bench/monitor_xes.py's ``_import_root``):
   each tree's ``bench/_pipeline_feed.py`` process makes that tree's keyring and pre-produces
   with that tree's agents (the wire format changed between the two: envelope v2, chained
   frames), same log, split (examples/sepsis_orgs.yaml) and partitions, on a fresh topic
@@ -30,6 +33,12 @@ Prints one JSON object with, all measured in this one run on this machine:
   one schedule (``--rate``, ``--start-at``), as live sources would.
 
 Kafka: ``$KAFKA_BOOTSTRAP`` if set, otherwise a broker started here (cached jars) on free ports.
+
+Measured 2026-12-07 23:30-23:43 UTC with ``bench/pipeline.py --runs 5`` (the machine shared
+with other sessions' integration tests, load average 4-7): one worker 26,313 events/s and
+28.8 CPU µs/event, 6424efd's 24,190 events/s and 29.0 CPU µs/event, ``head_over_base``
+1.088, ``base_over_head_cpu_per_event`` 1.006 (docs/pipeline.md has every figure of the run,
+and the 0.959 / 0.816 measured before ``procvault vault`` tuned its garbage collector).
 
     .venv/bin/python bench/pipeline.py [--repeat 7] [--runs 3] [--rate 1000] [--base 6424efd]
 """

@@ -58,7 +58,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -318,6 +318,12 @@ class VaultSecrets:
         The epochs still accepted, with their keys; :attr:`current_epoch` is announced.
     certificates
         The identity's certificate over each epoch's public keys.
+    placement_key
+        The consortium's placement key (:attr:`OrgKeys.placement_key`), with which every
+        partition checks that a case's records come in the partition its id places it on:
+        an agent that sends a case to two partitions is refused (``misplaced``) instead of
+        getting two sets of DP caps. ``None`` in a keyring written before it existed
+        (``procvault keys placement`` adds it).
     """
 
     identity: Ed25519PrivateKey
@@ -326,6 +332,7 @@ class VaultSecrets:
     epochs: Mapping[int, VaultKeys]
     certificates: Mapping[int, EpochCertificate]
     current_epoch: int
+    placement_key: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.state_key_id not in self.state_keys:
@@ -336,6 +343,8 @@ class VaultSecrets:
             raise ValueError("the current epoch has no keys")
         if set(self.certificates) != set(self.epochs):
             raise ValueError("every epoch needs a certificate")
+        if self.placement_key is not None and len(self.placement_key) != 32:
+            raise ValueError("the placement key must be 32 bytes")
 
     def __repr__(self) -> str:
         return (
@@ -412,16 +421,23 @@ class VaultSecrets:
         epochs[new] = VaultKeys.generate(epoch=new)
         certs = {e: self.certificates[e] for e in older}
         certs[new] = EpochCertificate.issue(self.identity, epochs[new].public())
-        return VaultSecrets(self.identity, self.state_keys, self.state_key_id, epochs, certs, new)
+        return replace(self, epochs=epochs, certificates=certs, current_epoch=new)
 
     def rotate_state(self) -> VaultSecrets:
         """A new state master key (the next key id) becomes current; older ids stay, so what
         they sealed can still be read."""
         kid = max(self.state_keys) + 1
         keys = {**self.state_keys, kid: os.urandom(32)}
-        return VaultSecrets(
-            self.identity, keys, kid, self.epochs, self.certificates, self.current_epoch
-        )
+        return replace(self, state_keys=keys, state_key_id=kid)
+
+    def with_placement_key(self, key: bytes) -> VaultSecrets:
+        """The same secrets holding the consortium's placement key.
+
+        >>> vs = VaultSecrets.generate().with_placement_key(bytes(32))
+        >>> vs.placement_key == bytes(32), vs.rotate().placement_key == bytes(32)
+        (True, True)
+        """
+        return replace(self, placement_key=bytes(key))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written by :meth:`save` (secrets in hex)."""
@@ -442,6 +458,7 @@ class VaultSecrets:
                 }
                 for e, k in sorted(self.epochs.items())
             },
+            **({} if self.placement_key is None else {"placement_key": self.placement_key.hex()}),
         }
 
     def save(self, path: Path) -> None:
@@ -482,8 +499,11 @@ class VaultSecrets:
             epochs[epoch], certs[epoch] = keys, cert
         state_id = _int(state.get("current"), "state.current", path)
         current = _int(data.get("current_epoch"), "current_epoch", path)
+        placement = (
+            _hex(data, "placement_key", path, 32) if data.get("placement_key") is not None else None
+        )
         try:
-            return cls(identity, state_keys, state_id, epochs, certs, current)
+            return cls(identity, state_keys, state_id, epochs, certs, current, placement)
         except ValueError as exc:
             raise ConfigError(f"{path}: invalid vault secrets ({exc})") from None
 
@@ -748,9 +768,9 @@ def init_keyring(directory: Path, orgs: Iterable[str]) -> None:
             )
     _narrow_if_empty(directory)
     os.close(_open_folder(directory, create=True))  # created 0700, or checked
-    vault = VaultSecrets.generate()
     pseudonym_key = os.urandom(32)
     keys = [OrgKeys.generate(name, pseudonym_key) for name in names]
+    vault = VaultSecrets.generate().with_placement_key(keys[0].placement_key)
     vault.save(directory / "vault.json")
     for k in keys:
         k.save(directory / f"org-{k.org}.json")
@@ -852,8 +872,10 @@ def upgrade_keyring(directory: Path) -> list[str]:
     ``vault.json`` gets an identity (a new one: agents must pin the new ``registry.json``), its
     state key becomes master key id 1 (what it sealed stays readable) and every epoch is
     certified; each ``org-<name>.json`` gets a sender key (and a signing key if it had none);
-    ``registry.json`` gets the identity and every organization's new public keys. Everything is
-    checked before anything is written; each file is then replaced atomically.
+    ``registry.json`` gets the identity and every organization's new public keys; a
+    ``vault.json`` without the consortium's placement key gets it from the organizations'
+    files. Everything is checked before anything is written; each file is then replaced
+    atomically.
     """
     directory = Path(directory)
     os.close(_open_folder(directory, create=False))
@@ -893,6 +915,17 @@ def upgrade_keyring(directory: Path) -> list[str]:
             )
     elif writes:
         raise ConfigError(f"{directory}: no registry.json to upgrade beside the key files")
+    if vault is not None and vault.placement_key is None and orgs:
+        placements = {k.placement_key for k in orgs.values()}
+        if len(placements) != 1:
+            raise ConfigError(
+                f"{directory}: the organizations' files hold different pseudonym keys (not one "
+                "consortium's keyring): no placement key to give vault.json"
+            )
+        vault = vault.with_placement_key(placements.pop())
+        writes = [w for w in writes if w[0] != vault_path]
+        writes.append((vault_path, vault.to_dict(), True))
+        added.append("vault.json: the consortium's placement key (misplaced cases are refused)")
     for path, content, secret in writes:
         _write_json(path, content, secret=secret)
     return added

@@ -80,6 +80,7 @@ from .frames import (
     Topics,
     decode_frame,
     decode_heartbeat,
+    placement,
     seal_partials,
     seal_result,
 )
@@ -111,6 +112,7 @@ REASONS: Final = (
     "resent",
     "future",
     "wrong_org",
+    "misplaced",
 )
 #: The engine counters folded into :class:`WorkerStats`.
 _COUNTED: Final = (
@@ -293,6 +295,13 @@ class VaultWorker:
         self.codec = StateCodec(self.state_keys)
         self._topic_org = {settings.topics.events(o): o for o in self.orgs}
         self._signers = registry.trusted_signers()
+        self._place = _placer(secrets.placement_key, settings.partitions)
+        if self._place is None:
+            log.warning(
+                "vault.json holds no placement key (a keyring from before it existed): a case "
+                "an agent sends to two partitions is not refused and gets two sets of DP caps; "
+                "'procvault keys upgrade DIR' adds it"
+            )
         expect = settings.expect_orgs
         if expect is not None:
             unknown = sorted(set(expect) - set(self.orgs))
@@ -378,6 +387,7 @@ class VaultWorker:
             stopwatch=time.perf_counter_ns if self.metrics is not None else None,
             now_us=self.clock() // 1000,
             discovery=_tracker if self.settings.discover else None,
+            place=self._place,
         )
         self.logs[partition] = found.log
         eng = self.engines[partition]
@@ -1081,6 +1091,17 @@ async def _read_to_end(
         for tp in list(pending):
             if await consumer.position(tp) >= ends[tp]:
                 pending.discard(tp)
+
+
+def _placer(key: bytes | None, partitions: int) -> Callable[[str], int] | None:
+    """The agents' placement of a case id under ``key`` (``None`` without a key)."""
+    if key is None:
+        return None
+
+    def place(case_id: str) -> int:
+        return placement(key, case_id, partitions)
+
+    return place
 
 
 def _tracker(state: Any) -> Any:

@@ -20,6 +20,9 @@ The engine alone owns
   event's (else ``resent``: an agent's own re-sending). The guard is merged forward, never
   replaced; it is part of the partition's state, so it survives case completion, restarts and
   rebalances, and its size is the number of organizations, not of cases;
+* **placement**: with ``place`` (the agents' keyed placement of a case id), an event of a
+  case that belongs on another partition is refused (``misplaced``), so no agent can give a
+  case a second partition, and with it a second set of DP caps;
 * **the merge** of the organizations' streams in ``(timestamp, order, organization)`` order:
   an event waits until every organization's stream has passed it. An organization never heard
   from holds the merge (it may simply not have started yet: results never depend on start
@@ -127,6 +130,8 @@ _NEG: Final = (_LOW, 0, "")
 _NO_GUARD: Final = (0, 0, _LOW, -1, 0, 0)
 _CASE_END: Final = EventKind.CASE_END
 _ACTIVITY: Final = EventKind.ACTIVITY
+#: case ids whose placement is remembered (then forgotten all at once)
+_PLACED_CACHE: Final = 1 << 16
 
 #: ``(generation, sequence, ts_us, order, epoch, next_offset)``: one lane of the replay guard.
 _Guard = tuple[int, int, int, int, int, int]
@@ -260,6 +265,10 @@ class PartitionEngine:
         A fresh :class:`~procvault.monitor.discovery.DiscoveryTracker` (``None``: no process
         discovery): it counts the events the vault applied, in merge order, and completes
         with the vault's completions.
+    place
+        The partition a case id belongs on (the agents' keyed placement; ``None``: not
+        checked). An event of a case placed elsewhere is refused as ``misplaced``: an agent
+        that sends a case to two partitions would otherwise get two sets of DP caps.
     """
 
     def __init__(
@@ -270,8 +279,12 @@ class PartitionEngine:
         *,
         stopwatch: Callable[[], int] | None = None,
         discovery: DiscoveryTracker | None = None,
+        place: Callable[[str], int] | None = None,
     ) -> None:
         self.settings: Final = settings
+        self._place = place
+        #: case id -> whether it belongs here (bounded: cleared when full)
+        self._placed: dict[str, bool] = {}
         self.vault: Final = vault
         self.accumulator = accumulator
         self.discovery = discovery
@@ -323,7 +336,8 @@ class PartitionEngine:
         harmless), ``gap`` (does not continue its organization's chain: held back, see
         :meth:`stalled`), ``old_epoch`` (sealed under an older key epoch than its stream had
         moved to), ``unknown_org``, ``wrong_org`` (an event naming another organization than
-        its stream's), ``resent`` (an event whose merge key is not new: its agent sent it
+        its stream's), ``misplaced`` (an event of a case whose id places it on another
+        partition), ``resent`` (an event whose merge key is not new: its agent sent it
         before), ``future`` (further ahead of ``now`` than ``max_skew``)."""
         self.counters.frames += 1
         origin = frame.origin
@@ -382,7 +396,12 @@ class PartitionEngine:
             return "old_epoch"
         self._hear(org)
         self._revoke[org] = (origin.generation, origin.sequence, _LOW, -1, origin.epoch, 0)
-        pos = self._pos[org]
+        # a resource or period revocation goes in the merge where its organization's stream
+        # is (it covers what the organization sent before it); a case's applies at the point
+        # the merge has reached: placed after the organization's newest event, it would wait
+        # for other cases' events, and whether the case's own idle completion came first
+        # (and with it the DP contribution of its completion) would depend on those cases
+        pos = self._released if frame.revoked.kind == "case" else self._pos[org]
         heapq.heappush(self._revoking, (pos[0], pos[1], org, origin.offset, r, frame))
         return None
 
@@ -414,6 +433,10 @@ class PartitionEngine:
             self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
             c.wrong_org += 1
             return "wrong_org"
+        if self._place is not None and not self._here(ev.case_id):
+            self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
+            c.misplaced += 1
+            return "misplaced"
         if (ts, order) <= g[2:4]:
             self._stream[org] = (*chained, g[2], g[3], origin.epoch, after)
             c.resent += 1
@@ -445,6 +468,17 @@ class PartitionEngine:
         heapq.heappush(self._buffer, (ts, order, org, origin.offset, frame.sent_us, ev))
         self._waiting[org].append((origin.offset, g))
         return None
+
+    def _here(self, case_id: str) -> bool:
+        """Whether ``case_id`` belongs on this partition (cached per case)."""
+        placed = self._placed
+        here = placed.get(case_id)
+        if here is None:
+            if len(placed) >= _PLACED_CACHE:
+                placed.clear()
+            assert self._place is not None
+            here = placed[case_id] = self._place(case_id) == self.settings.partition
+        return here
 
     def _fold_ahead(self, org: str) -> None:
         """Merge keys of events admitted ahead of the clock that the clock has passed by
@@ -676,10 +710,15 @@ class PartitionEngine:
             eff.add((org,), full)
 
     def _participants(self, case_id: str) -> tuple[str, ...]:
+        """The organizations that sent events of ``case_id``: merged, or admitted and still
+        waiting in the merge (a scan of the merge buffer: revocations only)."""
         meta = self._cases.get(case_id)
         if meta is not None:
-            return tuple(sorted(meta.counts))
-        return tuple(o for o, _ in self._done.get(case_id, ()))
+            merged = set(meta.counts)
+        else:
+            merged = {o for o, _ in self._done.get(case_id, ())}
+        merged.update(org for _, _, org, _, _, ev in self._buffer if ev.case_id == case_id)
+        return tuple(sorted(merged))
 
     def _finish(self, case_id: str, result: CaseResult | None, sent_us: int = 0) -> None:
         meta = self._cases.pop(case_id, None)
@@ -954,14 +993,16 @@ class PartitionEngine:
         stopwatch: Callable[[], int] | None = None,
         now_us: int = 0,
         discovery: Callable[[TrackerState | None], DiscoveryTracker] | None = None,
+        place: Callable[[str], int] | None = None,
     ) -> PartitionEngine:
         """An engine that continues from ``meta`` and ``cases`` (what :meth:`meta` and
         :meth:`case_record` wrote) with a fresh ``vault`` and, for DP, ``accumulator`` (a
         factory taking the accumulator's shared snapshot) and, for process discovery,
-        ``discovery`` (a factory taking the tracker's shared snapshot)."""
+        ``discovery`` (a factory taking the tracker's shared snapshot); ``place`` as for
+        the constructor."""
         acc = accumulator(meta.accumulator if meta is not None else None) if accumulator else None
         disc = discovery(meta.discovery if meta is not None else None) if discovery else None
-        engine = cls(settings, vault, acc, stopwatch=stopwatch, discovery=disc)
+        engine = cls(settings, vault, acc, stopwatch=stopwatch, discovery=disc, place=place)
         engine._now = now_us
         if meta is not None:
             engine._load_meta(meta)

@@ -162,6 +162,8 @@ class EngineCounters(msgspec.Struct):
     replay: int = 0
     future: int = 0
     wrong_org: int = 0
+    #: events of a case whose id places it on another partition
+    misplaced: int = 0
     #: frames that did not continue their organization's chain (held back, read again)
     gaps: int = 0
     #: frames under an older key epoch than their organization's stream had moved to

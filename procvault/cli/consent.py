@@ -92,8 +92,9 @@ def build_revocation(args: argparse.Namespace) -> tuple[Any, int | None, Any]:
         rev = Revocation.for_case(
             args.org, case, policy=policy_id, issued_at=now, reason=args.reason
         )
-        # the partition the agents place the case on (from the id as they read it)
-        partition = placement(org_keys.placement_key, args.case, args.partitions)
+        # the partition the agents place the case on (from the id they send: the vault
+        # checks it)
+        partition = placement(org_keys.placement_key, case, args.partitions)
     elif args.resource is not None:
         res = engine.pseudonym_resource(args.resource) if engine is not None else args.resource
         rev = Revocation.for_resource(

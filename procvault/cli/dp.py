@@ -69,7 +69,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(
         f"{'statistic':<17} {'panes':>5} {'scale':>8} {'±95%':>8} {'expected':>10} {'rel.err':>8}"
     )
-    for r in plan_errors(settings, known, per_hour=rates):
+    for r in plan_errors(settings, known, per_hour=rates, span_hours=span):
         exp = "-" if r.expected is None else f"{r.expected:,.1f}"
         rel = "-" if r.relative is None else f"{100 * r.relative:,.0f}%"
         print(

@@ -50,7 +50,9 @@ def register(sub: Any) -> None:
         "period) until rotated again; 'rotate DIR --state' adds a new state master key instead "
         "(older key ids stay, to read what they sealed). 'upgrade DIR' brings a keyring written "
         "by an older procvault to the current format (adds the vault identity, sender keys, "
-        "certificates; agents must then use the new registry.json).",
+        "certificates; agents must then use the new registry.json) and gives vault.json the "
+        "consortium's placement key from the organizations' files (with it, every partition "
+        "refuses a case's records that come in another partition than the case's own).",
     )
     p.add_argument("action", choices=("init", "rotate", "upgrade"))
     p.add_argument("dir", help="the keyring folder")

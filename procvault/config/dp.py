@@ -112,6 +112,11 @@ def _start(value: object) -> datetime | None:
     ``auto`` (the first pane observed: the schedule then depends on the data)."""
     if value == "auto" or value is None:
         return None
+    return _when(value, "panes.start", " (or 'auto')")
+
+
+def _when(value: object, where: str, alternative: str = "") -> datetime:
+    """An ISO time with a zone (a YAML timestamp or date, or a string), in UTC."""
     if isinstance(value, datetime):
         when = value
     elif isinstance(value, date):
@@ -120,11 +125,11 @@ def _start(value: object) -> datetime | None:
         try:
             when = datetime.fromisoformat(value)
         except ValueError:
-            raise _Problem("panes.start", f"{value!r} is not an ISO time (or 'auto')") from None
+            raise _Problem(where, f"{value!r} is not an ISO time{alternative}") from None
     else:
-        raise _Problem("panes.start", f"{value!r} is not an ISO time (or 'auto')")
+        raise _Problem(where, f"{value!r} is not an ISO time{alternative}")
     if when.tzinfo is None:
-        raise _Problem("panes.start", f"{value!r} has no time zone (write e.g. ...T00:00:00Z)")
+        raise _Problem(where, f"{value!r} has no time zone (write e.g. ...T00:00:00Z)")
     return when.astimezone(UTC)
 
 
@@ -137,7 +142,9 @@ def _parse(doc: object) -> PrivacySettings:
             raise _Problem(required, "is required")
     budget = _budget(top["budget"])
     panes_doc = _table(
-        top["panes"], "panes", ("length", "allowed_lateness", "max_panes_per_case", "start")
+        top["panes"],
+        "panes",
+        ("length", "allowed_lateness", "max_panes_per_case", "start", "origin"),
     )
     if "length" not in panes_doc:
         raise _Problem("panes.length", "is required")
@@ -146,6 +153,11 @@ def _parse(doc: object) -> PrivacySettings:
             parse_duration(panes_doc["length"], "panes.length"),
             parse_duration(panes_doc.get("allowed_lateness", 0), "panes.allowed_lateness"),
             start=_start(panes_doc.get("start", "auto")),
+            **(
+                {"origin": _when(panes_doc["origin"], "panes.origin")}
+                if "origin" in panes_doc
+                else {}
+            ),
         )
     except ValueError as exc:
         raise _Problem("panes", str(exc).lstrip(": ")) from None

@@ -108,7 +108,7 @@ SECURITY_REASONS: Final = frozenset(
 )
 #: Refusals that describe the data (an event ahead of the clock, naming another
 #: organization): exported in detailed mode only.
-DATA_REASONS: Final = frozenset({"future", "wrong_org"})
+DATA_REASONS: Final = frozenset({"future", "wrong_org", "misplaced"})
 #: Every reason.
 REJECT_REASONS: Final = SECURITY_REASONS | DATA_REASONS
 #: ``procvault_source_notices_total{kind}``.

@@ -648,9 +648,11 @@ class Agent:
         stats, topic, seal = self.stats, self.topic, self._chain.event
         sent_us = time.time_ns() // 1000
         partition = route.get(case_id)
-        if partition is None:
-            partition = self._route(route, case_id)
         for i, out in enumerate(outs):
+            if partition is None:
+                # placed by the id the vault reads (the policy's pseudonym, if any), so the
+                # vault can check the placement
+                partition = self._route(route, case_id, out.case_id)
             if out.kind == _PLACEHOLDER:
                 reason = str(out.attr("pv:reason") or "withheld").lower()
                 withheld[reason] = withheld.get(reason, 0) + 1
@@ -711,12 +713,14 @@ class Agent:
             self.on_batch(stats)
         return seen
 
-    def _route(self, route: dict[str, int], case_id: str) -> int:
-        """A case's partition (a keyed hash, as every organization's agent computes it),
-        computed once per case."""
+    def _route(self, route: dict[str, int], case_id: str, sent_id: str) -> int:
+        """The partition of source case ``case_id``, sent as ``sent_id`` (a keyed hash of
+        the id the vault reads, as every organization's agent computes it), computed once per
+        case."""
         if len(route) >= _ROUTE_CACHE:
             route.clear()
-        p = route[case_id] = placement(self.keys.placement_key, case_id, self.settings.partitions)
+        p = placement(self.keys.placement_key, sent_id, self.settings.partitions)
+        route[case_id] = p
         return p
 
     def _session(self) -> ProducerSession:

@@ -104,9 +104,12 @@ def plan_errors(
     known: KnownKeys,
     *,
     per_hour: Mapping[str, float] | None = None,
+    span_hours: float | None = None,
 ) -> list[ErrorRow]:
     """Per statistic of the policy, a row per pane and per window: the noise's 95%
-    half-width and, with ``per_hour`` (a key's expected count per hour), the relative error."""
+    half-width and, with ``per_hour`` (a key's expected count per hour), the relative error;
+    with ``span_hours`` (the log's length), a pane or window longer than the log expects the
+    whole log's count, not more."""
     from procvault.monitor.privacy.plan import ReleasePlan
 
     plan = ReleasePlan.build(settings, known)
@@ -117,7 +120,8 @@ def plan_errors(
         for n in windows:
             h = half_width(spec.scale, panes=n)
             rate = (per_hour or {}).get(spec.name)
-            expected = None if rate is None else rate * hours * n
+            covered = hours * n if span_hours is None else min(hours * n, span_hours)
+            expected = None if rate is None else rate * covered
             rel = None if not expected else h / expected
             rows.append(ErrorRow(spec.name, n, spec.scale, h, expected, rel))
     return rows
@@ -134,12 +138,31 @@ def suggest_pane(
     """The shortest pane length of :data:`CANDIDATES` whose activities and pairs are within
     ``target`` relative error in a pane or the longest window (``None``: none is), and per
     candidate ``(length, worst relative error in a pane, in the longest window)``. Candidates
-    longer than ``span_hours`` (the log) are skipped."""
+    longer than ``span_hours`` (the log) are skipped; with ``span_hours``, the last candidate
+    is one pane holding the whole log (its length in whole days, rounded up).
+
+    >>> from procvault.config.dp import parse_dp_policy
+    >>> from procvault.monitor.privacy.settings import KnownKeys
+    >>> s = parse_dp_policy({"version": 1, "budget": {"epsilon": 1.0, "window": 1},
+    ...     "panes": {"length": "1h", "max_panes_per_case": 1},
+    ...     "statistics": {"activity": {"max_keys": 1}}, "running_totals": False})
+    >>> best, tried = suggest_pane(s, KnownKeys.build(["A"]), {"activity": 1.0},
+    ...                            span_hours=24 * 40)
+    >>> [(length.days, round(pane, 2)) for length, pane, _ in tried]  # (1 h, 6 h, 1 d, ...)
+    [(0, 3.0), (0, 0.5), (1, 0.12), (7, 0.02), (30, 0.0), (40, 0.0)]
+    >>> str(best)  # (its 1-day window, the policy's default, is within 20%)
+    '6:00:00'
+    """
     tried: list[tuple[timedelta, float, float]] = []
     best = None
-    for length in CANDIDATES:
-        if span_hours is not None and length.total_seconds() / 3600.0 > span_hours:
-            break
+    lengths = [
+        c for c in CANDIDATES if span_hours is None or c.total_seconds() / 3600.0 <= span_hours
+    ]
+    if span_hours is not None:
+        whole = timedelta(days=math.ceil(span_hours / 24.0))
+        if not lengths or whole > lengths[-1]:
+            lengths.append(whole)
+    for length in lengths:
         s = dataclasses.replace(
             settings,
             panes=dataclasses.replace(settings.panes, length=length),
@@ -147,7 +170,7 @@ def suggest_pane(
         )
         rows = [
             r
-            for r in plan_errors(s, known, per_hour=per_hour)
+            for r in plan_errors(s, known, per_hour=per_hour, span_hours=span_hours)
             if r.statistic in ("activity", "directly_follows")
         ]
         if not rows:

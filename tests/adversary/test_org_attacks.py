@@ -228,3 +228,31 @@ def test_each_organization_reads_only_its_own_results_and_replays_are_shown_once
     )
     assert f"{len(genuine)} republished duplicates" in shown.stderr, shown.stderr
     assert "1 rejected" in shown.stderr, shown.stderr
+
+
+def test_a_curious_organization_copies_a_case_to_a_second_partition(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """An agent that sends a case's events to a partition the case's id does not place it on
+    (which would give the case a second set of DP caps there) is refused on that partition
+    (``misplaced``, counted) and the results are those of the genuine records alone."""
+    dep = Deployment(kafka_bootstrap, tmp_path)
+    try:
+        vault, _url = _vault(dep)
+        sources = {o: Source(dep, o) for o in ORGS}
+        case = trace_events("case-1", T0)
+        em = sources["emergency"]
+        other = (em.partition_of("case-1") + 1) % dep.partitions
+        mine = [e for e in case if e.org == "emergency"]
+        genuine = [sources[e.org].event(e) for e in sorted(case, key=lambda e: e.timestamp)]
+        copies = [em.event(e, partition=other, genuine=False) for e in mine]
+        end = max(e.timestamp for e in case) + timedelta(seconds=1)
+        closing = [r for s in sources.values() for r in s.heartbeat(end, closed=True)]
+        produce(kafka_bootstrap, [*genuine, *copies, *closing])
+        got = case_results(dep, ["case-1"])
+        stats = vault.stop()
+    finally:
+        dep.stop_all()
+    assert stats is not None
+    assert mine and stats["rejected"]["misplaced"] == len(mine)
+    assert got == strip_reference(reference(case))

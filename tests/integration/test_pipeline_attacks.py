@@ -118,6 +118,7 @@ def test_forged_tampered_and_replayed_records_are_refused_and_counted(
         "bad_signature": 0,
         "future": 0,
         "wrong_org": 0,
+        "misplaced": 0,
     }
     assert stats["applied"] == 3  # the genuine events only, each once
     (case,) = [r for r in results if r["type"] == "case"]

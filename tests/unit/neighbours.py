@@ -151,8 +151,11 @@ def run(
     events: Sequence[Ev],
     revocations: Iterable[Revoke] = (),
     deployment: Deployment = Deployment(),
+    *,
+    check_placement: bool = True,
 ) -> dict[int, PaneAggregate]:
-    """The exact panes the release stage completes, by index."""
+    """The exact panes the release stage completes, by index (``check_placement``: the
+    partitions refuse a case placed elsewhere, as the vault does)."""
     d = deployment
     settings = d.settings
     plan = (PLAN if settings is DP else ReleasePlan.build(settings, KNOWN)).fingerprint()
@@ -171,6 +174,7 @@ def run(
             ),
             Vault(NET, vs, compliance=Compliance(RULES)),
             PaneAccumulator(settings, KNOWN),
+            place=(lambda case, n=d.partitions: place(case, n)) if check_placement else None,
         )
         for p in range(d.partitions)
     ]

@@ -473,3 +473,30 @@ def test_a_silent_source_that_comes_back_is_reported_back() -> None:
     step(9)
     assert ("source_silent", "a") in notes and ("source_back", "a") in notes, notes
     assert told == [("source_silent", "a"), ("source_back", "a")], told
+
+
+def test_a_case_placed_on_another_partition_is_refused() -> None:
+    """With ``place``, a partition refuses the events of a case whose id places it elsewhere
+    (``misplaced``, counted; the chain moves on), so an agent cannot give a case two
+    partitions, and with them two sets of DP caps; without ``place`` nothing is checked."""
+
+    def place(case_id: str) -> int:
+        return 0 if case_id.startswith("here") else 1
+
+    def origin(seq: int) -> Origin:
+        return Origin("a", "agent-1", 1, seq, seq, prev=(1, seq - 1) if seq else (0, 0))
+
+    def frame(seq: int, case: str) -> EventFrame:
+        ev = Event.create(case, "A", T0 + timedelta(minutes=seq), org="a")
+        return EventFrame(origin(seq), seq, 0, ev)
+
+    settings = PartitionSettings(partition=0, orgs=("a",))
+    checked = PartitionEngine(settings, _vault(), place=place)
+    unchecked = PartitionEngine(settings, _vault())
+    for engine, expected in ((checked, [None, "misplaced", None]), (unchecked, [None] * 3)):
+        engine.begin(NOW)
+        got = [engine.admit(frame(i, c)) for i, c in enumerate(("here-1", "there-1", "here-2"))]
+        assert got == expected
+        engine.step()
+    assert checked.counters.misplaced == 1 and checked.counters.applied == 2
+    assert unchecked.counters.misplaced == 0 and unchecked.counters.applied == 3

@@ -386,3 +386,25 @@ def test_any_file_content_is_a_config_error_never_a_traceback(
         os.chmod(path, 0o600)
         with pytest.raises(ConfigError):
             load(path)  # type: ignore[operator]
+
+
+def test_the_vault_holds_the_consortiums_placement_key_and_upgrade_adds_it(
+    tmp_path: Path,
+) -> None:
+    from procvault.streams.secrets import upgrade_keyring
+
+    init_keyring(tmp_path, ["lab", "ward"])
+    vault = VaultSecrets.load(tmp_path / "vault.json")
+    lab = OrgKeys.load(tmp_path / "org-lab.json")
+    assert vault.placement_key == lab.placement_key
+    assert vault.rotate().rotate_state().placement_key == lab.placement_key
+    assert lab.placement_key.hex() not in repr(vault)
+    # a vault.json from before the placement key: upgrade gives it the organizations' key
+    data = json.loads((tmp_path / "vault.json").read_text())
+    del data["placement_key"]
+    (tmp_path / "vault.json").write_text(json.dumps(data))
+    assert VaultSecrets.load(tmp_path / "vault.json").placement_key is None
+    added = upgrade_keyring(tmp_path)
+    assert any("placement key" in line for line in added)
+    assert VaultSecrets.load(tmp_path / "vault.json").placement_key == lab.placement_key
+    assert upgrade_keyring(tmp_path) == []

@@ -34,11 +34,12 @@ Prints one JSON object with, all measured in this one run on this machine:
 
 Kafka: ``$KAFKA_BOOTSTRAP`` if set, otherwise a broker started here (cached jars) on free ports.
 
-Measured 2026-12-07 23:30-23:43 UTC with ``bench/pipeline.py --runs 5`` (the machine shared
-with other sessions' integration tests, load average 4-7): one worker 26,313 events/s and
-28.8 CPU µs/event, 6424efd's 24,190 events/s and 29.0 CPU µs/event, ``head_over_base``
-1.088, ``base_over_head_cpu_per_event`` 1.006 (docs/pipeline.md has every figure of the run,
-and the 0.959 / 0.816 measured before ``procvault vault`` tuned its garbage collector).
+Measured 2026-12-08 00:15-00:20 UTC with ``bench/pipeline.py --runs 3`` (the machine shared
+with other sessions' tests, load average 1-3): one worker 33,269 events/s and 31.6 CPU
+µs/event, 6424efd's 29,520 events/s and 29.4 CPU µs/event, ``head_over_base`` 1.127,
+``base_over_head_cpu_per_event`` 0.931 (docs/pipeline.md has every figure of the run, and
+those measured before ``procvault vault`` tuned its garbage collector and before the engine
+stopped scanning its merge buffer per alert).
 
     .venv/bin/python bench/pipeline.py [--repeat 7] [--runs 3] [--rate 1000] [--base 6424efd]
 """

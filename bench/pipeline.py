@@ -4,8 +4,24 @@ Prints one JSON object with, all measured in this one run on this machine:
 
 * ``vault_alone``: a vault worker process (``procvault vault``, Sepsis model and rules) reading
   Sepsis x ``--repeat`` pre-produced by three organizations' agents (encrypted, transactional,
-  heartbeats included) on 4 partitions: events/s from its first to its last applied event,
-  median of ``--runs``; one worker and two workers sharing the partitions;
+  heartbeats included) on 4 partitions: events/s from its first to its last applied event
+  (the ``first_applied``/``last_applied`` wall clocks it prints when stopped), and the
+  workers' CPU time (user + system, from "ready" to the last event applied) per event,
+  medians of ``--runs``; one worker and two workers sharing the partitions;
+* ``vault_alone.base``: the same one-worker figures for the base commit (``--base``, default
+  6424efd, the commit before the partition engine), ``head_over_base``, the ratio of the
+  events/s medians (``head_over_base_runs``: per pair of runs), and
+  ``base_over_head_cpu_per_event``, that of the CPU times (above 1: this tree is cheaper).
+  The base is checked out once as a git worktree (``/tmp/pipeline-base``, or
+  ``--base-tree``) and run, as this tree is, from an import folder mapping ``procvault`` onto
+  its tree (bench/monitor_xes.py's ``_import_root``):
+  each tree's ``bench/_pipeline_feed.py`` process makes that tree's keyring and pre-produces
+  with that tree's agents (the wire format changed between the two: envelope v2, chained
+  frames), same log, split (examples/sepsis_orgs.yaml) and partitions, on a fresh topic
+  prefix per run; then that tree's own ``procvault vault`` (same model, rules and flags;
+  metrics on in both: the base always exports ``procvault_events_applied_total``, this tree
+  with ``--metrics-detail``) reads it. Runs alternate between the trees (head first in even
+  runs, base first in odd ones). ``--no-base`` measures this tree only;
 * ``faust_baseline``: a faust-streaming worker doing the vault's per-event work before the
   engine (open, decode, a per-case table write with changelog) on the same pre-produced
   topics; ``vault_vs_faust`` is the ratio of the medians;
@@ -18,7 +34,14 @@ Prints one JSON object with, all measured in this one run on this machine:
 
 Kafka: ``$KAFKA_BOOTSTRAP`` if set, otherwise a broker started here (cached jars) on free ports.
 
-    .venv/bin/python bench/pipeline.py [--repeat 7] [--runs 3] [--rate 1000]
+Measured 2026-12-08 00:15-00:20 UTC with ``bench/pipeline.py --runs 3`` (the machine shared
+with other sessions' tests, load average 1-3): one worker 33,269 events/s and 31.6 CPU
+µs/event, 6424efd's 29,520 events/s and 29.4 CPU µs/event, ``head_over_base`` 1.127,
+``base_over_head_cpu_per_event`` 0.931 (docs/pipeline.md has every figure of the run, and
+those measured before ``procvault vault`` tuned its garbage collector and before the engine
+stopped scanning its merge buffer per alert).
+
+    .venv/bin/python bench/pipeline.py [--repeat 7] [--runs 3] [--rate 1000] [--base 6424efd]
 """
 
 from __future__ import annotations
@@ -41,13 +64,13 @@ from typing import Any, ClassVar
 
 os.environ.setdefault("PM4PY_SHOW_PROGRESS_BAR", "false")
 
-from procvault.generators.split import ActivityMapping, assign
-from procvault.generators.xes import read_xes
 from procvault.monitor.findings import decode_batch
-from procvault.organization.agent import Agent, AgentSettings, ordered_share
 from procvault.streams import kafka_local
 from procvault.streams.frames import Topics, open_result
-from procvault.streams.secrets import OrgKeys, VaultSecrets, init_keyring
+from procvault.streams.secrets import OrgKeys, VaultSecrets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from monitor_xes import _import_root
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PROCVAULT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -57,10 +80,12 @@ RULES = REPO / "policies" / "rules" / "sepsis.yaml"
 SPLIT = REPO / "examples" / "sepsis_orgs.yaml"
 ORGS = ("emergency", "lab", "ward")
 PARTITIONS = 4
+#: The commit before the partition engine (d8bd3cc), which issue 19 compares against.
+DEFAULT_BASE = "6424efd"
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "procvault", *args]
+def _progress(msg: str) -> None:
+    print(f"[bench/pipeline] {msg}", file=sys.stderr, flush=True)
 
 
 class Proc:
@@ -68,10 +93,13 @@ class Proc:
 
     running: ClassVar[list[Proc]] = []
 
-    def __init__(self, name: str, cmd: list[str], root: Path) -> None:
+    def __init__(self, name: str, cmd: list[str], root: Path, tree: Tree) -> None:
         self.err = root / f"{name}-{uuid.uuid4().hex[:6]}.err"
+        self.cpu_at_ready = 0.0
         with self.err.open("wb") as fh:
-            self.popen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh)
+            self.popen = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=fh, env=tree.env, cwd=tree.root
+            )
         Proc.running.append(self)
 
     @classmethod
@@ -83,6 +111,11 @@ class Proc:
 
     def text(self) -> str:
         return self.err.read_text(errors="replace")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process used so far (``/proc/PID/stat``)."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
         deadline = time.monotonic() + timeout
@@ -104,6 +137,108 @@ class Proc:
         raise RuntimeError(self.text()[-2000:])
 
 
+class Tree:
+    """One tree's code (this one or the base commit's): the import folder that maps
+    ``procvault`` onto it, its keyring and its feeder process (bench/_pipeline_feed.py, which
+    pre-produces with that tree's agents)."""
+
+    def __init__(self, name: str, source: Path, work: Path, bootstrap: str, repeat: int) -> None:
+        self.name = name
+        self.root = _import_root(source, work / f"root-{name}")
+        self.keys = work / f"keys-{name}"
+        # python -m puts the working folder first on sys.path: run in the import folder
+        self.env = {**os.environ, "PYTHONPATH": str(self.root)}
+        usage = subprocess.run(
+            self.cli("vault", "--help"),
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.root,
+            check=True,
+        ).stdout
+        # metrics on in both trees: the base exports procvault_events_applied_total always,
+        # a tree with --metrics-detail only in that mode
+        self.vault_flags = ["--metrics-detail"] if "--metrics-detail" in usage else []
+        self.feed_err = work / f"feed-{name}.err"
+        with self.feed_err.open("wb") as fh:
+            self.feeder = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(REPO / "bench" / "_pipeline_feed.py"),
+                    bootstrap,
+                    str(self.keys),
+                    str(LOG),
+                    str(SPLIT),
+                    str(repeat),
+                    str(PARTITIONS),
+                    ",".join(ORGS),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=fh,
+                text=True,
+                env=self.env,
+                cwd=self.root,
+            )
+        self.events = int(self._reply()["events"])
+
+    @staticmethod
+    def cli(*args: str) -> list[str]:
+        return [sys.executable, "-m", "procvault", *args]
+
+    def _reply(self) -> dict[str, Any]:
+        assert self.feeder.stdout is not None
+        line = self.feeder.stdout.readline()
+        if not line:
+            tail = self.feed_err.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the {self.name} feeder failed:\n{tail}")
+        return dict(json.loads(line))
+
+    def produce(self, prefix: str) -> dict[str, Any]:
+        """This tree's agents publish the whole log under ``prefix``."""
+        assert self.feeder.stdin is not None
+        self.feeder.stdin.write(prefix + "\n")
+        self.feeder.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        if self.feeder.stdin is not None:
+            self.feeder.stdin.close()
+        try:
+            self.feeder.wait(30)
+        except subprocess.TimeoutExpired:
+            self.feeder.kill()
+            self.feeder.wait(10)
+
+
+def _base_tree(commit: str, where: Path) -> Path:
+    """A git worktree of ``commit`` at ``where`` (made once; refused if it is at another)."""
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        raise SystemExit(
+            f"bench/pipeline.py: commit {commit} is not in this repository's history "
+            "(a shallow clone?); --no-base measures this tree only"
+        )
+    full = found.stdout.strip()
+    if not where.exists():
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), full],
+            check=True,
+            capture_output=True,
+        )
+    head = subprocess.run(
+        ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if head != full:
+        raise SystemExit(f"bench/pipeline.py: {where} is at {head[:10]}, not {commit}")
+    return where
+
+
 def _common(bootstrap: str, keys: Path, prefix: str) -> list[str]:
     return [
         "--kafka",
@@ -117,12 +252,12 @@ def _common(bootstrap: str, keys: Path, prefix: str) -> list[str]:
     ]
 
 
-def _vault(bootstrap: str, keys: Path, prefix: str, root: Path, worker: str) -> Proc:
+def _vault(tree: Tree, bootstrap: str, prefix: str, root: Path, worker: str) -> Proc:
     p = Proc(
         worker,
-        _cli(
+        tree.cli(
             "vault",
-            *_common(bootstrap, keys, prefix),
+            *_common(bootstrap, tree.keys, prefix),
             "--model",
             str(MODEL),
             "--rules",
@@ -131,13 +266,15 @@ def _vault(bootstrap: str, keys: Path, prefix: str, root: Path, worker: str) -> 
             worker,
             "--metrics-port",
             "0",
-            "--metrics-detail",  # procvault_events_applied_total, which the bench waits on
+            *tree.vault_flags,  # procvault_events_applied_total, which the bench waits on
             "--session-timeout",
             "6",
         ),
         root,
+        tree,
     )
     p.wait_for("ready")
+    p.cpu_at_ready = p.cpu_seconds()
     return p
 
 
@@ -169,50 +306,40 @@ def _wait_applied(procs: list[Proc], total: int, timeout: float = 600) -> None:
         time.sleep(0.2)
 
 
-def _shares(repeat: int) -> dict[str, list[Any]]:
-    log = read_xes(LOG)
-    events = list(
-        assign(log.replay(end_markers=True, repeat=repeat), ActivityMapping.from_file(SPLIT))
-    )
-    return {org: list(ordered_share(events, org)) for org in ORGS}
-
-
-async def _preproduce(bootstrap: str, keys: Path, prefix: str, shares: dict[str, list]) -> None:
-    """Agents publish every share (the keys come from the keyring: no attestation round)."""
-    vault_pub = VaultSecrets.load(keys / "vault.json").current.public()
-    for org in ORGS:
-        agent = Agent(
-            AgentSettings(bootstrap, PARTITIONS, Topics(prefix)),
-            OrgKeys.load(keys / f"org-{org}.json"),
-            vault_pub,
-        )
-        await agent.run(shares[org])
-
-
-def vault_alone(bootstrap: str, keys: Path, root: Path, shares: dict, workers: int) -> float:
-    total = sum(len(s) for s in shares.values())
-    prefix = f"b{uuid.uuid4().hex[:8]}."
-    asyncio.run(_preproduce(bootstrap, keys, prefix, shares))
-    procs = [_vault(bootstrap, keys, prefix, root, f"vault-{i}") for i in range(workers)]
+def vault_alone(tree: Tree, bootstrap: str, root: Path, workers: int) -> dict[str, float]:
+    """``workers`` vault workers of ``tree`` on topics its agents pre-produced: events/s from
+    the first to the last applied event, and the workers' CPU time (user + system, from
+    "ready" to the last event applied) per event, which the other work on the machine moves
+    less than the wall clock."""
+    total = tree.events
+    prefix = f"b{tree.name[0]}{uuid.uuid4().hex[:8]}."
+    fed = tree.produce(prefix)
+    procs = [_vault(tree, bootstrap, prefix, root, f"vault-{i}") for i in range(workers)]
     _wait_applied(procs, total)
+    cpu = sum(p.cpu_seconds() - p.cpu_at_ready for p in procs)
     stats = [p.stop() for p in procs]
     first = min(s["first_applied"] for s in stats if s["first_applied"])
     last = max(s["last_applied"] for s in stats if s["last_applied"])
     assert sum(s["applied"] for s in stats) >= total, stats
-    return total / (last - first)
+    rate = total / (last - first)
+    _progress(
+        f"{tree.name}, {workers} worker(s): {rate:,.0f} events/s, {cpu / total * 1e6:.1f} CPU "
+        f"µs/event ({total} events, pre-produced in {fed['seconds']} s)"
+    )
+    return {"events_per_s": rate, "cpu_us_per_event": cpu / total * 1e6}
 
 
-def faust_baseline(bootstrap: str, keys: Path, root: Path, shares: dict) -> float:
-    total = sum(len(s) for s in shares.values())
+def faust_baseline(tree: Tree, bootstrap: str, root: Path) -> float:
+    total = tree.events
     prefix = f"f{uuid.uuid4().hex[:8]}."
-    asyncio.run(_preproduce(bootstrap, keys, prefix, shares))
+    tree.produce(prefix)
     out = root / f"{prefix}faust.json"
     cmd = [
         sys.executable,
         str(REPO / "bench" / "faust_baseline.py"),
         bootstrap,
         prefix,
-        str(keys),
+        str(tree.keys),
         ",".join(ORGS),
         str(PARTITIONS),
         str(total),
@@ -231,8 +358,8 @@ def faust_baseline(bootstrap: str, keys: Path, root: Path, shares: dict) -> floa
 
 
 def _agents(
+    tree: Tree,
     bootstrap: str,
-    keys: Path,
     prefix: str,
     root: Path,
     repeat: int,
@@ -247,9 +374,9 @@ def _agents(
         procs.append(
             Proc(
                 f"agent-{org}",
-                _cli(
+                tree.cli(
                     "agent",
-                    *_common(bootstrap, keys, prefix),
+                    *_common(bootstrap, tree.keys, prefix),
                     "--org",
                     org,
                     "--from",
@@ -263,17 +390,18 @@ def _agents(
                     *pace,
                 ),
                 root,
+                tree,
             )
         )
     return procs
 
 
-def live(bootstrap: str, keys: Path, root: Path, shares: dict, repeat: int) -> dict[str, Any]:
-    total = sum(len(s) for s in shares.values())
+def live(tree: Tree, bootstrap: str, root: Path, repeat: int) -> dict[str, Any]:
+    total = tree.events
     prefix = f"l{uuid.uuid4().hex[:8]}."
-    vault = _vault(bootstrap, keys, prefix, root, "vault-live")
+    vault = _vault(tree, bootstrap, prefix, root, "vault-live")
     started = time.time()
-    agents = _agents(bootstrap, keys, prefix, root, repeat)
+    agents = _agents(tree, bootstrap, prefix, root, repeat)
     for a in agents:
         a.popen.wait(600)
     _wait_applied([vault], total)
@@ -326,9 +454,10 @@ async def _read_latencies(
     return out
 
 
-def latency(bootstrap: str, keys: Path, root: Path, rate: float) -> dict[str, Any]:
+def latency(tree: Tree, bootstrap: str, root: Path, rate: float) -> dict[str, Any]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    vault = _vault(bootstrap, keys, prefix, root, "vault-latency")
+    keys = tree.keys
+    vault = _vault(tree, bootstrap, prefix, root, "vault-latency")
 
     async def run() -> list[float]:
         from procvault.streams.kafka_io import ensure_topics
@@ -337,7 +466,7 @@ def latency(bootstrap: str, keys: Path, root: Path, rate: float) -> dict[str, An
         stop = asyncio.Event()
         reader = asyncio.create_task(_read_latencies(bootstrap, keys, prefix, stop))
         # the whole log at ``rate``, every agent on one schedule starting in a few seconds
-        agents = _agents(bootstrap, keys, prefix, root, 1, rate, time.time() + 8.0)
+        agents = _agents(tree, bootstrap, prefix, root, 1, rate, time.time() + 8.0)
         while any(a.popen.poll() is None for a in agents):
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.0)  # the last results
@@ -362,70 +491,123 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
     ap.add_argument(
         "--only",
-        choices=("latency", "live"),
-        help="run only this part (for tuning; the full run gives the figures)",
+        choices=("latency", "live", "vault"),
+        help="run only this part (vault: one worker, this tree and the base; for tuning: the "
+        "full run gives the figures)",
     )
+    ap.add_argument(
+        "--base", default=DEFAULT_BASE, help="the commit whose vault this one is compared with"
+    )
+    ap.add_argument(
+        "--base-tree",
+        type=Path,
+        default=Path("/tmp/pipeline-base"),
+        help="its git worktree (made there if missing)",
+    )
+    ap.add_argument("--no-base", action="store_true", help="measure this tree only")
     args = ap.parse_args()
+    with_base = not args.no_base and args.only in (None, "vault")
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    trees: list[Tree] = []
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as tmp:
         root = Path(tmp)
-        if not bootstrap:
-            kafka_local.install_jars()
-            broker = kafka_local.LocalKafka(
-                data_dir=root / "kafka",
-                port=kafka_local.free_port(),
-                controller_port=kafka_local.free_port(),
-            )
-            broker.start(timeout=120)
-            bootstrap = broker.bootstrap
         try:
-            keys = root / "keys"
-            init_keyring(keys, ORGS)
+            if not bootstrap:
+                kafka_local.install_jars()
+                broker = kafka_local.LocalKafka(
+                    data_dir=root / "kafka",
+                    port=kafka_local.free_port(),
+                    controller_port=kafka_local.free_port(),
+                )
+                broker.start(timeout=120)
+                bootstrap = broker.bootstrap
+            repeat = 1 if args.only == "latency" else args.repeat
+            head = Tree("head", REPO, root, bootstrap, repeat)
+            trees.append(head)
             if args.only == "latency":
-                print(json.dumps({"latency": latency(bootstrap, keys, root, args.rate)}))
+                print(json.dumps({"latency": latency(head, bootstrap, root, args.rate)}))
                 return
-            shares = _shares(args.repeat)
-            total = sum(len(s) for s in shares.values())
             if args.only == "live":
-                print(json.dumps({"live": live(bootstrap, keys, root, shares, args.repeat)}))
+                print(json.dumps({"live": live(head, bootstrap, root, args.repeat)}))
                 return
-            one = [vault_alone(bootstrap, keys, root, shares, 1) for _ in range(args.runs)]
-            two = [vault_alone(bootstrap, keys, root, shares, 2) for _ in range(args.runs)]
-            faust = [faust_baseline(bootstrap, keys, root, shares) for _ in range(args.runs)]
-            live_run = live(bootstrap, keys, root, shares, args.repeat)
-            lat = latency(bootstrap, keys, root, args.rate)
+            base = None
+            if with_base:
+                source = _base_tree(args.base, args.base_tree)
+                base = Tree("base", source, root, bootstrap, args.repeat)
+                trees.append(base)
+                if base.events != head.events:
+                    raise SystemExit(
+                        f"bench/pipeline.py: the trees split the log differently "
+                        f"({head.events} events here, {base.events} in {args.base})"
+                    )
+            one: list[dict[str, float]] = []
+            base_one: list[dict[str, float]] = []
+            for i in range(args.runs):
+                order = [head, base] if i % 2 == 0 else [base, head]
+                for tree in order:
+                    if tree is not None:
+                        taken = one if tree is head else base_one
+                        taken.append(vault_alone(tree, bootstrap, root, 1))
+            if args.only != "vault":
+                two = [vault_alone(head, bootstrap, root, 2) for _ in range(args.runs)]
+                faust = [faust_baseline(head, bootstrap, root) for _ in range(args.runs)]
+                live_run = live(head, bootstrap, root, args.repeat)
+                lat = latency(head, bootstrap, root, args.rate)
         finally:
             Proc.kill_all()
+            for t in trees:
+                t.close()
             if broker is not None:
                 broker.stop()
     med = statistics.median
-    print(
-        json.dumps(
-            {
-                "log": f"sepsis x{args.repeat}, 3 organizations, {PARTITIONS} partitions",
-                "events": total,
-                "vault_alone": {
-                    "one_worker": {
-                        "events_per_s_median": round(med(one)),
-                        "runs": [round(x) for x in one],
-                    },
-                    "two_workers": {
-                        "events_per_s_median": round(med(two)),
-                        "runs": [round(x) for x in two],
-                    },
-                },
-                "faust_baseline": {
-                    "events_per_s_median": round(med(faust)),
-                    "runs": [round(x) for x in faust],
-                },
-                "vault_vs_faust": round(med(one) / med(faust), 2),
-                "live": live_run,
-                "latency": lat,
-                "promtee_reference_ms": "0.4-1.3 per update on direct RPC, no durability",
-            }
-        )
-    )
+    total = head.events
+
+    def figures(rs: list[dict[str, float]]) -> dict[str, Any]:
+        rates = [r["events_per_s"] for r in rs]
+        cpu = [r["cpu_us_per_event"] for r in rs]
+        return {
+            "events_per_s_median": round(med(rates)),
+            "runs": [round(x) for x in rates],
+            "cpu_us_per_event_median": round(med(cpu), 1),
+            "cpu_us_per_event_runs": [round(x, 1) for x in cpu],
+        }
+
+    def rate(rs: list[dict[str, float]]) -> float:
+        return float(med(r["events_per_s"] for r in rs))
+
+    def cpu(rs: list[dict[str, float]]) -> float:
+        return float(med(r["cpu_us_per_event"] for r in rs))
+
+    alone: dict[str, Any] = {"one_worker": figures(one)}
+    if base_one:
+        alone["base"] = {"commit": args.base, "one_worker": figures(base_one)}
+        alone["head_over_base"] = round(rate(one) / rate(base_one), 3)
+        alone["head_over_base_runs"] = [
+            round(h["events_per_s"] / b["events_per_s"], 3)
+            for h, b in zip(one, base_one, strict=True)
+        ]
+        # the same comparison in CPU time per event (base / head: above 1, this tree is cheaper)
+        alone["base_over_head_cpu_per_event"] = round(cpu(base_one) / cpu(one), 3)
+    out: dict[str, Any] = {
+        "log": f"sepsis x{args.repeat}, 3 organizations, {PARTITIONS} partitions",
+        "events": total,
+        "machine": "2 cores shared with other work: compare figures of this one run only",
+        "vault_alone": alone,
+    }
+    if args.only != "vault":
+        alone["two_workers"] = figures(two)
+        out |= {
+            "faust_baseline": {
+                "events_per_s_median": round(med(faust)),
+                "runs": [round(x) for x in faust],
+            },
+            "vault_vs_faust": round(rate(one) / med(faust), 2),
+            "live": live_run,
+            "latency": lat,
+            "promtee_reference_ms": "0.4-1.3 per update on direct RPC, no durability",
+        }
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -335,6 +335,21 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_gc() -> None:
+    """The cyclic garbage collector for a worker that allocates a few small objects per
+    event: every object alive at start-up (imported modules, the model, the rules: some
+    170,000) is frozen out of its scans, and its young generation is collected every 50,000
+    allocations instead of 700, so the full collections stop rescanning the growing case state
+    every few thousand events. Measured on bench/pipeline.py's Sepsis x7 (one worker,
+    113,848 events, two runs each): the collector's CPU time went from 1.01 s and 0.98 s to
+    0.43 s and 0.39 s, the collection before the freeze included."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def cmd_vault(args: argparse.Namespace) -> int:
     """``procvault vault``."""
     from procvault.config.engines import load_engines
@@ -461,6 +476,7 @@ def cmd_vault(args: argparse.Namespace) -> int:
 
     server = serve_metrics(args, metrics, "vault")
     started = time.monotonic()
+    _tune_gc()
     try:
         asyncio.run(main())
     finally:

@@ -45,9 +45,10 @@ def test_replay_benchmark_smoke(kafka_bootstrap: str, sepsis_log: Path) -> None:
     assert sepsis["scan"]["peak_rss_mb"] > 0 and sepsis["pm4py_over_scan"]["parse_replay_time"] > 0
 
 
-@pytest.mark.timeout(1500)  # five vault runs, the faust baseline and agents on a shared machine
+@pytest.mark.timeout(1500)  # six vault runs (one of the base), the faust baseline, agents
 def test_pipeline_benchmark_smoke(kafka_bootstrap: str) -> None:
-    """bench/pipeline.py on the session's broker, one round, one run, a fast latency pass."""
+    """bench/pipeline.py on the session's broker, one round, one run, a fast latency pass,
+    against the base commit's vault (its own worktree, keyring and agents)."""
     args = ["--repeat", "1", "--runs", "1", "--rate", "4000"]
     proc = subprocess.run(
         [sys.executable, str(BENCH / "pipeline.py"), *args],
@@ -60,8 +61,15 @@ def test_pipeline_benchmark_smoke(kafka_bootstrap: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["events"] == 15_214 + 1050  # events and end-of-case markers, three organizations
-    for figure in ("one_worker", "two_workers"):
-        assert out["vault_alone"][figure]["events_per_s_median"] > 0
+    alone = out["vault_alone"]
+    for figure in (alone["one_worker"], alone["two_workers"], alone["base"]["one_worker"]):
+        assert figure["events_per_s_median"] > 0 and figure["cpu_us_per_event_median"] > 0
+    assert alone["base"]["commit"] == "6424efd"
+    ratio = (
+        alone["one_worker"]["events_per_s_median"]
+        / alone["base"]["one_worker"]["events_per_s_median"]
+    )
+    assert abs(alone["head_over_base"] - ratio) < 0.01 and len(alone["head_over_base_runs"]) == 1
     assert out["faust_baseline"]["events_per_s_median"] > 0 and out["vault_vs_faust"] > 0
     assert out["live"]["events"] == out["events"] and out["live"]["events_per_s"] > 0
     assert out["latency"]["items"] > 0

@@ -503,3 +503,43 @@ def test_a_case_placed_on_another_partition_is_refused() -> None:
         engine.step()
     assert checked.counters.misplaced == 1 and checked.counters.applied == 2
     assert unchecked.counters.misplaced == 0 and unchecked.counters.applied == 3
+
+
+class _ScanChecked(PartitionEngine):
+    """Checks every answer of the index of organizations waiting in the merge against a scan
+    of the merge buffer (what the engine did before the index)."""
+
+    calls = 0
+
+    def _participants(self, case_id: str) -> tuple[str, ...]:
+        got = super()._participants(case_id)
+        meta = self._cases.get(case_id)
+        merged = set(meta.counts) if meta else {o for o, _ in self._done.get(case_id, ())}
+        merged.update(org for _, _, org, _, _, ev in self._buffer if ev.case_id == case_id)
+        assert got == tuple(sorted(merged)), (case_id, got, merged)
+        _ScanChecked.calls += 1
+        return got
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    w=workloads(),
+    arrivals=st.lists(st.integers(0, 5), max_size=200),
+    batches=st.lists(st.integers(1, 12), max_size=60),
+    crashes=st.sets(st.integers(1, 40), max_size=6),
+)
+def test_the_waiting_organizations_index_answers_as_a_scan_of_the_merge_buffer(
+    w: Workload, arrivals: list[int], batches: list[int], crashes: set[int]
+) -> None:
+    run(w, arrivals, batches, crashes, engine_cls=_ScanChecked)
+
+
+def test_the_scan_check_is_reached_on_the_example() -> None:
+    before = _ScanChecked.calls
+    w, arrivals, batches, crashes = _example()
+    run(w, arrivals, batches, crashes, engine_cls=_ScanChecked)
+    assert _ScanChecked.calls > before

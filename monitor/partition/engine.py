@@ -723,17 +723,20 @@ class PartitionEngine:
         else:
             eff.add((org,), full)
 
-    def _participants(self, case_id: str) -> tuple[str, ...]:
-        """The organizations that sent events of ``case_id``: merged, or admitted and still
-        waiting in the merge (counted per case beside the buffer: this runs for every alert,
-        and a scan of the buffer there cost the vault three quarters of its throughput on a
-        backlog, bench/pipeline.py)."""
+    def _participants(self, case_id: str, *, waiting: bool = False) -> tuple[str, ...]:
+        """The organizations whose events of ``case_id`` were merged; with ``waiting``
+        (a revocation's check), also those with events admitted and still waiting in the
+        merge (counted per case beside the buffer: a scan of the buffer per alert cost the
+        vault three quarters of its throughput on a backlog, bench/pipeline.py). Results are
+        routed on the merged ones only: what waits in the buffer depends on when records
+        were read, results must not."""
         meta = self._cases.get(case_id)
         if meta is not None:
             merged = set(meta.counts)
         else:
             merged = {o for o, _ in self._done.get(case_id, ())}
-        merged.update(self._buffered.get(case_id, ()))
+        if waiting:
+            merged.update(self._buffered.get(case_id, ()))
         return tuple(sorted(merged))
 
     def _unbuffer(self, case_id: str, org: str) -> None:
@@ -789,7 +792,7 @@ class PartitionEngine:
         part, parts = self.settings.partition, self.settings.partitions
         if r.kind == "case" and r.id not in self.revocations:
             assert r.case is not None
-            if issuer not in self._participants(r.case):
+            if issuer not in self._participants(r.case, waiting=True):
                 self.counters.revocations_refused += 1
                 refused = RevocationFinding(
                     r.id, "refused", part, parts, case=r.case, reason="not_a_participant"

@@ -511,14 +511,15 @@ class _ScanChecked(PartitionEngine):
 
     calls = 0
 
-    def _participants(self, case_id: str) -> tuple[str, ...]:
-        got = super()._participants(case_id)
+    def _participants(self, case_id: str, *, waiting: bool = False) -> tuple[str, ...]:
+        got = super()._participants(case_id, waiting=True)  # (checked at every call)
         meta = self._cases.get(case_id)
         merged = set(meta.counts) if meta else {o for o, _ in self._done.get(case_id, ())}
+        assert super()._participants(case_id) == tuple(sorted(merged))
         merged.update(org for _, _, org, _, _, ev in self._buffer if ev.case_id == case_id)
         assert got == tuple(sorted(merged)), (case_id, got, merged)
         _ScanChecked.calls += 1
-        return got
+        return super()._participants(case_id, waiting=waiting)
 
 
 @settings(

@@ -27,6 +27,8 @@ from attack_kit import (
 )
 from pipeline_harness import ORGS, Deployment
 
+from procvault.monitor.event import Event
+
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -145,10 +147,13 @@ def test_replayed_closed_heartbeats_complete_no_case(kafka_bootstrap: str, tmp_p
         produce(kafka_bootstrap, copies(beats))  # the old `closed` heartbeats, replayed
         wait_until(lambda: _rejected(url, "replay") >= len(beats), "the replays refused")
         early = {c for c in case_results(dep, ["open-2", "open-3"], timeout=3)}
-        # the genuine ends come later
+        # the genuine ends come later, after everything their sources sent (open-2's own end
+        # time would sort below open-3's events: where the two cases share a partition, the
+        # keyed placement decides, the guard refuses it as resent and the flush completes it)
+        open2_end = trace_events("open-2", T0 + timedelta(days=1))[-1]
         ends = [
-            trace_events("open-2", T0 + timedelta(days=1))[-1],
             trace_events("open-3", T0 + timedelta(days=1, hours=1))[-1],
+            Event.case_end("open-2", T0 + timedelta(days=1, hours=2), org=open2_end.org),
         ]
         produce(kafka_bootstrap, send_cases(sources, ends))
         got = case_results(dep, ["open-2", "open-3"])

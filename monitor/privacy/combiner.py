@@ -45,6 +45,15 @@ from .panes import PaneAggregate, PaneClock
 
 __all__ = ["AddOutcome", "CombinerState", "PaneCombiner", "PanePartials", "split_partials"]
 
+
+def _shown(plan: str) -> str:
+    """A partial's plan fingerprint for a message: as it is if it looks like one (letters,
+    digits, ``-``), else quoted and cut (it comes from a record: one line, not a screenful)."""
+    if len(plan) <= 64 and all(c.isascii() and (c.isalnum() or c == "-") for c in plan):
+        return plan
+    return repr(plan[:64])
+
+
 #: Each partials record stays well below Kafka's 1 MB (and 256 KB) record limits.
 RECORD_BYTES: Final = 200_000
 
@@ -201,8 +210,8 @@ class PaneCombiner:
         if partials.plan != self.plan:
             raise ValueError(
                 f"a partial of partition {part} was built under another DP plan "
-                f"({partials.plan}, this stage: {self.plan}): the vault and the release stage "
-                "must run the same policy and model"
+                f"({_shown(partials.plan)}, this stage: {self.plan}): the vault and the release "
+                "stage must run the same policy and model"
             )
         if partials.partitions < 1:
             raise ValueError(f"a partial claims {partials.partitions} partitions")

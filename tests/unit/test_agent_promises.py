@@ -13,7 +13,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from test_agent_review_path import Reader, RecordingProducer, frames
+from test_agent_review_path import Reader, RecordingProducer, frames, partitioned_frames
 
 from procvault.generators.pacing import AsFastAsPossible, FixedRate
 from procvault.monitor.event import Event
@@ -21,7 +21,7 @@ from procvault.organization.agent import Agent, AgentSettings, _monotone
 from procvault.organization.policy import PolicyEngine, PseudonymKey, is_placeholder, parse_policy
 from procvault.organization.review import ReviewQueue
 from procvault.streams import codec
-from procvault.streams.frames import EVENT, decode_frame, decode_heartbeat
+from procvault.streams.frames import EVENT, decode_heartbeat
 from procvault.streams.secrets import OrgKeys, VaultSecrets, init_keyring
 
 T0 = datetime(2024, 1, 1, 10, tzinfo=UTC)
@@ -151,20 +151,15 @@ def test_every_partition_hears_where_the_stream_ended_before_it_closes(tmp_path:
         last: tuple[int, int] = (-1, 0)
         promised: dict[int, tuple[int, int]] = {}
         closed: set[int] = set()
-        for txn in producer.committed:
-            for topic, value, _key, partition in txn:
-                if topic.endswith("agent.progress"):
-                    continue
-                _, plain = reader.opener.open(value, topic=topic, partition=partition)
-                kind, order, _, _prev, body = decode_frame(plain)
-                if kind == EVENT:
-                    last = max(last, (_us(codec.decode(body).timestamp), order))
-                    continue
-                wm, is_closed = decode_heartbeat(body)
-                if is_closed:
-                    closed.add(partition)
-                else:
-                    assert partition not in closed
-                    promised[partition] = (wm, order)
+        for partition, kind, order, body in partitioned_frames(reader, producer):
+            if kind == EVENT:
+                last = max(last, (_us(codec.decode(body).timestamp), order))
+                continue
+            wm, is_closed = decode_heartbeat(body)
+            if is_closed:
+                closed.add(partition)
+            else:
+                assert partition not in closed
+                promised[partition] = (wm, order)
         assert closed == {0, 1, 2}
         assert promised == dict.fromkeys((0, 1, 2), last), (reviewed, promised, last)

@@ -149,8 +149,11 @@ async def test_head_of_line_heartbeats_and_restart(tmp_path: Path) -> None:
     assert ph[0].activity == "pv:withheld" and ph[0].attr("pv:reason") == "REVIEW_DROPPED"
 
 
-def frames(reader: Reader, producer: RecordingProducer) -> list[tuple[int, int, bytes]]:
-    """``(kind, order, body)`` of every committed event and heartbeat frame, in order."""
+def partitioned_frames(
+    reader: Reader, producer: RecordingProducer
+) -> list[tuple[int, int, int, bytes]]:
+    """``(partition, kind, order, body)`` of every committed event and heartbeat frame, in
+    order."""
     out = []
     for txn in producer.committed:
         for topic, value, _key, partition in txn:
@@ -158,8 +161,13 @@ def frames(reader: Reader, producer: RecordingProducer) -> list[tuple[int, int, 
                 continue
             _, plain = reader.opener.open(value, topic=topic, partition=partition)
             kind, order, _, _prev, body = decode_frame(plain)
-            out.append((kind, order, body))
+            out.append((partition, kind, order, body))
     return out
+
+
+def frames(reader: Reader, producer: RecordingProducer) -> list[tuple[int, int, bytes]]:
+    """``(kind, order, body)`` of every committed event and heartbeat frame, in order."""
+    return [(kind, order, body) for _p, kind, order, body in partitioned_frames(reader, producer)]
 
 
 def _decoded(reader: Reader, producer: RecordingProducer) -> list[tuple[int, Event]]:
